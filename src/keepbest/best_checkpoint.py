@@ -1,0 +1,133 @@
+"""The heart of keepbest: keep the best epoch on disk, judged on exactly the saved weights.
+
+Like ``ModelCheckpoint(save_best_only=True)`` plus ``EarlyStopping``, with three
+differences that matter:
+
+- the monitored value is measured on the weights being saved (see ``keepbest.monitor``):
+  a training-set monitor gets an end-of-epoch evaluation pass, never Keras' running mean;
+- the best weights live only on disk, written by ``keepbest.record.commit_best``
+  (atomic, fsync'ed, sha256 recorded); no copy is ever held in memory;
+- patience counts epochs since the best *on disk*, and a non-finite value never wins.
+
+Example:
+
+    >>> import keras
+    >>> from keepbest.best_checkpoint import BestCheckpoint
+    >>> from keepbest.monitor import Monitor
+    >>> best = BestCheckpoint(run_dir, Monitor("val_loss", "min"), patience=5)  # doctest: +SKIP
+    >>> model.fit(x, y, validation_split=0.2, epochs=50, callbacks=[best])     # doctest: +SKIP
+    >>> best.best_epoch, best.best_value                                          # doctest: +SKIP
+    (17, 0.0831)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from keepbest.errors import MonitorError
+from keepbest.monitor import EPOCH_END_PREFIX, Monitor, evaluate_metrics, resolve_mode
+from keepbest.record import BestRecord, commit_best
+
+
+def library_versions() -> dict[str, str]:
+    import tensorflow as tf
+
+    from keepbest import __version__
+
+    return {"keepbest": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+
+
+@dataclasses.dataclass
+class BestState:
+    """What the callback knows about the best so far (persisted by the resume state)."""
+
+    value: float | None = None
+    epoch: int | None = None  # 1-based
+    mode: str | None = None  # resolved from "auto" at the first epoch end
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the best epoch durably, measured on the saved weights; stop on patience."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        monitor: Monitor,
+        train_eval_data: Any = None,
+        patience: int | None = None,
+        start_from_epoch: int = 0,
+        stop_on_nonfinite: bool = True,
+        state: BestState | None = None,
+    ):
+        super().__init__()
+        if not monitor.on_validation and train_eval_data is None:
+            raise ValueError(f"monitor {monitor.name!r} needs train_eval_data")
+        self.run_dir = Path(run_dir)
+        self.monitor = monitor
+        self.train_eval_data = train_eval_data
+        self.patience = patience
+        self.start_from_epoch = start_from_epoch
+        self.stop_on_nonfinite = stop_on_nonfinite
+        self.state = state or BestState(mode=None if monitor.mode == "auto" else monitor.mode)
+        self.last_record: BestRecord | None = None
+        self.stop_reason: str | None = None
+        self._versions = library_versions()
+
+    @property
+    def best_value(self) -> float | None:
+        return self.state.value
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.state.epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        if not self.monitor.on_validation:
+            measured = evaluate_metrics(self.model, self.train_eval_data)
+            logs.update({EPOCH_END_PREFIX + name: value for name, value in measured.items()})
+        if self.monitor.log_key not in logs:
+            available = sorted(k for k in logs if not k.startswith(EPOCH_END_PREFIX))
+            raise MonitorError(
+                f"checkpoint.monitor: {self.monitor.name!r} is not logged by this run; "
+                f"it logs {', '.join(available)}"
+            )
+        value = float(logs[self.monitor.log_key])
+        if self.state.mode is None:
+            self.state.mode = resolve_mode(self.monitor.name, self.monitor.mode, self.model)
+        monitor = dataclasses.replace(self.monitor, mode=self.state.mode)
+        number = epoch + 1
+        self.last_record = None
+        if epoch >= self.start_from_epoch and monitor.improves(value, self.state.value):
+            self.last_record = commit_best(
+                self.run_dir,
+                lambda path: keras.saving.save_weights(
+                    self.model, path, objects_to_skip=[self.model.optimizer]
+                ),
+                epoch=number,
+                monitor=monitor.name,
+                mode=monitor.mode,
+                value=value,
+                versions=self._versions,
+            )
+            self.state.value, self.state.epoch = value, number
+        logs["best_saved"] = 1.0 if self.last_record else 0.0
+        self._maybe_stop(number, value)
+
+    def _maybe_stop(self, number: int, value: float) -> None:
+        if self.stop_on_nonfinite and not math.isfinite(value):
+            self.stop_reason = f"{self.monitor.name} is {value} at epoch {number}"
+        elif self.patience is not None and number > self.start_from_epoch:
+            since = self.state.epoch if self.state.epoch is not None else self.start_from_epoch
+            if number - since >= self.patience:
+                self.stop_reason = (
+                    f"no improvement of {self.monitor.name} for {number - since} epochs "
+                    f"(patience {self.patience})"
+                )
+        if self.stop_reason:
+            self.model.stop_training = True

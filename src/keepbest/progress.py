@@ -1,0 +1,57 @@
+"""Training progress for people and for batch logs.
+
+On a terminal Keras' progress bar runs and this callback adds one line when a new best is
+saved. When stdout is not a terminal (a batch job's log), Keras stays silent and this
+callback prints exactly one line per epoch with every logged value and the best so far.
+
+Example:
+
+    >>> from keepbest.progress import EpochReport
+    >>> model.fit(..., verbose=0, callbacks=[best, EpochReport(best, epochs=30)])  # doctest: +SKIP
+    epoch 3/30  loss 0.4123  val_loss 0.3811  best val_loss 0.3811 @3 (saved)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+import keras
+
+from keepbest.best_checkpoint import BestCheckpoint
+
+
+def _format(value: float) -> str:
+    return f"{value:.4g}"
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Print a line per epoch (``every_epoch``) or only when a best is saved."""
+
+    def __init__(
+        self,
+        best: BestCheckpoint,
+        epochs: int,
+        every_epoch: bool,
+        stream: TextIO | None = None,
+    ):
+        super().__init__()
+        self.best = best
+        self.epochs = epochs
+        self.every_epoch = every_epoch
+        self.stream = stream or sys.stdout
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        saved = self.best.last_record is not None
+        if not (self.every_epoch or saved):
+            return
+        logs = logs or {}
+        values = "  ".join(f"{k} {_format(v)}" for k, v in logs.items() if k != "best_saved")
+        name = self.best.monitor.name
+        if self.best.best_epoch is None:
+            best = f"no best {name} yet"
+        else:
+            best = f"best {name} {_format(self.best.best_value)} @{self.best.best_epoch}"
+        note = " (saved)" if saved else ""
+        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {best}{note}", file=self.stream)
+        self.stream.flush()
