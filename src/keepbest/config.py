@@ -380,7 +380,9 @@ def load_config(
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML, in the schema's key order (paths as strings)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    raw = cfg.model_dump(mode="json")
+    raw["data"] = {"source": raw["data"].pop("source"), **raw["data"]}
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 def _deep_copy(raw: Any) -> Any:

@@ -1,0 +1,62 @@
+"""Shared test helpers: tiny real configs, and the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(**sections) -> dict:
+    """A config that trains in a few seconds: digits, a 16-unit MLP, 3 epochs."""
+    cfg = {
+        "name": "t",
+        "output_dir": "runs",
+        "seed": 0,
+        "data": {"source": "digits", "validation": {"split": 0.2}, "batch_size": 128},
+        "model": {"builder": "mlp", "kwargs": {"hidden": [16]}},
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+        "loss": "sparse_categorical_crossentropy",
+        "metrics": ["accuracy"],
+        "train": {"epochs": 3},
+        "checkpoint": {"monitor": "val_loss"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config mapping as YAML into tmp_path and return the file's path."""
+
+    def write(cfg: dict, name: str = "exp.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None):
+    """Run ``python -m keepbest ARGS`` for real and return the CompletedProcess."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "keepbest", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
