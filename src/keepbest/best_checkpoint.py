@@ -42,17 +42,23 @@ def library_versions() -> dict[str, str]:
     return {"keepbest": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
 
 
-@dataclasses.dataclass
-class BestState:
-    """What the callback knows about the best so far (persisted by the resume state)."""
-
-    value: float | None = None
-    epoch: int | None = None  # 1-based
-    mode: str | None = None  # resolved from "auto" at the first epoch end
+def patience_exhausted(
+    epochs_done: int, best_epoch: int | None, patience: int | None, start_from_epoch: int
+) -> int | None:
+    """Epochs without improvement if that reaches ``patience``, else None."""
+    if patience is None or epochs_done <= start_from_epoch:
+        return None
+    since = best_epoch if best_epoch is not None else start_from_epoch
+    waited = epochs_done - since
+    return waited if waited >= patience else None
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Save the best epoch durably, measured on the saved weights; stop on patience."""
+    """Save the best epoch durably, measured on the saved weights; stop on patience.
+
+    ``record`` is the best already on disk (a resumed run); an epoch that reproduces it
+    exactly (the replay of an epoch whose checkpoint landed before a kill) counts as saved.
+    """
 
     def __init__(
         self,
@@ -62,7 +68,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         patience: int | None = None,
         start_from_epoch: int = 0,
         stop_on_nonfinite: bool = True,
-        state: BestState | None = None,
+        record: BestRecord | None = None,
     ):
         super().__init__()
         if not monitor.on_validation and train_eval_data is None:
@@ -73,18 +79,20 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.patience = patience
         self.start_from_epoch = start_from_epoch
         self.stop_on_nonfinite = stop_on_nonfinite
-        self.state = state or BestState(mode=None if monitor.mode == "auto" else monitor.mode)
-        self.last_record: BestRecord | None = None
+        self.record = record
+        self.mode = record.mode if record else (None if monitor.mode == "auto" else monitor.mode)
+        self.saved_this_epoch = False
+        self.stop_kind: str | None = None  # "nonfinite" or "patience"
         self.stop_reason: str | None = None
         self._versions = library_versions()
 
     @property
     def best_value(self) -> float | None:
-        return self.state.value
+        return self.record.value if self.record else None
 
     @property
     def best_epoch(self) -> int | None:
-        return self.state.epoch
+        return self.record.epoch if self.record else None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -98,13 +106,18 @@ class BestCheckpoint(keras.callbacks.Callback):
                 f"it logs {', '.join(available)}"
             )
         value = float(logs[self.monitor.log_key])
-        if self.state.mode is None:
-            self.state.mode = resolve_mode(self.monitor.name, self.monitor.mode, self.model)
-        monitor = dataclasses.replace(self.monitor, mode=self.state.mode)
+        if self.mode is None:
+            self.mode = resolve_mode(self.monitor.name, self.monitor.mode, self.model)
+        monitor = dataclasses.replace(self.monitor, mode=self.mode)
         number = epoch + 1
-        self.last_record = None
-        if epoch >= self.start_from_epoch and monitor.improves(value, self.state.value):
-            self.last_record = commit_best(
+        replay = self.best_epoch == number and value == self.best_value
+        self.saved_this_epoch = replay
+        if (
+            not replay
+            and epoch >= self.start_from_epoch
+            and monitor.improves(value, self.best_value)
+        ):
+            self.record = commit_best(
                 self.run_dir,
                 lambda path: keras.saving.save_weights(
                     self.model, path, objects_to_skip=[self.model.optimizer]
@@ -115,19 +128,20 @@ class BestCheckpoint(keras.callbacks.Callback):
                 value=value,
                 versions=self._versions,
             )
-            self.state.value, self.state.epoch = value, number
-        logs["best_saved"] = 1.0 if self.last_record else 0.0
+            self.saved_this_epoch = True
+        logs["best_saved"] = 1.0 if self.saved_this_epoch else 0.0
         self._maybe_stop(number, value)
 
     def _maybe_stop(self, number: int, value: float) -> None:
+        waited = patience_exhausted(number, self.best_epoch, self.patience, self.start_from_epoch)
         if self.stop_on_nonfinite and not math.isfinite(value):
+            self.stop_kind = "nonfinite"
             self.stop_reason = f"{self.monitor.name} is {value} at epoch {number}"
-        elif self.patience is not None and number > self.start_from_epoch:
-            since = self.state.epoch if self.state.epoch is not None else self.start_from_epoch
-            if number - since >= self.patience:
-                self.stop_reason = (
-                    f"no improvement of {self.monitor.name} for {number - since} epochs "
-                    f"(patience {self.patience})"
-                )
+        elif waited is not None:
+            self.stop_kind = "patience"
+            self.stop_reason = (
+                f"no improvement of {self.monitor.name} for {waited} epochs "
+                f"(patience {self.patience})"
+            )
         if self.stop_reason:
             self.model.stop_training = True

@@ -44,8 +44,25 @@ def cli() -> None:
     help="Override a config value (parsed as YAML), e.g. --set train.epochs=30. Repeatable.",
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
-def train_command(config_path: str, overrides: tuple[str, ...], print_config: bool) -> None:
-    """Train the model a config describes and verify its best checkpoint."""
+@click.option(
+    "--restart",
+    is_flag=True,
+    help="Start the run over; the old run dir is renamed aside (NAME.old-TIMESTAMP).",
+)
+@click.option("--overwrite", is_flag=True, help="With --restart: delete the old run instead.")
+def train_command(
+    config_path: str,
+    overrides: tuple[str, ...],
+    print_config: bool,
+    restart: bool,
+    overwrite: bool,
+) -> None:
+    """Train the model a config describes (or resume it) and verify its best checkpoint.
+
+    A run dir holding a resume state continues where it stopped. Exit codes: 0 done,
+    2 bad input, 3 verification failed, 4 no best, 5 run dir busy, 6 write failed,
+    7 corrupt file, 75 stopped by a signal after saving (run again to resume).
+    """
     from keepbest.config import config_to_yaml, load_config
 
     cfg = load_config(config_path, overrides)
@@ -54,7 +71,7 @@ def train_command(config_path: str, overrides: tuple[str, ...], print_config: bo
         return
     from keepbest.training import train
 
-    result = train(cfg)
+    result = train(cfg, restart=restart, overwrite=overwrite)
     click.echo(result.summary())
 
 

@@ -75,3 +75,9 @@ class NoBestCheckpointError(KeepbestError):
     """A run directory holds no best checkpoint (yet)."""
 
     exit_code = EXIT_NO_BEST
+
+
+class StoppedForResume(KeepbestError):
+    """Training stopped on request after saving a resume state; run again to continue."""
+
+    exit_code = EXIT_STOPPED

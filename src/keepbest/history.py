@@ -65,4 +65,8 @@ class HistoryCSV(keras.callbacks.Callback):
         row.update({key: float(value) for key, value in (logs or {}).items()})
         row["seconds"] = round(time.perf_counter() - self._started, 3)
         self.rows.append(row)
+        self.rewrite()
+
+    def rewrite(self) -> None:
+        """Write all rows (also after a resume, which drops rows of unfinished epochs)."""
         write_text_atomic(self.path, rows_to_csv(self.rows))

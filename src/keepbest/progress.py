@@ -42,7 +42,7 @@ class EpochReport(keras.callbacks.Callback):
         self.stream = stream or sys.stdout
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        saved = self.best.last_record is not None
+        saved = self.best.saved_this_epoch
         if not (self.every_epoch or saved):
             return
         logs = logs or {}

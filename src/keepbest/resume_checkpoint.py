@@ -1,0 +1,80 @@
+"""Write the resume state at every epoch end, and on a stop request after the current batch.
+
+Place it after ``BestCheckpoint`` and ``HistoryCSV``: the state it writes at an epoch end
+includes that epoch's history row and stop decision. On a stop request it saves, then
+raises ``StopRequested`` to leave ``fit`` without a wasted validation pass.
+
+Example:
+
+    >>> from keepbest.resume_checkpoint import ResumeCheckpoint
+    >>> resume = ResumeCheckpoint(store, stop, best, history, steps_per_epoch=23)  # doctest: +SKIP
+    >>> model.fit(..., callbacks=[best, history, resume])                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keepbest.best_checkpoint import BestCheckpoint
+from keepbest.history import HistoryCSV
+from keepbest.resume_state import Progress, ResumeStore
+from keepbest.signals import StopRequested, StopSignals
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    def __init__(
+        self,
+        store: ResumeStore,
+        stop: StopSignals,
+        best: BestCheckpoint,
+        history: HistoryCSV,
+        steps_per_epoch: int,
+        first_batch: int = 0,
+        metric_values: list[np.ndarray] | None = None,
+    ):
+        """``first_batch`` and ``metric_values`` describe a mid-epoch resume: the batches
+        of the first epoch already done, and Keras' metric accumulators at that point."""
+        super().__init__()
+        self.store = store
+        self.stop = stop
+        self.best = best
+        self.history = history
+        self.steps_per_epoch = steps_per_epoch
+        self._batch_offset = first_batch
+        self._metric_values = metric_values
+        self._current_epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._current_epoch = epoch
+        if self._metric_values is not None:
+            # fit() has just reset the metrics; continue the interrupted epoch's means.
+            for variable, value in zip(
+                self.model.metrics_variables, self._metric_values, strict=True
+            ):
+                variable.assign(value)
+            self._metric_values = None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = self._batch_offset + batch + 1
+        if self.stop.requested and done < self.steps_per_epoch:
+            self._save(Progress(epoch=self._current_epoch, batch=done))
+            raise StopRequested(
+                f"stopped by {self.stop.received[0]} in epoch {self._current_epoch + 1} "
+                f"after batch {done} of {self.steps_per_epoch}"
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._batch_offset = 0
+        self._save(Progress(epoch=epoch + 1, batch=0), stop_kind=self.best.stop_kind)
+        if self.stop.requested:
+            raise StopRequested(f"stopped by {self.stop.received[0]} after epoch {epoch + 1}")
+
+    def _save(self, progress: Progress, stop_kind: str | None = None) -> None:
+        self.store.save(
+            self.model,
+            progress,
+            global_step=int(self.model.optimizer.iterations),
+            history=self.history.rows,
+            stop_kind=stop_kind,
+        )

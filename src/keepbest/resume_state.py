@@ -1,0 +1,216 @@
+"""The resume state: everything needed to continue a run bit for bit, kept durably.
+
+A state is a pair of files in ``run_dir/resume/``, named by the global step:
+
+- ``state-<step>.h5``: every model variable (weights, non-trainable statistics and each
+  random layer's SeedGenerator state), every optimizer variable (``iterations``
+  included) and, for a mid-epoch stop, the metric accumulators; one HDF5 dataset per
+  variable, written one variable at a time (no full copy of the model in memory);
+- ``state-<step>.json``: the manifest, written last and atomically: progress (epoch and
+  batch), why training stopped, history so far, and the sha256 of the ``.h5``.
+
+A state exists only once its manifest does, and the manifest's checksum is checked on
+read, so a reader sees a complete state or none. The previous state is kept until the
+next one is complete, so a corrupt newest state falls back to it (and says so).
+
+Example:
+
+    >>> from keepbest.resume_state import ResumeStore
+    >>> store = ResumeStore(run_dir)                      # doctest: +SKIP
+    >>> store.save(model, Progress(epoch=3, batch=0), history_rows)  # doctest: +SKIP
+    >>> store.latest().progress                            # doctest: +SKIP
+    Progress(epoch=3, batch=0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from keepbest.atomic import (
+    fsync_dir,
+    sha256_file,
+    sync_and_hash,
+    temp_path_for,
+    write_json_atomic,
+)
+from keepbest.errors import CheckpointWriteError, CorruptFileError
+
+RESUME_DIR = "resume"
+_STATE_NAME = re.compile(r"^state-(\d{12})\.json$")
+
+
+class Progress(BaseModel):
+    """Where training stands: ``epoch`` is 0-based and in progress; ``batch`` of its
+    steps are done (0 at an epoch boundary)."""
+
+    epoch: int
+    batch: int = 0
+
+
+class StateManifest(BaseModel):
+    progress: Progress
+    global_step: int
+    stop_kind: str | None = None  # why training stopped at this epoch end, if it did
+    history: list[dict[str, float]]
+    weights_file: str
+    sha256: str
+    signature: list[str]  # variable paths and shapes, checked before restoring
+
+
+@dataclasses.dataclass
+class ResumeState:
+    manifest: StateManifest
+    weights_path: Path
+    note: str | None = None  # e.g. "fell back to the previous state because ..."
+
+    @property
+    def progress(self) -> Progress:
+        return self.manifest.progress
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.manifest.history
+
+
+def _variable_groups(model, include_metrics: bool) -> dict[str, list]:
+    groups = {"model": list(model.variables), "optimizer": list(model.optimizer.variables)}
+    if include_metrics:
+        groups["metrics"] = list(model.metrics_variables)
+    return groups
+
+
+def _signature(groups: dict[str, list]) -> list[str]:
+    return [
+        f"{group}/{variable.path}:{tuple(variable.shape)}"
+        for group in ("model", "optimizer")
+        for variable in groups[group]
+    ]
+
+
+class ResumeStore:
+    def __init__(self, run_dir: Path):
+        self.folder = Path(run_dir) / RESUME_DIR
+
+    def _manifests(self) -> list[tuple[int, Path]]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in self.folder.iterdir():
+            match = _STATE_NAME.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def exists(self) -> bool:
+        return bool(self._manifests())
+
+    def save(
+        self,
+        model,
+        progress: Progress,
+        global_step: int,
+        history: list[dict[str, float]],
+        stop_kind: str | None = None,
+    ) -> StateManifest:
+        """Write a complete new state, then drop all but it and its predecessor."""
+        self.folder.mkdir(exist_ok=True)
+        stem = f"state-{global_step:012d}"
+        weights = self.folder / f"{stem}.h5"
+        tmp = temp_path_for(weights)
+        groups = _variable_groups(model, include_metrics=progress.batch > 0)
+        try:
+            with h5py.File(tmp, "w") as handle:
+                for group, variables in groups.items():
+                    section = handle.create_group(group)
+                    for index, variable in enumerate(variables):
+                        section.create_dataset(f"{index:06d}", data=np.asarray(variable))
+            manifest = StateManifest(
+                progress=progress,
+                global_step=global_step,
+                stop_kind=stop_kind,
+                history=history,
+                weights_file=weights.name,
+                sha256=sync_and_hash(tmp),
+                signature=_signature(groups),
+            )
+            tmp.replace(weights)
+            fsync_dir(self.folder)
+            write_json_atomic(self.folder / f"{stem}.json", manifest.model_dump())
+        except Exception as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise CheckpointWriteError(
+                f"could not write the resume state {weights} ({type(exc).__name__}: {exc}); "
+                "the best checkpoint and the previous resume state are intact"
+            ) from exc
+        self._prune(keep=2)
+        return manifest
+
+    def _prune(self, keep: int) -> None:
+        """Delete old states (manifest first, so no manifest outlives its weights) and
+        weights files whose manifest was never written."""
+        manifests = self._manifests()
+        kept = {path.with_suffix(".h5").name for _, path in manifests[:keep]}
+        for _, path in manifests[keep:]:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".h5").unlink(missing_ok=True)
+        for leftover in self.folder.glob("state-*.h5"):
+            if leftover.name not in kept:
+                leftover.unlink(missing_ok=True)
+
+    def latest(self) -> ResumeState | None:
+        """The newest complete state whose checksum matches; older ones are fallbacks."""
+        problems: list[str] = []
+        for _, path in self._manifests():
+            try:
+                manifest = StateManifest.model_validate_json(path.read_bytes())
+            except (ValidationError, ValueError, OSError) as exc:
+                problems.append(f"{path} is unreadable ({str(exc).splitlines()[0]})")
+                continue
+            weights = self.folder / manifest.weights_file
+            if not weights.is_file() or sha256_file(weights) != manifest.sha256:
+                problems.append(f"{weights} does not match the checksum in {path.name}")
+                continue
+            note = None
+            if problems:
+                note = f"{'; '.join(problems)}: resuming from the previous state {path.name}"
+                print(f"warning: {note}", file=sys.stderr)
+            return ResumeState(manifest, weights, note)
+        if problems:
+            raise CorruptFileError(
+                f"{'; '.join(problems)}, and no older complete state is kept: "
+                "start over with --restart"
+            )
+        return None
+
+
+def restore(model, state: ResumeState) -> list[np.ndarray] | None:
+    """Load model and optimizer variables into a built, compiled model.
+
+    Returns the metric accumulators of a mid-epoch state: Keras builds and resets its
+    metrics when ``fit`` starts, so the caller assigns them at the epoch's beginning.
+    """
+    model.optimizer.build(model.trainable_variables)
+    groups = _variable_groups(model, include_metrics=False)
+    if _signature(groups) != state.manifest.signature:
+        raise CorruptFileError(
+            f"{state.weights_path} was saved from a different model or optimizer "
+            "(variables differ); the config or the builder's code changed: use --restart"
+        )
+    with h5py.File(state.weights_path, "r") as handle:
+        for group, variables in groups.items():
+            section = handle[group]
+            for index, variable in enumerate(variables):
+                variable.assign(section[f"{index:06d}"][()])
+        if "metrics" in handle:
+            section = handle["metrics"]
+            return [section[name][()] for name in sorted(section)]
+    return None
