@@ -31,7 +31,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         history: HistoryCSV,
         steps_per_epoch: int,
         first_batch: int = 0,
-        metric_values: list[np.ndarray] | None = None,
+        metric_values: dict[str, np.ndarray] | None = None,
     ):
         """``first_batch`` and ``metric_values`` describe a mid-epoch resume: the batches
         of the first epoch already done, and Keras' metric accumulators at that point."""
@@ -49,10 +49,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self._current_epoch = epoch
         if self._metric_values is not None:
             # fit() has just reset the metrics; continue the interrupted epoch's means.
-            for variable, value in zip(
-                self.model.metrics_variables, self._metric_values, strict=True
-            ):
-                variable.assign(value)
+            variables = {variable.path: variable for variable in self.model.metrics_variables}
+            missing = self._metric_values.keys() - variables.keys()
+            if missing:
+                raise RuntimeError(f"metric variables {sorted(missing)} were not built")
+            for path, value in self._metric_values.items():
+                variables[path].assign(value)
             self._metric_values = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:

@@ -59,10 +59,11 @@ class StateManifest(BaseModel):
     progress: Progress
     global_step: int
     stop_kind: str | None = None  # why training stopped at this epoch end, if it did
-    history: list[dict[str, float]]
+    history: list[dict[str, int | float]]
     weights_file: str
     sha256: str
     signature: list[str]  # variable paths and shapes, checked before restoring
+    metric_paths: list[str] = []  # Keras metric accumulators saved by a mid-epoch stop
 
 
 @dataclasses.dataclass
@@ -140,6 +141,7 @@ class ResumeStore:
                 weights_file=weights.name,
                 sha256=sync_and_hash(tmp),
                 signature=_signature(groups),
+                metric_paths=[variable.path for variable in groups.get("metrics", [])],
             )
             tmp.replace(weights)
             fsync_dir(self.folder)
@@ -192,11 +194,11 @@ class ResumeStore:
         return None
 
 
-def restore(model, state: ResumeState) -> list[np.ndarray] | None:
+def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
     """Load model and optimizer variables into a built, compiled model.
 
-    Returns the metric accumulators of a mid-epoch state: Keras builds and resets its
-    metrics when ``fit`` starts, so the caller assigns them at the epoch's beginning.
+    Returns the metric accumulators of a mid-epoch state, by variable path: Keras resets
+    its metrics when ``fit`` starts, so the caller assigns them at the epoch's beginning.
     """
     model.optimizer.build(model.trainable_variables)
     groups = _variable_groups(model, include_metrics=False)
@@ -212,5 +214,15 @@ def restore(model, state: ResumeState) -> list[np.ndarray] | None:
                 variable.assign(section[f"{index:06d}"][()])
         if "metrics" in handle:
             section = handle["metrics"]
-            return [section[name][()] for name in sorted(section)]
+            return {
+                path: section[f"{index:06d}"][()]
+                for index, path in enumerate(state.manifest.metric_paths)
+            }
     return None
+
+
+def build_metrics(model, batch) -> None:
+    """Create Keras' compiled-metric variables now (Keras makes them at the first train
+    step), so that a mid-epoch resume can load their accumulators before that step."""
+    x, y = batch[:2]
+    model.compute_metrics(x, y, model(x, training=False))

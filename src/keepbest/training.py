@@ -162,7 +162,7 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
     from keepbest.monitor import Monitor
     from keepbest.progress import EpochReport
     from keepbest.resume_checkpoint import ResumeCheckpoint
-    from keepbest.resume_state import ResumeStore, restore
+    from keepbest.resume_state import ResumeStore, build_metrics, restore
     from keepbest.signals import StopRequested
     from keepbest.slurm import requeue_self, should_requeue
 
@@ -197,6 +197,8 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
     start_epoch, first_batch, metric_values, rows = 0, 0, None, []
     if state:
         metric_values = restore(model, state)
+        if metric_values:
+            build_metrics(model, next(iter(pipelines.train_eval)))
         start_epoch, first_batch = state.progress.epoch, state.progress.batch
         rows = state.history
         where = f"epoch {start_epoch + 1}" + (f", batch {first_batch + 1}" if first_batch else "")
