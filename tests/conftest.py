@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -59,4 +60,31 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict
         text=True,
         timeout=timeout,
         env=full_env,
+    )
+
+
+# `keepbest train` under a file-size limit: files above it fail to write with EFBIG, a
+# real kernel error in the middle of a save (SIGXFSZ is ignored so the write returns).
+_LIMITED_TRAIN = textwrap.dedent(
+    """
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    epochs = f"train.epochs={sys.argv[3]}"
+    sys.argv = ["keepbest", "train", "--config", sys.argv[2], "--set", epochs]
+    from keepbest.cli import main
+    main()
+    """
+)
+
+
+def run_with_file_size_limit(config: Path, limit: int, epochs: int):
+    return subprocess.run(
+        [sys.executable, "-c", _LIMITED_TRAIN, str(limit), str(config), str(epochs)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )

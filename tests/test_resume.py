@@ -1,0 +1,299 @@
+"""Promise 4: interruption is a non-event. Real processes, real signals, real kill -9."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import yaml
+
+from conftest import run_cli, run_with_file_size_limit, small_config
+from keepbest.errors import EXIT_BAD_INPUT, EXIT_CORRUPT, EXIT_RUN_BUSY, EXIT_STOPPED
+from keepbest.history import read_history
+from keepbest.record import PENDING_FILE, read_record, verify_checksum
+from keepbest.resume_state import RESUME_DIR, ResumeStore
+
+# One step per epoch (a batch larger than the data) means a signal is only ever noticed
+# at an epoch end; batches of 4 make ~360 steps per epoch, so it lands mid-epoch.
+SHAPES = {
+    "boundary": {"data": {"batch_size": 2048}, "checkpoint": {"monitor": "loss"}},
+    "mid_epoch": {"data": {"batch_size": 4}},
+}
+
+
+def config_for(shape: str, epochs: int) -> dict:
+    cfg = small_config(train={"epochs": epochs}, **SHAPES[shape])
+    cfg["model"]["kwargs"] = {"hidden": [32], "dropout": 0.2}  # Dropout: SeedGenerator state
+    return cfg
+
+
+def write(folder: Path, cfg: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def start_training(config: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "keepbest", "train", "--config", str(config)],
+        cwd=config.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+
+def wait_for_rows(run_dir: Path, rows: int, process: subprocess.Popen, timeout=120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(read_history(run_dir / "history.csv")) < rows:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "training made no progress"
+        time.sleep(0.05)
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """History rows without the wall-clock column, the one thing allowed to differ."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    mine, theirs = read_record(run_dir), read_record(reference)
+    assert (mine.epoch, mine.value) == (theirs.epoch, theirs.value)
+    assert mine.sha256 == theirs.sha256  # the same bytes: weights equal bit for bit
+    assert mine.verified_value == mine.value
+    assert comparable(read_history(run_dir / "history.csv")) == comparable(
+        read_history(reference / "history.csv")
+    )
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory) -> dict[str, Path]:
+    """Uninterrupted runs of each config shape, trained once for the module."""
+    runs = {}
+    for shape in SHAPES:
+        config = write(tmp_path_factory.mktemp(f"ref-{shape}"), config_for(shape, epochs=5))
+        done = run_cli("train", "--config", str(config), cwd=config.parent)
+        assert done.returncode == 0, done.stderr
+        runs[shape] = config.parent / "runs" / "t"
+    return runs
+
+
+@pytest.mark.parametrize(
+    ("signame", "shape"),
+    [
+        ("SIGTERM", "mid_epoch"),
+        ("SIGUSR1", "mid_epoch"),
+        ("SIGINT", "mid_epoch"),
+        ("SIGTERM", "boundary"),
+        ("SIGUSR1", "boundary"),
+    ],
+)
+def test_signal_then_resume_equals_uninterrupted_run(tmp_path, references, signame, shape):
+    config = write(tmp_path, config_for(shape, epochs=5))
+    run_dir = tmp_path / "runs" / "t"
+    process = start_training(config)
+    wait_for_rows(run_dir, 1, process)
+    process.send_signal(getattr(signal, signame))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == EXIT_STOPPED, stderr
+    assert f"stopped by {signame}" in stderr and "resume state saved" in stderr
+    state = ResumeStore(run_dir).latest()
+    if shape == "mid_epoch":
+        assert state.progress.batch > 0, stderr
+        assert "after batch" in stderr
+    else:
+        assert state.progress.batch == 0, stderr
+    assert len(read_history(run_dir / "history.csv")) == state.progress.epoch
+
+    done = run_cli("train", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming at epoch {state.progress.epoch + 1}" in done.stdout
+    assert_same_run(run_dir, references[shape])
+
+
+def test_second_sigint_stops_at_once_and_the_last_epoch_state_resumes(tmp_path, references):
+    config = write(tmp_path, config_for("mid_epoch", epochs=5))
+    run_dir = tmp_path / "runs" / "t"
+    process = start_training(config)
+    wait_for_rows(run_dir, 1, process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert ResumeStore(run_dir).latest() is not None
+
+    done = run_cli("train", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert_same_run(run_dir, references["mid_epoch"])
+
+
+def check_invariants(run_dir: Path) -> None:
+    """What must hold after a kill at any instant."""
+    import keepbest
+
+    if (run_dir / "best.json").exists() or (run_dir / PENDING_FILE).exists():
+        record = read_record(run_dir)
+        verify_checksum(run_dir, record)
+        with h5py.File(run_dir / record.checkpoint, "r"):
+            pass
+        keepbest.load_best(run_dir, compile=False)
+    if (run_dir / RESUME_DIR).exists():
+        ResumeStore(run_dir).latest()  # raises if no complete state verifies
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
+    # 4.3M parameters: a 17 MB best file and a 52 MB resume state per epoch, so a good
+    # share of the kills land inside a write.
+    cfg = small_config(
+        model={"builder": "mlp", "kwargs": {"hidden": [2048, 2048]}},
+        optimizer={"name": "adam", "learning_rate": 0.0005},
+        train={"epochs": 24},
+    )
+    reference_config = write(tmp_path_factory.mktemp("kill-ref"), cfg)
+    done = run_cli("train", "--config", str(reference_config), cwd=reference_config.parent)
+    assert done.returncode == 0, done.stderr
+
+    config = write(tmp_path_factory.mktemp("kill"), cfg)
+    run_dir = config.parent / "runs" / "t"
+    rng = random.Random(20323)
+    kills, mid_write = 0, 0
+    while kills < 20:
+        process = start_training(config)
+        deadline = time.monotonic() + 120
+        while not (run_dir / "history.csv").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if process.poll() is not None:
+            break  # finished before this kill: the run is complete
+        process.kill()
+        process.communicate()
+        kills += 1
+        leftovers = [p for p in run_dir.rglob("*") if p.name.startswith(".tmp-")]
+        if leftovers or (run_dir / PENDING_FILE).exists():
+            mid_write += 1
+        check_invariants(run_dir)
+    assert kills == 20, f"the run finished after only {kills} kills; give it more epochs"
+    assert mid_write >= 1, "no kill landed inside a write; make the model bigger"
+
+    done = run_cli("train", "--config", str(config), cwd=config.parent)
+    assert done.returncode == 0, done.stderr
+    assert_same_run(run_dir, reference_config.parent / "runs" / "t")
+
+
+def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):
+    config = write(tmp_path, config_for("mid_epoch", epochs=50))
+    run_dir = tmp_path / "runs" / "t"
+    first = start_training(config)
+    try:
+        wait_for_rows(run_dir, 1, first)
+        done = run_cli("train", "--config", str(config), cwd=tmp_path)
+        assert done.returncode == EXIT_RUN_BUSY
+        assert f"pid {first.pid} on" in done.stderr
+        assert "in use by another training process" in done.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == EXIT_STOPPED
+
+
+def test_finished_run_is_not_retrained_and_changed_config_is_refused(write_config, tmp_path):
+    path = write_config(small_config())
+    assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "runs" / "t"
+    weights_mtime = (run_dir / "best.weights.h5").stat().st_mtime_ns
+    history = (run_dir / "history.csv").read_bytes()
+
+    again = run_cli("train", "--config", str(path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "is complete (all 3 epochs are done); nothing to train" in again.stdout
+    assert (run_dir / "best.weights.h5").stat().st_mtime_ns == weights_mtime
+    assert (run_dir / "history.csv").read_bytes() == history
+
+    changed = run_cli(
+        "train", "--config", str(path), "--set", "optimizer.learning_rate=0.02", cwd=tmp_path
+    )
+    assert changed.returncode == EXIT_BAD_INPUT
+    assert "optimizer.learning_rate: 0.01 -> 0.02" in changed.stderr
+    assert "start over with --restart" in changed.stderr
+
+    longer = run_cli("train", "--config", str(path), "--set", "train.epochs=5", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    assert "resuming at epoch 4" in longer.stdout
+    assert len(read_history(run_dir / "history.csv")) == 5
+
+
+def test_restart_keeps_the_old_run_aside_unless_overwrite(write_config, tmp_path):
+    path = write_config(small_config(train={"epochs": 1}))
+    assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
+    old_sha = read_record(tmp_path / "runs" / "t").sha256
+
+    done = run_cli("train", "--config", str(path), "--restart", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    aside = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("t.old-")]
+    assert len(aside) == 1 and read_record(aside[0]).sha256 == old_sha
+    assert f"moved the previous run to {aside[0]}" in done.stdout
+
+    done = run_cli("train", "--config", str(path), "--restart", "--overwrite", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["t", aside[0].name]
+
+
+def test_resume_state_write_failure_keeps_previous_state(write_config, tmp_path):
+    """A full disk while writing the resume state: a clear error, the previous state and
+    the best checkpoint stay loadable, and the run resumes once there is room."""
+    path = write_config(small_config(train={"epochs": 1}))
+    assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "runs" / "t"
+    state_size = max(p.stat().st_size for p in (run_dir / RESUME_DIR).glob("*.h5"))
+    best_size = (run_dir / "best.weights.h5").stat().st_size
+    assert best_size < state_size
+
+    done = run_with_file_size_limit(path, (best_size + state_size) // 2, epochs=3)
+    assert done.returncode == 6, done.stderr
+    assert "could not write the resume state" in done.stderr
+    assert "the best checkpoint and the previous resume state are intact" in done.stderr
+    check_invariants(run_dir)
+    assert ResumeStore(run_dir).latest().progress.epoch == 1
+
+    resumed = run_cli("train", "--config", str(path), "--set", "train.epochs=3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(read_history(run_dir / "history.csv")) == 3
+
+
+def test_corrupt_resume_state_falls_back_to_the_previous_one(write_config, tmp_path):
+    path = write_config(small_config(train={"epochs": 2}))
+    run_dir = tmp_path / "runs" / "t"
+    first = run_cli("train", "--config", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    states = sorted((run_dir / RESUME_DIR).glob("state-*.h5"))
+    assert len(states) == 2
+    newest = states[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+
+    done = run_cli("train", "--config", str(path), "--set", "train.epochs=3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"{newest} does not match the checksum" in done.stderr
+    assert "resuming from the previous state" in done.stderr
+    assert "resuming at epoch 2" in done.stdout
+    assert [r["epoch"] for r in read_history(run_dir / "history.csv")] == [1, 2, 3]
+
+    for state in (run_dir / RESUME_DIR).glob("state-*.h5"):
+        state.write_bytes(b"garbage")
+    broken = run_cli("train", "--config", str(path), "--set", "train.epochs=4", cwd=tmp_path)
+    assert broken.returncode == EXIT_CORRUPT
+    assert "no older complete state is kept" in broken.stderr
