@@ -75,6 +75,72 @@ def train_command(
     click.echo(result.summary())
 
 
+@cli.command("sweep")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option(
+    "--grid",
+    "grid_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="YAML mapping of dotted config keys to lists of values.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override the base config (as for train). Repeatable.",
+)
+@click.option(
+    "--index",
+    type=int,
+    default=None,
+    envvar="SLURM_ARRAY_TASK_ID",
+    help="Run only this run of the sweep (default: $SLURM_ARRAY_TASK_ID).",
+)
+@click.option("--dry-run", is_flag=True, help="List the runs and exit.")
+def sweep_command(
+    config_path: str,
+    grid_path: str,
+    overrides: tuple[str, ...],
+    index: int | None,
+    dry_run: bool,
+) -> None:
+    """Expand CONFIG x GRID into runs and train them in turn (or the --index one).
+
+    Every run is validated before the first trains. Finished runs are skipped, stopped
+    ones resume. A signal stops the whole sweep (exit 75); other failures are reported
+    and the remaining runs still train (the exit code is the first failure's).
+    """
+    from keepbest.errors import KeepbestError, StoppedForResume
+    from keepbest.sweep import expand_sweep, select
+
+    runs = expand_sweep(config_path, grid_path, overrides)
+    chosen = select(runs, index)
+    if dry_run:
+        for run in chosen:
+            click.echo(f"{run.index}\t{run.config.run_dir()}\t{' '.join(run.overrides)}")
+        click.echo(f"{len(runs)} runs; as a Slurm array: sbatch --array=0-{len(runs) - 1}")
+        return
+    from keepbest.training import train
+
+    failures: list[tuple[str, KeepbestError]] = []
+    for run in chosen:
+        click.echo(f"== run {run.index}/{len(runs) - 1}: {run.name}")
+        try:
+            click.echo(train(run.config).summary())
+        except StoppedForResume:
+            raise
+        except KeepbestError as exc:
+            click.echo(f"error: run {run.index} ({run.name}): {exc}", err=True)
+            failures.append((run.name, exc))
+    if failures:
+        raise type(failures[0][1])(
+            f"{len(failures)} of {len(chosen)} runs failed: "
+            + ", ".join(name for name, _ in failures)
+        )
+
+
 def _run(command: click.Command) -> None:
     try:
         command.main(standalone_mode=False)
