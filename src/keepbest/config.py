@@ -14,10 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -27,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,11 +38,13 @@ from pydantic import (
 from pydantic.functional_validators import AfterValidator
 
 from keepbest.errors import ConfigError
+from keepbest.references import did_you_mean
 
 BUILTIN_BUILDERS = ("mlp", "cnn")
 BUNDLED_DATASETS = ("digits",)
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")
+MAX_SEED = 2**32 - 1  # NumPy's global seed (set by keras.utils.set_random_seed) is 32-bit
 
 
 # --------------------------------------------------------------------------- paths
@@ -62,20 +67,30 @@ def _checking_files(info: ValidationInfo) -> bool:
 def _existing_file(path: Path, info: ValidationInfo) -> Path:
     resolved = _resolve(path, info)
     if _checking_files(info) and not resolved.is_file():
-        raise ValueError(f"file not found: {resolved}")
+        what = "is a folder, not a file" if resolved.is_dir() else "file not found"
+        raise ValueError(f"{what}: {resolved}")
     return resolved
 
 
 def _existing_dir(path: Path, info: ValidationInfo) -> Path:
     resolved = _resolve(path, info)
     if _checking_files(info) and not resolved.is_dir():
-        raise ValueError(f"folder not found: {resolved}")
+        what = "is a file, not a folder" if resolved.is_file() else "folder not found"
+        raise ValueError(f"{what}: {resolved}")
+    return resolved
+
+
+def _output_dir(path: Path, info: ValidationInfo) -> Path:
+    resolved = _resolve(path, info)
+    if _checking_files(info) and resolved.is_file():
+        raise ValueError(f"is a file, not a folder: {resolved}")
     return resolved
 
 
 ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
 ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
-ResolvedPath = Annotated[Path, AfterValidator(_resolve)]
+OutputDir = Annotated[Path, AfterValidator(_output_dir)]
+Count = Annotated[StrictInt, Field(gt=0)]  # strict: YAML's `true` is not 1 epoch
 
 
 def _reference(value: str) -> str:
@@ -111,7 +126,7 @@ class ValidationData(Section):
 
 class _DataBase(Section):
     validation: ValidationData | None = None
-    batch_size: int = Field(32, gt=0)
+    batch_size: Count = 32
     shuffle: bool = True
 
     def validation_path_kind(self) -> str:
@@ -122,6 +137,15 @@ class BundledData(_DataBase):
     """A dataset shipped inside keepbest (no download)."""
 
     source: Literal["digits"]
+
+    @field_validator("validation")
+    @classmethod
+    def _split_only(cls, value: ValidationData | None) -> ValidationData | None:
+        if value is not None and value.path is not None:
+            raise ValueError(
+                "a bundled dataset has no validation file; use {split: 0.2} instead of path"
+            )
+        return value
 
 
 class NpzData(_DataBase):
@@ -142,7 +166,7 @@ class CsvData(_DataBase):
 class ImageDirData(_DataBase):
     source: Literal["image_dir"]
     path: ExistingDir
-    image_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
+    image_size: tuple[Count, Count]
     color_mode: Literal["rgb", "grayscale"] = "rgb"
 
     def validation_path_kind(self) -> str:
@@ -179,7 +203,7 @@ class ModelConfig(Section):
     def _known_builder(cls, value: str) -> str:
         if value in BUILTIN_BUILDERS or REFERENCE_PATTERN.match(value):
             return value
-        hint = _did_you_mean(value, BUILTIN_BUILDERS)
+        hint = did_you_mean(value, BUILTIN_BUILDERS)
         raise ValueError(
             f"expected a built-in builder ({', '.join(BUILTIN_BUILDERS)}) "
             f"or 'module:function'{hint}"
@@ -199,16 +223,16 @@ class OptimizerConfig(BaseModel):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, gt=0)
-    steps_per_epoch: int | None = Field(None, gt=0)
+    epochs: Count = 10
+    steps_per_epoch: Count | None = None
 
 
 class CheckpointConfig(Section):
     monitor: str = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
     min_delta: float = Field(0.0, ge=0)
-    patience: int | None = Field(None, gt=0)
-    start_from_epoch: int = Field(0, ge=0)
+    patience: Count | None = None
+    start_from_epoch: StrictInt = Field(0, ge=0)
     baseline: float | None = None
     stop_on_nonfinite: bool = True
     verify_tolerance: float | None = Field(None, ge=0)
@@ -221,10 +245,19 @@ class CheckpointConfig(Section):
         return value
 
 
+class ResumeConfig(Section):
+    """How a run reacts to interruption (see keepbest.signals and keepbest.resume_state)."""
+
+    signals: list[Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP"]] = Field(
+        default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"]
+    )
+    requeue: bool | Literal["auto"] = "auto"  # auto: under Slurm (SLURM_JOB_ID is set)
+
+
 class ExperimentConfig(Section):
     name: str
-    output_dir: ResolvedPath = Path("runs")
-    seed: int = Field(0, ge=0)
+    output_dir: OutputDir = Path("runs")
+    seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -232,12 +265,19 @@ class ExperimentConfig(Section):
     metrics: list[str] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    resume: ResumeConfig = Field(default_factory=ResumeConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _origin: str = PrivateAttr(default="config")
 
     @property
     def base_dir(self) -> Path:
         """The config file's folder: relative paths and 'module:function' refs start here."""
         return self._base_dir
+
+    @property
+    def origin(self) -> str:
+        """Where the config came from (its file), the first word of every error about it."""
+        return self._origin
 
     @field_validator("name")
     @classmethod
@@ -256,32 +296,23 @@ class ExperimentConfig(Section):
             try:
                 validation.path = check(validation.path, info)
             except ValueError as exc:
-                problems.append(("data.validation.path", str(exc), validation.path))
+                problems.append(f"data.validation.path: {exc} (got {str(validation.path)!r})")
         has_validation = validation is not None or self.data.source == "python"
         monitor = self.checkpoint.monitor
         if monitor.startswith("val_") and not has_validation:
             problems.append(
-                (
-                    "checkpoint.monitor",
-                    f"'{monitor}' needs validation data; set data.validation "
-                    f"(e.g. {{split: 0.2}}) or monitor '{monitor[4:]}'",
-                    monitor,
-                )
+                f"checkpoint.monitor: '{monitor}' needs validation data; set data.validation "
+                f"(e.g. {{split: 0.2}}) or monitor '{monitor[4:]}'"
             )
         known = ["loss", *self.metrics]
-        metric = monitor.removeprefix("val_")
-        if metric not in known and all(REFERENCE_PATTERN.match(m) is None for m in known):
-            hint = _did_you_mean(monitor, [*known, *(f"val_{k}" for k in known)])
+        if monitor.removeprefix("val_") not in known:
+            hint = did_you_mean(monitor, [*known, *(f"val_{k}" for k in known)])
             problems.append(
-                (
-                    "checkpoint.monitor",
-                    f"'{monitor}' is not logged by this run; it logs "
-                    f"{', '.join(known)} (and val_* of each with validation data){hint}",
-                    monitor,
-                )
+                f"checkpoint.monitor: '{monitor}' is not logged by this run; it logs "
+                f"{', '.join(known)} (and val_* of each with validation data){hint}"
             )
         if problems:
-            raise ConfigError([f"{path}: {msg}" for path, msg, _ in problems])
+            raise ConfigError(problems)
         return self
 
     def run_dir(self) -> Path:
@@ -291,50 +322,96 @@ class ExperimentConfig(Section):
 # --------------------------------------------------------------------------- loading
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but a key given twice is an error instead of a silent win."""
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
-    seen: set = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key '{key}' is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node)
+def _duplicate_keys(node: yaml.Node, path: str = "", seen: set | None = None) -> list[str]:
+    """``a.b: given twice ...`` for each key that one mapping repeats (YAML keeps the last)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already checked
+        return []
+    seen.add(id(node))
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            dotted = f"{path}.{key}" if path else key
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    problems.append(
+                        f"{dotted}: key given twice (lines {first_line[key]} and {line}); keep one"
+                    )
+                first_line.setdefault(key, line)
+            problems += _duplicate_keys(value_node, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(item, f"{path}[{index}]", seen)
+    return problems
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
+def _load_yaml(text: str) -> tuple[Any, list[str]]:
+    """The document and its duplicate-key problems; ``yaml.YAMLError`` if it is not YAML."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        problems = _duplicate_keys(node)
+        return (None if problems else loader.construct_document(node)), problems
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}invalid YAML: {problem}"
 
 
 def parse_yaml(text: str, origin: str) -> Any:
+    """Parse one YAML document; ``ConfigError`` on a syntax error or a repeated key."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        raw, problems = _load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{origin}: {_yaml_problem(exc)}") from None
+    if problems:
+        raise ConfigError([f"{origin}: {line}" for line in problems])
+    return raw
 
 
 def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``--set a.b=c``; the value is parsed as YAML (``3`` is an int)."""
+    """Apply one ``--set a.b=c``; the value is parsed as YAML (``3`` is an int).
+
+    Missing sections on the way are created (and then validated like any other key).
+    """
     key, sep, text = assignment.partition("=")
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
     if not sep or not all(parts):
-        raise ConfigError(f"--set {assignment}: expected KEY=VALUE, e.g. train.epochs=30")
-    value = parse_yaml(text, f"--set {assignment}")
+        where = key if key and all(parts) else "--set"
+        raise ConfigError(
+            f"{where}: --set {assignment!r} is not KEY=VALUE, e.g. --set train.epochs=30"
+        )
+    try:
+        value, problems = _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: --set value {text!r}: {_yaml_problem(exc)}") from None
+    if problems:
+        raise ConfigError([f"{key}: --set value {text!r}: {line}" for line in problems])
     node = raw
     for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
             section = ".".join(parts[: depth + 1])
-            raise ConfigError(f"--set {assignment}: '{section}' is a value, not a section")
+            raise ConfigError(
+                f"{key}: cannot --set inside '{section}': it is a value "
+                f"({_short(child)}), not a section"
+            )
         node = child
     node[parts[-1]] = value
 
@@ -350,32 +427,65 @@ def load_config(
     ``source`` is a YAML file or an already-parsed mapping. Relative paths resolve against
     the file's folder (or ``base_dir``, by default the working directory, for a mapping).
     ``check_files=False`` accepts data paths that do not exist (a run dir moved elsewhere).
+    Every problem line starts with the file's name (``config`` for a mapping).
     """
     if isinstance(source, dict):
         raw, origin = _deep_copy(source), "config"
         base = Path(base_dir or ".").resolve()
     else:
         path = Path(source)
+        origin = str(path)
         if not path.is_file():
-            raise ConfigError(f"--config: file not found: {path}")
-        raw, origin = parse_yaml(path.read_text(encoding="utf-8"), str(path)), str(path)
+            raise ConfigError(f"{origin}: config file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{origin}: cannot read the config file ({exc})") from None
+        raw = parse_yaml(text, origin)
         base = Path(base_dir).resolve() if base_dir else path.resolve().parent
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{origin}: expected a mapping of sections at the top level")
+            raise ConfigError(
+                f"{origin}: expected a mapping of sections (name, data, ...) at the top level, "
+                f"got {type(raw).__name__}"
+            )
+    problems = []
     for assignment in overrides:
-        apply_override(raw, assignment)
+        try:
+            apply_override(raw, assignment)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError([f"{origin}: {line}" for line in problems])
     try:
         cfg = ExperimentConfig.model_validate(
             raw, context={"base_dir": base, "check_files": check_files}
         )
     except ValidationError as exc:
-        raise ConfigError([f"{origin}: {line}" for line in describe_errors(exc, raw)]) from None
+        raise ConfigError([f"{origin}: {line}" for line in describe_errors(exc)]) from None
     except ConfigError as exc:
         raise ConfigError([f"{origin}: {line}" for line in exc.problems]) from None
     cfg._base_dir = base
+    cfg._origin = origin
     return cfg
+
+
+@contextlib.contextmanager
+def reported_against(cfg: ExperimentConfig) -> Iterator[None]:
+    """Prefix ``ConfigError``s raised inside with the config's file, as ``load_config`` does.
+
+    Used around the checks that need Keras or the data (builder, optimizer, files'
+    contents), so that every problem a config causes reads ``<file>: <dotted path>: ...``.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        if getattr(exc, "origin", None) is not None:  # already located by an inner block
+            raise
+        located = type(exc)([f"{cfg.origin}: {line}" for line in exc.problems])
+        located.origin = cfg.origin
+        raise located from None
 
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
@@ -395,44 +505,114 @@ def _deep_copy(raw: Any) -> Any:
 
 # --------------------------------------------------------------------------- messages
 
+# What a member of a plain (untagged) union expects, by the first word of its error type.
+_EXPECTED = {
+    "bool": ["true", "false"],
+    "int": ["an integer"],
+    "float": ["a number"],
+    "string": ["a string"],
+    "list": ["a list"],
+    "dict": ["a mapping"],
+}
 
-def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: dotted path, what is wrong, the bad value, a hint.
 
-def describe_errors(exc: ValidationError, raw: Any) -> list[str]:
-    """One line per pydantic error: dotted path, what is wrong, the bad value, a hint."""
-    lines = []
+    The errors pydantic reports for each member of a plain union (``true``, ``false`` or
+    ``'auto'``) are one problem, so they become one line.
+    """
+    entries: list[str | list[dict]] = []
+    unions: dict[str, list[dict]] = {}
     for error in exc.errors(include_url=False):
-        path, parent = _walk(error["loc"])
-        dotted = ".".join(str(p) for p in path) or "(top level)"
-        kind, ctx = error["type"], error.get("ctx") or {}
-        given = error.get("input")
-        if kind == "extra_forbidden":
-            fields = list(parent.model_fields) if parent else []
-            key = str(path[-1])
-            hint = _did_you_mean(key, fields) or f"; known keys: {', '.join(fields)}"
-            lines.append(f"{dotted}: unknown key{hint}")
-        elif kind == "missing":
-            lines.append(f"{dotted}: required, but not given")
-        elif kind == "union_tag_invalid":
-            tags = re.findall(r"'([^']+)'", str(ctx.get("expected_tags", "")))
-            hint = _did_you_mean(str(ctx.get("tag")), tags)
-            lines.append(
-                f"{dotted}.source: unknown source '{ctx.get('tag')}'; expected one of "
-                f"{', '.join(tags)}{hint}"
-            )
-        elif kind == "union_tag_not_found":
-            lines.append(f"{dotted}.source: required, one of digits, npz, csv, image_dir, python")
-        elif kind == "literal_error":
-            options = re.findall(r"'([^']+)'", str(ctx.get("expected", "")))
-            hint = _did_you_mean(str(given), options)
-            lines.append(f"{dotted}: must be one of {', '.join(options)} (got {given!r}){hint}")
+        path, parent, in_union = _walk(error["loc"])
+        dotted = _dotted(path)
+        if not in_union:
+            entries.append(_describe(dotted, path, parent, error))
+        elif dotted in unions:
+            unions[dotted].append(error)
         else:
-            message = str(error["msg"]).removeprefix("Value error, ")
-            lines.append(f"{dotted}: {message} (got {_short(given)})")
-    return lines
+            unions[dotted] = [error]
+            entries.append(unions[dotted])
+    return [e if isinstance(e, str) else _describe_union(e) for e in entries]
+
+
+def _describe(dotted: str, path: list, parent: type[BaseModel] | None, error: dict) -> str:
+    kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden":
+        return f"{dotted}: unknown key{_unknown_key_hint(str(path[-1]), parent)}"
+    if kind == "missing":
+        return f"{dotted}: required, but not given"
+    if kind == "union_tag_invalid":
+        tags = re.findall(r"'([^']+)'", str(ctx.get("expected_tags", "")))
+        hint = did_you_mean(str(ctx.get("tag")), tags)
+        return (
+            f"{dotted}.source: unknown source {ctx.get('tag')!r}; expected one of "
+            f"{', '.join(tags)}{hint}"
+        )
+    if kind == "union_tag_not_found":
+        return f"{dotted}.source: required, one of {', '.join(_data_sources())}"
+    if kind == "literal_error":
+        options = re.findall(r"'([^']+)'", str(ctx.get("expected", "")))
+        hint = did_you_mean(str(given), options)
+        return f"{dotted}: must be one of {', '.join(options)} (got {given!r}){hint}"
+    message, sep, hint = str(error["msg"]).removeprefix("Value error, ").partition("; did you")
+    return f"{dotted}: {message} (got {_short(given)}){sep}{hint}"
+
+
+def _describe_union(errors: list[dict]) -> str:
+    path, _, _ = _walk(errors[0]["loc"])
+    options: list[str] = []
+    for error in errors:
+        if error["type"] == "literal_error":
+            expected = str((error.get("ctx") or {}).get("expected", ""))
+            options += [f"'{o}'" for o in re.findall(r"'([^']+)'", expected)]
+        else:
+            options += _EXPECTED.get(error["type"].split("_")[0], [str(error["msg"])])
+    given = errors[0].get("input")
+    hint = did_you_mean(str(given), [o.strip("'") for o in options])
+    choices = f"{', '.join(options[:-1])} or {options[-1]}" if len(options) > 1 else options[0]
+    return f"{_dotted(path)}: must be {choices} (got {_short(given)}){hint}"
+
+
+def _unknown_key_hint(key: str, parent: type[BaseModel] | None) -> str:
+    """The data source that has this key, a near-miss in the same section, the section
+    that has a key like it, or else the known keys."""
+    fields = list(parent.model_fields) if parent else []
+    sources = _data_sources()
+    if parent in sources.values():
+        owners = [tag for tag, cls in sources.items() if key in cls.model_fields]
+        if owners:
+            return f"; {key!r} is a key of source {' or '.join(owners)}, not of this source"
+    hint = did_you_mean(key, fields)
+    if hint:
+        return hint
+    elsewhere = {
+        f"{section}.{name}": name
+        for section, cls in _sections().items()
+        if cls is not parent
+        for name in cls.model_fields
+    }
+    close = difflib.get_close_matches(key, list(elsewhere.values()), n=1)
+    if close:
+        found = next(dotted for dotted, name in elsewhere.items() if name == close[0])
+        return f"; did you mean '{found}'?"
+    return f"; known keys: {', '.join(fields)}"
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """Every section of the schema by its dotted name (each data source's as ``data``)."""
+    found: dict[str, type[BaseModel]] = {"": ExperimentConfig}
+    for name, field in ExperimentConfig.model_fields.items():
+        model = _as_model(field.annotation)
+        if model is not None and name != "data":
+            found[name] = model
+    found["data.validation"] = ValidationData
+    return found | {f"data[{tag}]": cls for tag, cls in _data_sources().items()}
+
+
+def _data_sources() -> dict[str, type[BaseModel]]:
+    return _union_members(ExperimentConfig.model_fields["data"].annotation)
 
 
 def _short(value: Any) -> str:
@@ -440,32 +620,42 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None]:
+def _dotted(path: list) -> str:
+    """``data.validation.split``, with list positions as ``metrics[1]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def _walk(loc: tuple) -> tuple[list, type[BaseModel] | None, bool]:
     """Follow a pydantic error location through the schema.
 
-    Returns the user-facing path (without the tags pydantic inserts for tagged unions)
-    and the section class that holds the last key, for "did you mean" suggestions.
+    Returns the user-facing path (without the tags pydantic inserts for unions), the
+    section class that holds the last key (for "did you mean"), and whether the error
+    is one member's of a plain union (one of several errors for the same value).
     """
     path: list = []
     annotation: Any = ExperimentConfig
     parent: type[BaseModel] | None = ExperimentConfig
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        model = _as_model(annotation)
+    in_union = False
+    for part in loc:
         members = _union_members(annotation)
         if members and isinstance(part, str) and part in members:
-            annotation = members[part]  # a tag pydantic put into the location
+            annotation = members[part]  # a data source's tag
             continue
+        model = _as_model(annotation)
         if model is not None:
             parent = model
             field = model.model_fields.get(str(part))
             annotation = field.annotation if field else None
             path.append(part)
-            continue
-        path.append(part)
-        annotation = None
-    return path, parent
+        elif len(_flatten(annotation)) > 1 and isinstance(part, str):
+            in_union, annotation = True, None  # the name of the member pydantic tried
+        else:
+            path.append(part)
+            annotation = None
+    return path, parent, in_union
 
 
 def _as_model(annotation: Any) -> type[BaseModel] | None:
