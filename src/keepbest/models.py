@@ -4,6 +4,9 @@ A builder is any function returning a ``keras.Model``. It receives the config's
 ``model.kwargs`` and, if its signature asks for them by name, facts about the data:
 ``input_shape``, ``num_classes`` (None for regression), ``target_shape``, ``class_names``.
 
+Every check that needs Keras (builder arguments, optimizer, loss and metric names) runs
+before any model is built or file written, and reports against the config's file.
+
 Example:
 
     >>> from keepbest.models import mlp
@@ -15,19 +18,33 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import math
+import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from keepbest.config import BUILTIN_BUILDERS, ExperimentConfig
+from pydantic import Field, TypeAdapter, ValidationError
+
+from keepbest.config import BUILTIN_BUILDERS, ExperimentConfig, reported_against
 from keepbest.data import DataSpec
 from keepbest.errors import ConfigError
-from keepbest.references import call_with_supported_kwargs, check_kwargs, resolve_reference
+from keepbest.references import (
+    call_with_supported_kwargs,
+    check_kwargs,
+    describe_exception,
+    did_you_mean,
+    resolve_reference,
+)
+
+Rate = Annotated[float, Field(ge=0, lt=1)]
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+# Names ``compile`` resolves itself, picking the variant that fits the data's shapes.
+_SHAPE_AWARE = {"metric": ("accuracy", "acc"), "loss": ("crossentropy", "ce")}
 
 
-def _head(x, num_classes: int | None, target_shape: tuple[int, ...]):
+def _head(x, num_classes: int | None, target_shape: Sequence[int]):
     import keras
 
     if num_classes is not None:
@@ -38,11 +55,11 @@ def _head(x, num_classes: int | None, target_shape: tuple[int, ...]):
 
 
 def mlp(
-    input_shape: tuple[int, ...],
+    input_shape: Sequence[int],
     num_classes: int | None = None,
-    target_shape: tuple[int, ...] = (),
+    target_shape: Sequence[int] = (),
     hidden: Sequence[int] = (128,),
-    dropout: float = 0.0,
+    dropout: Rate = 0.0,
     activation: str = "relu",
 ):
     """A multilayer perceptron: flatten, ``hidden`` dense layers with dropout, a head."""
@@ -58,13 +75,13 @@ def mlp(
 
 
 def cnn(
-    input_shape: tuple[int, ...],
+    input_shape: Sequence[int],
     num_classes: int | None = None,
-    target_shape: tuple[int, ...] = (),
+    target_shape: Sequence[int] = (),
     filters: Sequence[int] = (32, 64),
     kernel_size: int = 3,
     dense: int = 128,
-    dropout: float = 0.0,
+    dropout: Rate = 0.0,
 ):
     """A small convnet: conv blocks (conv, relu, 2x2 max-pool when the map allows), a head."""
     import keras
@@ -92,31 +109,70 @@ assert tuple(_BUILTINS) == BUILTIN_BUILDERS
 
 
 def resolve_builder(cfg: ExperimentConfig) -> Callable:
-    """The builder function, with its kwargs checked against its signature."""
-    name = cfg.model.builder
-    builder = _BUILTINS.get(name) or resolve_reference(name, "model.builder", cfg.base_dir)
-    check_kwargs(builder, cfg.model.kwargs, "model.kwargs")
-    return builder
+    """The builder function, with its kwargs checked against its signature (and, for a
+    built-in builder, against its argument types)."""
+    with reported_against(cfg):
+        name = cfg.model.builder
+        builder = _BUILTINS.get(name) or resolve_reference(name, "model.builder", cfg.base_dir)
+        offered = [f.name for f in dataclasses.fields(DataSpec)]
+        check_kwargs(builder, cfg.model.kwargs, "model.kwargs", offered=offered)
+        if builder in _BUILTINS.values():
+            _check_types(builder, cfg.model.kwargs)
+        return builder
+
+
+def _check_types(builder: Callable, kwargs: dict[str, Any]) -> None:
+    """A built-in builder's kwargs must have its signature's types: a YAML slip then fails
+    here, not inside Keras once the run has started."""
+    hints = typing.get_type_hints(builder, include_extras=True)
+    problems = []
+    for key, value in kwargs.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = "".join(f"[{p}]" for p in first["loc"] if isinstance(p, int))
+            bound = first["type"] in _BOUND_ERRORS
+            wanted = (
+                first["msg"] if bound else f"{builder.__name__}() expects {_expected(hints[key])}"
+            )
+            problems.append(f"model.kwargs.{key}{where}: {wanted} (got {first['input']!r})")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _expected(hint: Any) -> str:
+    """A type hint in words: ``Sequence[int]`` is "a list of integers"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return _expected(args[0])
+    if origin in (Sequence, list, tuple):
+        return f"a list of {_expected(args[0]).split(' ', 1)[1]}s"
+    if args and type(None) in args:
+        return " or ".join(_expected(a) for a in args if a is not type(None)) + " or null"
+    return {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
 def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None = None):
     """Build (not compile) the configured model; a failing builder is a ``ConfigError``."""
     import keras
 
-    builder = builder or resolve_builder(cfg)
-    offered = dataclasses.asdict(spec)
-    try:
-        model = call_with_supported_kwargs(builder, cfg.model.kwargs, offered, "model.kwargs")
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(
-            f"model.builder: {cfg.model.builder} failed with {type(exc).__name__}: {exc}"
-        ) from None
-    if not isinstance(model, keras.Model):
-        raise ConfigError(
-            f"model.builder: {cfg.model.builder} returned {type(model).__name__}, not a keras.Model"
-        )
+    with reported_against(cfg):
+        builder = builder or resolve_builder(cfg)
+        offered = dataclasses.asdict(spec)
+        try:
+            model = call_with_supported_kwargs(builder, cfg.model.kwargs, offered, "model.kwargs")
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"model.builder: {cfg.model.builder} failed: {describe_exception(exc)}"
+            ) from None
+        if not isinstance(model, keras.Model):
+            raise ConfigError(
+                f"model.builder: {cfg.model.builder} returned {type(model).__name__}, "
+                "not a keras.Model"
+            )
     if not model.built:
         model.build((None, *spec.input_shape))
     return model
@@ -136,14 +192,26 @@ def compile_args(cfg: ExperimentConfig) -> CompileArgs:
     """Keras objects for compile, checked by name and signature before any model exists."""
     import keras
 
-    return CompileArgs(
-        optimizer=_optimizer(cfg, keras),
-        loss=_keras_object(keras.losses, cfg.loss, "loss", "loss"),
-        metrics=[
-            _keras_object(keras.metrics, name, f"metrics[{i}]", "metric")
+    with reported_against(cfg):
+        problems: list[str] = []
+        optimizer = _collect(problems, _optimizer, cfg, keras)
+        loss = _collect(problems, _keras_object, keras.losses, cfg.loss, "loss", "loss")
+        metrics = [
+            _collect(problems, _keras_object, keras.metrics, name, f"metrics[{i}]", "metric")
             for i, name in enumerate(cfg.metrics)
-        ],
-    )
+        ]
+        if problems:
+            raise ConfigError(problems)
+    return CompileArgs(optimizer=optimizer, loss=loss, metrics=metrics)
+
+
+def _collect(problems: list[str], check: Callable, *args) -> Any:
+    """Run ``check``; add its problems to ``problems`` (so all are reported at once)."""
+    try:
+        return check(*args)
+    except ConfigError as exc:
+        problems += exc.problems
+        return None
 
 
 def _optimizer(cfg: ExperimentConfig, keras):
@@ -152,24 +220,32 @@ def _optimizer(cfg: ExperimentConfig, keras):
         cls = type(keras.optimizers.get(name))
     except ValueError:
         known = _public_names(keras.optimizers, keras.optimizers.Optimizer)
-        close = difflib.get_close_matches(name.lower(), known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
+        hint = did_you_mean(name.lower(), known) or f"; known: {', '.join(known)}"
         raise ConfigError(f"optimizer.name: unknown Keras optimizer {name!r}{hint}") from None
     kwargs = cfg.optimizer.kwargs()
-    check_kwargs(cls.__init__, kwargs, "optimizer")
+    # Keras optimizers take **kwargs only to reject unknown names: check them here.
+    check_kwargs(cls.__init__, kwargs, "optimizer", name=cls.__name__, open_ended=False)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optimizer: {cls.__name__}({kwargs}) failed: {exc}") from None
 
 
-def _keras_object(module, name: str, where: str, kind: str):
+def _keras_object(module, name: str, where: str, kind: str) -> str:
+    """``name`` if Keras knows it as a ``kind``; it is passed to ``compile`` as given."""
+    if name.lower() in _SHAPE_AWARE[kind]:
+        return name
     try:
         module.get(name)
     except ValueError:
-        known = [n for n in dir(module) if n.islower() and not n.startswith("_")]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = [
+            n
+            for n in dir(module)
+            if n.islower()
+            and not n.startswith("_")
+            and n not in ("get", "serialize", "deserialize")
+        ]
+        hint = did_you_mean(name, [*known, *_SHAPE_AWARE[kind]])
         raise ConfigError(f"{where}: unknown Keras {kind} {name!r}{hint}") from None
     return name
 
