@@ -10,7 +10,9 @@ served by ``Pipelines``:
 - ``validation`` and ``train_eval``: fixed-order passes for the end-of-epoch evaluation.
 
 A ``python`` factory may return tf.data.Datasets instead of arrays; those are used as
-given (already batched), and their order is the factory's business.
+given (already batched), and their order is the factory's business. Integer labels are
+class ids everywhere, text labels (csv, npz, factory arrays) become class ids in sorted
+order, and every problem is a ``DataError`` that names the config key to fix.
 
 Example:
 
@@ -41,9 +43,15 @@ from keepbest.config import (
     ImageDirData,
     NpzData,
     PythonData,
+    reported_against,
 )
-from keepbest.errors import DataError
-from keepbest.references import call_with_supported_kwargs, resolve_reference
+from keepbest.errors import ConfigError, DataError
+from keepbest.references import (
+    call_with_supported_kwargs,
+    describe_exception,
+    did_you_mean,
+    resolve_reference,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 _EPOCH_LIMIT = 2**62  # "forever": the stream is cut into epochs by steps_per_epoch
@@ -121,88 +129,167 @@ def _read_digits() -> Arrays:
 
 def _read_npz(path: Path, x_key: str, y_key: str, where: str) -> Arrays:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [key for key in (x_key, y_key) if key not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{where}: {path.name} has no array {missing[0]!r}; it holds "
-                    f"{', '.join(npz.files)} (set data.x_key / data.y_key)"
-                )
-            x, y = npz[x_key], npz[y_key]
-    except (OSError, ValueError) as exc:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{where}: cannot read {path} as .npz ({exc})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataError(
+            f"{where}: {path.name} holds a single array, not an .npz archive of {x_key!r} and "
+            f"{y_key!r} (write it with numpy.savez({path.stem}.npz, {x_key}=..., {y_key}=...))"
+        )
+    with loaded as npz:
+        for key, setting in ((x_key, "data.x_key"), (y_key, "data.y_key")):
+            if key not in npz.files:
+                raise DataError(
+                    f"{where}: {path.name} has no array {key!r}; it holds "
+                    f"{', '.join(npz.files)} (set {setting}){did_you_mean(key, npz.files)}"
+                )
+        try:
+            x, y = npz[x_key], npz[y_key]
+        except ValueError as exc:  # object arrays would need pickle, which is unsafe
+            raise DataError(f"{where}: cannot read {path.name} ({exc})") from None
     if len(x) != len(y):
         raise DataError(f"{where}: {x_key} has {len(x)} rows but {y_key} has {len(y)}")
-    return Arrays(_as_features(x), y)
+    return Arrays(_as_features(x, where), y)
 
 
-def _as_features(x: np.ndarray) -> np.ndarray:
+def _as_features(x: np.ndarray, where: str) -> np.ndarray:
+    """Numeric features as float32, one row per sample (a 1-D array is one feature)."""
     if x.dtype.kind not in "fiub":
-        raise ValueError(f"features must be numeric, got dtype {x.dtype}")
+        raise DataError(f"{where}: features must be numbers, got an array of dtype {x.dtype}")
+    if len(x) == 0:
+        raise DataError(f"{where}: there are no samples")
+    x = x[:, None] if x.ndim == 1 else x
     return x.astype("float32") if x.dtype != np.float32 else x
 
 
-def _read_csv(cfg: CsvData, path: Path, where: str) -> tuple[Arrays, list[str], np.ndarray]:
-    """Numeric feature columns plus a raw target column (encoded later, with validation)."""
+def _read_csv(cfg: CsvData, path: Path, where: str) -> tuple[Arrays, list[str]]:
+    """Numeric feature columns plus the target column as text (typed later, jointly with
+    the validation file's)."""
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle, delimiter=cfg.delimiter))
-    except (OSError, UnicodeDecodeError) as exc:
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=cfg.delimiter)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{where}: cannot read {path} ({exc})") from None
     if len(rows) < 2:
         raise DataError(f"{where}: {path.name} needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header = [name.strip() for name in rows[0][1]]
+    body = rows[1:]
     if cfg.target not in header:
         raise DataError(
-            f"data.target: column {cfg.target!r} is not in {path.name}; "
-            f"columns: {', '.join(header)}"
+            f"data.target: column {cfg.target!r} is not in {path.name}; its columns are "
+            f"{', '.join(header)}{did_you_mean(cfg.target, header)}"
         )
     features = cfg.features or [c for c in header if c != cfg.target]
-    unknown = [c for c in features if c not in header]
-    if unknown:
-        raise DataError(f"data.features: column {unknown[0]!r} is not in {path.name}")
+    for name in features:
+        if name == cfg.target:
+            raise DataError(f"data.features: {name!r} is the target; it cannot be a feature")
+        if name not in header:
+            raise DataError(
+                f"data.features: column {name!r} is not in {path.name}; its columns are "
+                f"{', '.join(header)}{did_you_mean(name, header)}"
+            )
     columns = [header.index(c) for c in features]
     target_col = header.index(cfg.target)
     x = np.empty((len(body), len(columns)), dtype="float32")
-    for row_number, row in enumerate(body, start=2):
+    targets = []
+    for i, (line, row) in enumerate(body):
         if len(row) != len(header):
             raise DataError(
-                f"{where}: {path.name} line {row_number} has {len(row)} fields, "
+                f"{where}: {path.name} line {line} has {len(row)} fields, "
                 f"the header has {len(header)}"
             )
         for j, col in enumerate(columns):
             try:
-                x[row_number - 2, j] = float(row[col])
+                x[i, j] = float(row[col])
             except ValueError:
                 raise DataError(
-                    f"{where}: {path.name} line {row_number}, column {features[j]!r}: "
+                    f"{where}: {path.name} line {line}, column {features[j]!r}: "
                     f"{row[col]!r} is not a number (list numeric columns in data.features)"
                 ) from None
-    targets = np.array([row[target_col] for row in body])
-    return Arrays(x, targets), features, targets
+            if not np.isfinite(x[i, j]):
+                raise DataError(
+                    f"{where}: {path.name} line {line}, column {features[j]!r}: "
+                    f"{row[col]!r} is not a finite number (fill in missing values)"
+                )
+        if not row[target_col].strip():
+            raise DataError(f"{where}: {path.name} line {line}: the target {cfg.target!r} is empty")
+        targets.append(row[target_col].strip())
+    return Arrays(x, np.array(targets)), features
 
 
-def _encode_targets(*columns: np.ndarray) -> tuple[list[np.ndarray], list[str] | None]:
-    """CSV targets: numbers stay numbers (integers are class ids); text becomes class ids."""
+def _csv_targets(*columns: np.ndarray) -> list[np.ndarray]:
+    """Numbers become numbers (integral ones int64 class ids); else all stay text."""
     try:
         numeric = [col.astype("float64") for col in columns]
     except ValueError:
-        names = sorted(set(np.concatenate(columns).tolist()))
-        lookup = {name: i for i, name in enumerate(names)}
-        return [np.array([lookup[v] for v in col], dtype="int64") for col in columns], names
+        return list(columns)
     if all(np.all(col == np.round(col)) for col in numeric):
-        return [col.astype("int64") for col in numeric], None
-    return [col.astype("float32") for col in numeric], None
+        return [col.astype("int64") for col in numeric]
+    return [col.astype("float32") for col in numeric]
+
+
+def _finish_targets(train: Arrays, val: Arrays | None, where: str) -> list[str] | None:
+    """Make targets trainable in place; return the class names if labels were text.
+
+    Text labels become class ids in sorted order (jointly for training and validation);
+    integer labels are class ids (an ``(n, 1)`` column is squeezed) and must be >= 0.
+    """
+    parts = [a for a in (train, val) if a is not None]
+    if train.y.dtype.kind in "USO":
+        names = sorted({str(v) for a in parts for v in a.y.ravel().tolist()})
+        lookup = {name: i for i, name in enumerate(names)}
+        for a in parts:
+            if a.y.ndim != 1:
+                raise DataError(f"{where}: text labels must be one per sample, got {a.y.shape}")
+            a.y = np.array([lookup[str(v)] for v in a.y.tolist()], dtype="int64")
+        return names
+    for a in parts:
+        if a.y.dtype.kind not in "fiub":
+            raise DataError(f"{where}: targets must be numbers or text, got dtype {a.y.dtype}")
+        if a.y.dtype.kind in "iub":
+            a.y = a.y.reshape(-1) if a.y.shape[1:] == (1,) else a.y
+            a.y = a.y.astype("int64")
+            if a.y.size and a.y.min() < 0:
+                raise DataError(
+                    f"{where}: integer targets are class ids and must be 0 or more, found "
+                    f"{a.y.min()} (use text labels, or float targets for regression)"
+                )
+        else:
+            a.y = a.y.astype("float32")
+    return None
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _read_image_dir(folder: Path, where: str, class_names: list[str] | None = None):
-    classes = class_names or sorted(p.name for p in folder.iterdir() if p.is_dir())
+    """Image paths and labels from one subfolder per class (``class_names`` from training:
+    a validation folder may lack a class, but not add one)."""
+    found = _class_folders(folder)
+    if class_names is not None:
+        extra = [name for name in found if name not in class_names]
+        if extra:
+            raise DataError(
+                f"{where}: {folder} has class folders the training data lacks: "
+                f"{', '.join(extra)} (training classes: {', '.join(class_names)})"
+            )
+    classes = class_names or found
     if not classes:
         raise DataError(f"{where}: {folder} has no class subfolders (expected one per class)")
     paths, labels = [], []
     for label, name in enumerate(classes):
         sub = folder / name
-        files = sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not files and class_names is None:
+            raise DataError(
+                f"{where}: class folder {name!r} has no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
         paths += [str(p) for p in files]
         labels += [label] * len(files)
     if not paths:
@@ -210,94 +297,146 @@ def _read_image_dir(folder: Path, where: str, class_names: list[str] | None = No
     return Arrays(np.array(paths), np.array(labels, dtype="int64")), classes
 
 
+_FACTORY_RETURNS = (
+    "(train, validation), each an (x, y) tuple of arrays or a batched tf.data.Dataset "
+    "(validation may be None)"
+)
+
+
 def _from_factory(cfg: PythonData, search_dir: Path) -> tuple[Any, Any]:
     factory = resolve_reference(cfg.factory, "data.factory", search_dir)
-    result = call_with_supported_kwargs(factory, cfg.kwargs, {}, "data.kwargs")
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise DataError(
-            f"data.factory: {cfg.factory} must return (train, validation), "
-            f"got {type(result).__name__}"
-        )
-    return tuple(_factory_part(part, i) for i, part in enumerate(result))
+    try:
+        result = call_with_supported_kwargs(factory, cfg.kwargs, {}, "data.kwargs")
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise DataError(f"data.factory: {cfg.factory} failed: {describe_exception(exc)}") from None
+    if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        got = type(result).__name__
+        if isinstance(result, (tuple, list)):
+            got += f" of {len(result)}"
+        raise DataError(f"data.factory: {cfg.factory} must return {_FACTORY_RETURNS}; got {got}")
+    return _factory_part(result[0], 0, cfg), _factory_part(result[1], 1, cfg)
 
 
-def _factory_part(part: Any, index: int) -> Any:
+def _factory_part(part: Any, index: int, cfg: PythonData) -> Any:
+    which = ("train", "validation")[index]
+    where = f"data.factory: {cfg.factory}'s {which} data"
     if part is None and index == 1:
         return None
-    if isinstance(part, tuple) and len(part) == 2:
-        x, y = np.asarray(part[0]), np.asarray(part[1])
+    if isinstance(part, (tuple, list)) and len(part) == 2:
+        try:
+            x, y = np.asarray(part[0]), np.asarray(part[1])
+        except ValueError as exc:  # ragged nested lists
+            raise DataError(f"{where}: cannot be made into arrays ({exc})") from None
+        if x.ndim == 0 or y.ndim == 0:
+            raise DataError(f"{where}: x and y must be arrays with one row per sample")
         if len(x) != len(y):
-            raise DataError(f"data.factory: x has {len(x)} rows but y has {len(y)}")
-        return Arrays(_as_features(x), y)
+            raise DataError(f"{where}: x has {len(x)} rows but y has {len(y)}")
+        return Arrays(_as_features(x, where), y)
     import tensorflow as tf
 
     if isinstance(part, tf.data.Dataset):
+        _check_dataset(part, where)
         return part
-    which = ("train", "validation")[index]
     raise DataError(
-        f"data.factory: {which} must be an (x, y) tuple of arrays or a tf.data.Dataset, "
-        f"got {type(part).__name__}"
+        f"data.factory: {cfg.factory} must return {_FACTORY_RETURNS}; its {which} "
+        f"is a {type(part).__name__}"
     )
+
+
+def _check_dataset(dataset, where: str) -> None:
+    """A factory's dataset must yield batches of (x, y) tensors (optionally weights)."""
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not (
+        isinstance(spec, tuple)
+        and len(spec) in (2, 3)
+        and all(isinstance(s, tf.TensorSpec) for s in spec)
+    ):
+        raise DataError(f"{where}: the dataset must yield (x, y) tensors; it yields {spec}")
+    x_spec, y_spec = spec[:2]
+    if x_spec.shape.rank == 0 or y_spec.shape.rank == 0:
+        raise DataError(
+            f"{where}: the dataset yields single samples (x {x_spec.shape}, y {y_spec.shape}); "
+            "batch it, e.g. dataset.batch(32)"
+        )
 
 
 def read_sources(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
     """Read the configured data into (train, validation, spec), raising ``DataError``."""
+    with reported_against(cfg):
+        return _read_sources(cfg)
+
+
+def _read_sources(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
     data = cfg.data
     validation = data.validation
     val_path = validation.path if validation else None
+    val_where = "data.validation.path"
     class_names = feature_names = None
     image_size = color_mode = None
     if isinstance(data, BundledData):
         train, val = _read_digits(), None
     elif isinstance(data, NpzData):
         train = _read_npz(data.path, data.x_key, data.y_key, "data.path")
-        val = (
-            _read_npz(val_path, data.x_key, data.y_key, "data.validation.path")
-            if val_path
-            else None
-        )
+        val = _read_npz(val_path, data.x_key, data.y_key, val_where) if val_path else None
+        class_names = _finish_targets(train, val, f"data.y_key: {data.y_key!r}")
     elif isinstance(data, CsvData):
-        train, feature_names, raw_y = _read_csv(data, data.path, "data.path")
-        val, raw_val = None, None
-        if val_path:
-            val, _, raw_val = _read_csv(data, val_path, "data.validation.path")
-        encoded, class_names = _encode_targets(raw_y, *([raw_val] if val is not None else []))
-        train.y = encoded[0]
+        train, feature_names = _read_csv(data, data.path, "data.path")
+        val = _read_csv(data, val_path, val_where)[0] if val_path else None
+        typed = _csv_targets(train.y, *([] if val is None else [val.y]))
+        train.y = typed[0]
         if val is not None:
-            val.y = encoded[1]
+            val.y = typed[1]
+        class_names = _finish_targets(train, val, f"data.target: {data.target!r}")
     elif isinstance(data, ImageDirData):
         train, class_names = _read_image_dir(data.path, "data.path")
-        val = (
-            _read_image_dir(val_path, "data.validation.path", class_names)[0] if val_path else None
-        )
+        val = _read_image_dir(val_path, val_where, class_names)[0] if val_path else None
         image_size, color_mode = tuple(data.image_size), data.color_mode
     else:
         train, val = _from_factory(data, cfg.base_dir)
+        arrays = [p for p in (train, val) if isinstance(p, Arrays)]
+        if arrays:
+            class_names = _finish_targets(
+                arrays[0], arrays[1] if len(arrays) > 1 else None, "data.factory"
+            )
+        val_where = f"data.factory: {data.factory}'s validation data"
     if validation is not None and validation.split is not None:
         train, val = _split(train, validation.split, cfg.seed)
-    spec = _spec(train, val, class_names, feature_names, image_size, color_mode)
+    same_kind = isinstance(train, Arrays) and isinstance(val, Arrays) and image_size is None
+    if same_kind and train.x.shape[1:] != val.x.shape[1:]:
+        raise DataError(
+            f"{val_where}: samples have shape {val.x.shape[1:]}, but the training data's "
+            f"have {train.x.shape[1:]}"
+        )
+    spec = _spec(train, val, class_names, feature_names, image_size, color_mode, cfg)
     return train, val, spec
 
 
-def _spec(train, val, class_names, feature_names, image_size, color_mode) -> DataSpec:
+def _spec(train, val, class_names, feature_names, image_size, color_mode, cfg) -> DataSpec:
     if isinstance(train, Arrays):
         if image_size is not None:
             channels = 3 if color_mode == "rgb" else 1
             input_shape = (*image_size, channels)
         else:
             input_shape = tuple(int(d) for d in train.x.shape[1:])
-        ys = [train.y] + ([val.y] if isinstance(val, Arrays) else [])
         target_shape = tuple(int(d) for d in train.y.shape[1:])
         num_classes = None
         if train.y.dtype.kind in "iub" and not target_shape:
-            num_classes = int(max(int(y.max()) for y in ys)) + 1
+            ys = [train.y] + ([val.y] if isinstance(val, Arrays) else [])
+            num_classes = max(int(y.max()) for y in ys if y.size) + 1
             if class_names:
                 num_classes = max(num_classes, len(class_names))
     else:
         x_spec, y_spec = train.element_spec[:2]
-        input_shape = tuple(int(d) for d in x_spec.shape[1:])
-        target_shape = tuple(int(d) for d in y_spec.shape[1:])
+        input_shape = _dims(x_spec.shape[1:])
+        target_shape = _dims(y_spec.shape[1:])
         num_classes = None
+        if y_spec.dtype.is_integer and target_shape in ((), (1,)):
+            num_classes = _dataset_classes(train, val, cfg)
+            target_shape = () if num_classes else target_shape
     return DataSpec(
         input_shape=input_shape,
         num_classes=num_classes,
@@ -307,6 +446,40 @@ def _spec(train, val, class_names, feature_names, image_size, color_mode) -> Dat
         image_size=image_size,
         color_mode=color_mode,
     )
+
+
+def _dims(shape) -> tuple:
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _dataset_classes(train, val, cfg: ExperimentConfig) -> int | None:
+    """Integer labels in a factory's datasets are class ids: count them in one pass.
+
+    A dataset of unknown or infinite length is read for ``train.steps_per_epoch``
+    batches, or not at all (a builder then gets ``num_classes=None``; set
+    ``model.kwargs.num_classes``).
+    """
+    label_batches: list[np.ndarray] = []
+    for dataset in (train, val):
+        if isinstance(dataset, Arrays):
+            label_batches.append(dataset.y)
+            continue
+        if dataset is None:
+            continue
+        if int(dataset.cardinality()) < 0:  # infinite or unknown
+            if dataset is val or not cfg.train.steps_per_epoch:
+                continue
+            dataset = dataset.take(cfg.train.steps_per_epoch)
+        label_batches += dataset.map(lambda *parts: parts[1]).as_numpy_iterator()
+    labels = [batch for batch in label_batches if batch.size]
+    if not labels:
+        return None
+    lowest = min(int(batch.min()) for batch in labels)
+    if lowest < 0:
+        raise DataError(
+            f"data.factory: integer labels are class ids and must be 0 or more, found {lowest}"
+        )
+    return max(int(batch.max()) for batch in labels) + 1
 
 
 # --------------------------------------------------------------------------- pipelines
@@ -371,38 +544,59 @@ def _shuffled_stream(arrays: Arrays, spec: DataSpec, cfg: ExperimentConfig, star
 
 
 def _dataset_steps(dataset, cfg: ExperimentConfig) -> int:
-    import tensorflow as tf
-
     if cfg.train.steps_per_epoch:
         return cfg.train.steps_per_epoch
     cardinality = int(dataset.cardinality())
-    if cardinality in (tf.data.INFINITE_CARDINALITY, tf.data.UNKNOWN_CARDINALITY):
+    if cardinality < 0:  # infinite or unknown
         raise DataError(
             "train.steps_per_epoch: the factory's training dataset has no known length; "
             "set train.steps_per_epoch"
         )
+    if cardinality == 0:
+        raise DataError(f"data.factory: {cfg.data.factory}'s training dataset is empty")
     return cardinality
+
+
+def _check_validation(val, cfg: ExperimentConfig) -> None:
+    """A factory's validation data must exist if monitored, and end (or fit never does)."""
+    import tensorflow as tf
+
+    monitor = cfg.checkpoint.monitor
+    if val is None and monitor.startswith("val_"):
+        raise DataError(
+            f"checkpoint.monitor: {monitor!r} needs validation data, but "
+            f"{cfg.data.factory} returned None for it; return (train, validation) "
+            f"or monitor {monitor[4:]!r}"
+        )
+    if isinstance(val, tf.data.Dataset) and val.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise DataError(
+            f"data.factory: {cfg.data.factory}'s validation dataset repeats forever, so "
+            "validation would never end; remove its .repeat()"
+        )
 
 
 def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
     """Read the data and build the pipelines (``DataError`` on any data problem)."""
     train, val, spec = read_sources(cfg)
     batch_size = cfg.data.batch_size
-    if isinstance(train, Arrays):
-        steps = cfg.train.steps_per_epoch or math.ceil(len(train) / batch_size)
+    with reported_against(cfg):
+        if isinstance(train, Arrays):
+            steps = cfg.train.steps_per_epoch or math.ceil(len(train) / batch_size)
 
-        def train_stream(start_batch: int):
-            return _shuffled_stream(train, spec, cfg, start_batch)
+            def train_stream(start_batch: int):
+                return _shuffled_stream(train, spec, cfg, start_batch)
 
-        train_eval = _fixed_order(train, spec, batch_size)
-        num_train = len(train)
-    else:
-        steps = _dataset_steps(train, cfg)
+            train_eval = _fixed_order(train, spec, batch_size)
+            num_train = len(train)
+        else:
+            steps = _dataset_steps(train, cfg)
 
-        def train_stream(start_batch: int):
-            return train.repeat().skip(start_batch)
+            def train_stream(start_batch: int):
+                return train.repeat().skip(start_batch)
 
-        train_eval, num_train = train.take(steps), None
+            train_eval, num_train = train.take(steps), None
+        if isinstance(cfg.data, PythonData):
+            _check_validation(val, cfg)
     validation = _fixed_order(val, spec, batch_size) if isinstance(val, Arrays) else val
     return Pipelines(
         spec=spec,
