@@ -21,6 +21,7 @@ from conftest import run_cli
 from keepbest.config import ExperimentConfig, load_config
 from keepbest.data import Pipelines, load_pipelines
 from keepbest.errors import ConfigError, DataError
+from keepbest.models import build_model
 
 
 @pytest.fixture(autouse=True)
@@ -155,6 +156,21 @@ def test_csv_text_target_gives_class_names_shared_with_validation(tmp_path):
     assert first_batch(pipes.train_eval)[1].tolist() == [1, 0, 1]
     x, y = first_batch(pipes.validation)
     assert x.tolist() == [[4.0], [5.0]] and y.tolist() == [2, 0]
+
+
+def test_csv_spec_builds_an_mlp_but_not_a_cnn(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,label\n1,2,0\n3,4,2\n", encoding="utf-8")
+    path = write(tmp_path, {"source": "csv", "path": "t.csv", "target": "label"})
+    cfg = load_config(path, ["model.kwargs.hidden=[3]"])
+    spec = load_pipelines(cfg).spec
+    assert build_model(cfg, spec).output_shape == (None, 3)
+    cnn = load_config(path, ["model.builder=cnn"])
+    with pytest.raises(ConfigError) as caught:
+        build_model(cnn, spec)
+    assert str(caught.value).startswith(
+        f"{path}: model.builder: cnn failed: ValueError: cnn takes images (height, width"
+        "[, channels]); this data's samples have shape (2,): use builder mlp (at models.py:"
+    )
 
 
 def test_csv_float_target_is_regression(tmp_path):

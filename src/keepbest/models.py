@@ -86,6 +86,11 @@ def cnn(
     """A small convnet: conv blocks (conv, relu, 2x2 max-pool when the map allows), a head."""
     import keras
 
+    if len(input_shape) not in (2, 3):
+        raise ValueError(
+            f"cnn takes images (height, width[, channels]); this data's samples have shape "
+            f"{tuple(input_shape)}: use builder mlp"
+        )
     if len(input_shape) == 2:
         input_shape = (*input_shape, 1)
     inputs = keras.Input(shape=input_shape, name="features")

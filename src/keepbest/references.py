@@ -18,6 +18,7 @@ import difflib
 import importlib
 import inspect
 import sys
+import sysconfig
 import traceback
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
@@ -94,10 +95,23 @@ def resolve_reference(reference: str, where: str, search_dir: Path | None = None
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``TypeError: message (at file.py:12)``: the innermost frame is where to look."""
+    """``TypeError: message (at file.py:12)``, at the innermost frame of the user's own
+    code: a builder that misuses Keras is to be fixed where it calls Keras, not inside."""
     frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    own = [f for f in frames if not _is_library(f.filename)] or frames
+    where = f" (at {Path(own[-1].filename).name}:{own[-1].lineno})" if own else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _is_library(filename: str) -> bool:
+    """Installed packages and the standard library (not the code a config points at)."""
+    parts = Path(filename).parts
+    return (
+        "site-packages" in parts
+        or "dist-packages" in parts
+        or filename.startswith(sysconfig.get_paths()["stdlib"])
+        or filename.startswith("<frozen ")
+    )
 
 
 def call_with_supported_kwargs(
