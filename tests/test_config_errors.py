@@ -321,7 +321,7 @@ def test_bad_config_is_one_line_per_problem(case: Case, outcomes):
     for fragment in case.expected:
         assert fragment.replace("{dir}", str(path.parent)) in result.stderr
     assert len(errors) == len(case.expected), result.stderr
-    assert not (path.parent / "runs" / "t").exists()
+    assert not (path.parent / "runs").exists()  # output_dir: not even created
     assert result.stdout == ""
 
 
