@@ -22,9 +22,9 @@ from keepbest.record import (
 
 
 def test_previous_best_survives_a_failed_save(write_config, tmp_path):
-    # hidden 256: the weights file is ~300 KB, far above the limit set below.
+    # hidden 1024: the weights file is ~300 KB, far above the limit set below.
     path = write_config(
-        small_config(model={"builder": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 1})
+        small_config(model={"builder": "mlp", "kwargs": {"hidden": [1024]}}, train={"epochs": 1})
     )
     assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "runs" / "t"

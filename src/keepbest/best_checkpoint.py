@@ -58,6 +58,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     ``record`` is the best already on disk (a resumed run); an epoch that reproduces it
     exactly (the replay of an epoch whose checkpoint landed before a kill) counts as saved.
+    With ``writes=False`` (a non-chief worker) it takes the same decisions, writes nothing.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         start_from_epoch: int = 0,
         stop_on_nonfinite: bool = True,
         record: BestRecord | None = None,
+        writes: bool = True,
     ):
         super().__init__()
         if not monitor.on_validation and train_eval_data is None:
@@ -79,20 +81,15 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.patience = patience
         self.start_from_epoch = start_from_epoch
         self.stop_on_nonfinite = stop_on_nonfinite
+        self.writes = writes
         self.record = record
+        self.best_value = record.value if record else None
+        self.best_epoch = record.epoch if record else None
         self.mode = record.mode if record else (None if monitor.mode == "auto" else monitor.mode)
         self.saved_this_epoch = False
         self.stop_kind: str | None = None  # "nonfinite" or "patience"
         self.stop_reason: str | None = None
         self._versions = library_versions()
-
-    @property
-    def best_value(self) -> float | None:
-        return self.record.value if self.record else None
-
-    @property
-    def best_epoch(self) -> int | None:
-        return self.record.epoch if self.record else None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
@@ -112,11 +109,12 @@ class BestCheckpoint(keras.callbacks.Callback):
         number = epoch + 1
         replay = self.best_epoch == number and value == self.best_value
         self.saved_this_epoch = replay
-        if (
+        improved = (
             not replay
             and epoch >= self.start_from_epoch
             and monitor.improves(value, self.best_value)
-        ):
+        )
+        if improved and self.writes:
             self.record = commit_best(
                 self.run_dir,
                 lambda path: keras.saving.save_weights(
@@ -128,6 +126,8 @@ class BestCheckpoint(keras.callbacks.Callback):
                 value=value,
                 versions=self._versions,
             )
+        if improved:
+            self.best_value, self.best_epoch = value, number
             self.saved_this_epoch = True
         logs["best_saved"] = 1.0 if self.saved_this_epoch else 0.0
         self._maybe_stop(number, value)

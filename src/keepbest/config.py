@@ -254,6 +254,22 @@ class ResumeConfig(Section):
     requeue: bool | Literal["auto"] = "auto"  # auto: under Slurm (SLURM_JOB_ID is set)
 
 
+class DistributeConfig(Section):
+    """tf.distribute settings (see keepbest.distribute)."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
+    logical_cpus: int | None = Field(None, ge=2)  # mirrored: split the CPU into N devices
+    connect_timeout: float = Field(120.0, gt=0)  # multi_worker: seconds to wait for peers
+    collective_timeout: float = Field(600.0, gt=0)  # multi_worker: seconds per collective
+    port_base: int = Field(8888, ge=1024, le=65535)  # multi_worker under Slurm
+
+    @model_validator(mode="after")
+    def _cpus_only_for_mirrored(self) -> DistributeConfig:
+        if self.logical_cpus is not None and self.strategy != "mirrored":
+            raise ValueError("logical_cpus applies to strategy: mirrored only")
+        return self
+
+
 class ExperimentConfig(Section):
     name: str
     output_dir: OutputDir = Path("runs")
@@ -266,6 +282,7 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     resume: ResumeConfig = Field(default_factory=ResumeConfig)
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _origin: str = PrivateAttr(default="config")
 

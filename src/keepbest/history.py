@@ -51,9 +51,11 @@ def read_history(path: Path) -> list[dict[str, float]]:
 class HistoryCSV(keras.callbacks.Callback):
     """Append each epoch's logs to ``path``; place it after callbacks that add logs."""
 
-    def __init__(self, path: Path, rows: list[dict[str, float]] | None = None):
+    def __init__(self, path: Path, rows: list[dict[str, float]] | None = None, writes: bool = True):
+        """``writes=False`` keeps the rows in memory only (a non-chief worker)."""
         super().__init__()
         self.path = Path(path)
+        self.writes = writes
         self.rows = list(rows or [])
         self._started = time.perf_counter()
 
@@ -69,4 +71,5 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def rewrite(self) -> None:
         """Write all rows (also after a resume, which drops rows of unfinished epochs)."""
-        write_text_atomic(self.path, rows_to_csv(self.rows))
+        if self.writes:
+            write_text_atomic(self.path, rows_to_csv(self.rows))

@@ -185,12 +185,12 @@ def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None 
 
 @dataclasses.dataclass
 class CompileArgs:
-    optimizer: Any
+    make_optimizer: Callable[[], Any]  # a new optimizer per model, made in its strategy scope
     loss: Any
     metrics: list[Any]
 
     def apply(self, model) -> None:
-        model.compile(optimizer=self.optimizer, loss=self.loss, metrics=self.metrics)
+        model.compile(optimizer=self.make_optimizer(), loss=self.loss, metrics=self.metrics)
 
 
 def compile_args(cfg: ExperimentConfig) -> CompileArgs:
@@ -207,7 +207,7 @@ def compile_args(cfg: ExperimentConfig) -> CompileArgs:
         ]
         if problems:
             raise ConfigError(problems)
-    return CompileArgs(optimizer=optimizer, loss=loss, metrics=metrics)
+    return CompileArgs(make_optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def _collect(problems: list[str], check: Callable, *args) -> Any:
@@ -231,9 +231,10 @@ def _optimizer(cfg: ExperimentConfig, keras):
     # Keras optimizers take **kwargs only to reject unknown names: check them here.
     check_kwargs(cls.__init__, kwargs, "optimizer", name=cls.__name__, open_ended=False)
     try:
-        return cls(**kwargs)
+        cls(**kwargs)  # fails now, on bad values, rather than after the data is loaded
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optimizer: {cls.__name__}({kwargs}) failed: {exc}") from None
+    return lambda: cls(**kwargs)
 
 
 def _keras_object(module, name: str, where: str, kind: str) -> str:

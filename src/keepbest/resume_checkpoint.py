@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from keepbest.best_checkpoint import BestCheckpoint
+from keepbest.distribute import Distribution
 from keepbest.history import HistoryCSV
 from keepbest.resume_state import Progress, ResumeStore
 from keepbest.signals import StopRequested, StopSignals
@@ -32,10 +33,15 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         steps_per_epoch: int,
         first_batch: int = 0,
         metric_values: dict[str, np.ndarray] | None = None,
+        distribution: Distribution | None = None,
     ):
         """``first_batch`` and ``metric_values`` describe a mid-epoch resume: the batches
-        of the first epoch already done, and Keras' metric accumulators at that point."""
+        of the first epoch already done, and Keras' metric accumulators at that point.
+
+        With several workers only the chief writes, and a stop request is honoured at
+        the next epoch end once any worker has one (the workers must stop together)."""
         super().__init__()
+        self.distribution = distribution or Distribution()
         self.store = store
         self.stop = stop
         self.best = best
@@ -59,7 +65,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         done = self._batch_offset + batch + 1
-        if self.stop.requested and done < self.steps_per_epoch:
+        mid_epoch_stop = not self.distribution.multi_worker
+        if mid_epoch_stop and self.stop.requested and done < self.steps_per_epoch:
             self._save(Progress(epoch=self._current_epoch, batch=done))
             raise StopRequested(
                 f"stopped by {self.stop.received[0]} in epoch {self._current_epoch + 1} "
@@ -69,14 +76,17 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._batch_offset = 0
         self._save(Progress(epoch=epoch + 1, batch=0), stop_kind=self.best.stop_kind)
-        if self.stop.requested:
-            raise StopRequested(f"stopped by {self.stop.received[0]} after epoch {epoch + 1}")
+        if self.distribution.any(self.stop.requested):
+            by = self.stop.received[0] if self.stop.requested else "another worker's signal"
+            raise StopRequested(f"stopped by {by} after epoch {epoch + 1}")
 
     def _save(self, progress: Progress, stop_kind: str | None = None) -> None:
+        if not self.distribution.is_chief:
+            return
         self.store.save(
             self.model,
             progress,
-            global_step=int(self.model.optimizer.iterations),
+            global_step=int(self.model.optimizer.iterations.numpy()),
             history=self.history.rows,
             stop_kind=stop_kind,
         )

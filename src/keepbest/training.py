@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -33,13 +34,14 @@ from keepbest.config import ExperimentConfig, load_config
 from keepbest.config_diff import training_differences
 from keepbest.errors import (
     ConfigError,
+    NoBestCheckpointError,
     NoBestError,
     RunBusyError,
     StoppedForResume,
     VerificationError,
 )
 from keepbest.lock import RunLock, holder_of
-from keepbest.record import BestRecord, mark_verified, recover, verify_checksum
+from keepbest.record import BestRecord, mark_verified, read_record, recover, verify_checksum
 from keepbest.run_dir import RunDir
 
 
@@ -137,22 +139,28 @@ def train(
         raise ConfigError("--overwrite only goes with --restart")
 
     from keepbest.data import load_pipelines
+    from keepbest.distribute import Distribution
     from keepbest.models import compile_args, resolve_builder
     from keepbest.signals import StopSignals
 
     builder = resolve_builder(cfg)
+    distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
     pipelines = load_pipelines(cfg)
     run = RunDir(cfg.run_dir())
-    if restart:
+    chief = distribution.is_chief
+    if restart and chief:
         aside = set_aside(run.path, overwrite)
         if aside:
             print(f"moved the previous run to {aside}")
-    with RunLock(run.path), StopSignals(cfg.resume.signals) as stop:
-        return _train_locked(cfg, run, builder, compiled, pipelines, stop)
+    lock = RunLock(run.path) if chief else contextlib.nullcontext()
+    with lock, StopSignals(cfg.resume.signals) as stop:
+        return _train_locked(cfg, run, builder, compiled, pipelines, stop, distribution)
 
 
-def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> TrainResult:
+def _train_locked(
+    cfg, run: RunDir, builder, compiled, pipelines, stop, distribution
+) -> TrainResult:
     import keras
 
     from keepbest.atomic import remove_stale_temps
@@ -166,8 +174,13 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
     from keepbest.signals import StopRequested
     from keepbest.slurm import requeue_self, should_requeue
 
-    remove_stale_temps(run.path)
-    record = recover(run.path)
+    chief = distribution.is_chief
+    if chief:
+        remove_stale_temps(run.path)
+        record = recover(run.path)
+    distribution.barrier()  # the others read what the chief just recovered
+    if not chief:
+        record = _read_record_or_none(run.path)
     store = ResumeStore(run.path)
     state = store.latest()
     if run.has_run():
@@ -180,8 +193,9 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
             )
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg, pipelines.spec, builder)
-    compiled.apply(model)
+    with distribution.scope():
+        model = build_model(cfg, pipelines.spec, builder)
+        compiled.apply(model)
     ck = cfg.checkpoint
     monitor = Monitor(ck.monitor, ck.mode, ck.min_delta, ck.baseline)
 
@@ -189,11 +203,12 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
     if finished:
         if record is None:
             raise NoBestError(f"{run.path} finished ({finished}) without any best checkpoint")
-        model, record = _verify(model, run, record, monitor, pipelines, cfg)
+        model, record = _verify(model, run, record, monitor, pipelines, cfg, chief)
         stop_reason = finished if state.manifest.stop_kind else None
         return TrainResult(run.path, record, state.history, model, stop_reason, finished)
 
-    run.write_setup(cfg, pipelines.spec, model)
+    if chief:
+        run.write_setup(cfg, pipelines.spec, model)
     start_epoch, first_batch, metric_values, rows = 0, 0, None, []
     if state:
         metric_values = restore(model, state)
@@ -201,13 +216,13 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
             build_metrics(model, next(iter(pipelines.train_eval)))
         start_epoch, first_batch = state.progress.epoch, state.progress.batch
         rows = state.history
-        where = f"epoch {start_epoch + 1}" + (f", batch {first_batch + 1}" if first_batch else "")
-        best = (
-            f"best {record.monitor} {record.value:.6g} at epoch {record.epoch}"
-            if record
-            else "no best yet"
-        )
-        print(f"resuming at {where}, {best}")
+        where = f"epoch {start_epoch + 1}"
+        if first_batch:
+            where += f", batch {first_batch + 1}"
+        best_so_far = "no best yet"
+        if record:
+            best_so_far = f"best {record.monitor} {record.value:.6g} at epoch {record.epoch}"
+        print(f"resuming at {where}, {best_so_far}")
 
     best = BestCheckpoint(
         run.path,
@@ -217,14 +232,20 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
         start_from_epoch=ck.start_from_epoch,
         stop_on_nonfinite=ck.stop_on_nonfinite,
         record=record,
+        writes=chief,
     )
-    history = HistoryCSV(run.history_file, rows)
+    history = HistoryCSV(run.history_file, rows, writes=chief)
     if state:
         history.rewrite()
     steps = pipelines.steps_per_epoch
-    resume = ResumeCheckpoint(store, stop, best, history, steps, first_batch, metric_values)
+    resume = ResumeCheckpoint(
+        store, stop, best, history, steps, first_batch, metric_values, distribution
+    )
     interactive = sys.stdout.isatty()
-    callbacks = [best, history, resume, EpochReport(best, cfg.train.epochs, not interactive)]
+    report = EpochReport(best, cfg.train.epochs, every_epoch=not interactive)
+    callbacks = [best, history, resume] + ([report] if chief else [])
+    if interactive:  # Keras' bar must end each epoch's line before EpochReport writes
+        callbacks.insert(-1, keras.callbacks.ProgbarLogger())
 
     def fit(first_epoch: int, last_epoch: int, start_batch: int, steps_per_epoch: int) -> None:
         model.fit(
@@ -234,37 +255,43 @@ def _train_locked(cfg, run: RunDir, builder, compiled, pipelines, stop) -> Train
             epochs=last_epoch,
             validation_data=pipelines.validation,
             callbacks=callbacks,
-            verbose=1 if interactive else 0,
+            verbose=1 if interactive and chief else 0,
             shuffle=False,  # the stream is already shuffled per (seed, epoch)
         )
 
     try:
         if first_batch:  # finish the interrupted epoch, then go on with whole epochs
-            fit(
-                start_epoch, start_epoch + 1, start_epoch * steps + first_batch, steps - first_batch
-            )
+            start = start_epoch * steps + first_batch
+            fit(start_epoch, start_epoch + 1, start, steps - first_batch)
             start_epoch += 1
         if start_epoch < cfg.train.epochs and not model.stop_training:
             fit(start_epoch, cfg.train.epochs, start_epoch * steps, steps)
     except StopRequested as stopped:
-        note = (
-            requeue_self()
-            if should_requeue(cfg.resume.requeue)
-            else "run the same command to resume"
-        )
+        note = "run the same command to resume"
+        if should_requeue(cfg.resume.requeue) and chief:
+            note = requeue_self()
         raise StoppedForResume(f"{stopped}; resume state saved in {store.folder}; {note}") from None
 
-    if best.record is None:
+    if best.best_epoch is None:
         raise NoBestError(
             f"no epoch qualified as best {monitor.name} "
             f"({best.stop_reason or 'none was finite and beat the baseline'}); "
             "nothing was saved: check the learning rate, or checkpoint.baseline"
         )
-    model, record = _verify(model, run, best.record, monitor, pipelines, cfg)
+    distribution.barrier()  # the chief's last best checkpoint is on disk for everyone
+    record = best.record if chief else read_record(run.path)
+    model, record = _verify(model, run, record, monitor, pipelines, cfg, chief)
     return TrainResult(run.path, record, history.rows, model, best.stop_reason)
 
 
-def _verify(model, run: RunDir, record: BestRecord, monitor, pipelines, cfg):
+def _read_record_or_none(run_dir: Path) -> BestRecord | None:
+    try:
+        return read_record(run_dir)
+    except NoBestCheckpointError:
+        return None
+
+
+def _verify(model, run: RunDir, record: BestRecord, monitor, pipelines, cfg, chief=True):
     """Reload the best checkpoint into ``model`` and check that it reproduces its value."""
     from keepbest.monitor import measure
 
@@ -278,6 +305,8 @@ def _verify(model, run: RunDir, record: BestRecord, monitor, pipelines, cfg):
             f"{run.record_file.name} records {record.value!r} (epoch {record.epoch}, "
             f"tolerance {tolerance}); the checkpoint does not reproduce its value"
         )
-    if record.verified_value != measured:
+    if not chief:  # the chief records it; the others only report it
+        record = record.model_copy(update={"verified_value": measured})
+    elif record.verified_value != measured:
         record = mark_verified(run.path, record, measured)
     return model, record
