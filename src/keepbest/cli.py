@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -139,6 +140,20 @@ def sweep_command(
             f"{len(failures)} of {len(chosen)} runs failed: "
             + ", ".join(name for name, _ in failures)
         )
+
+
+RUN_DIR = click.Path(exists=True, file_okay=False)
+
+
+@cli.command("show")
+@click.argument("run_dir", type=RUN_DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show_command(run_dir: str, as_json: bool) -> None:
+    """Show RUN_DIR: status, best epoch and value, verified value, config, files."""
+    from keepbest.run_overview import describe_run
+
+    overview = describe_run(run_dir)
+    click.echo(json.dumps(overview.to_dict(), indent=2) if as_json else overview.text())
 
 
 def _run(command: click.Command) -> None:

@@ -236,6 +236,9 @@ class CheckpointConfig(Section):
     baseline: float | None = None
     stop_on_nonfinite: bool = True
     verify_tolerance: float | None = Field(None, ge=0)
+    # bounds a training-set monitor's end-of-epoch pass (and its verification) to the
+    # first N batches of the fixed-order training data; None: the whole training set
+    train_eval_steps: Count | None = None
 
     @field_validator("monitor")
     @classmethod

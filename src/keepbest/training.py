@@ -227,7 +227,7 @@ def _train_locked(
     best = BestCheckpoint(
         run.path,
         monitor,
-        train_eval_data=pipelines.train_eval,
+        train_eval_data=train_eval_pass(pipelines, cfg),
         patience=ck.patience,
         start_from_epoch=ck.start_from_epoch,
         stop_on_nonfinite=ck.stop_on_nonfinite,
@@ -284,6 +284,14 @@ def _train_locked(
     return TrainResult(run.path, record, history.rows, model, best.stop_reason)
 
 
+def train_eval_pass(pipelines, cfg: ExperimentConfig):
+    """The end-of-epoch pass over the training data for a training-set monitor: the first
+    ``checkpoint.train_eval_steps`` batches of the fixed-order pipeline, or all of them.
+    Training and verification measure the very same batches, so verification stays exact."""
+    steps = cfg.checkpoint.train_eval_steps
+    return pipelines.train_eval if steps is None else pipelines.train_eval.take(steps)
+
+
 def _read_record_or_none(run_dir: Path) -> BestRecord | None:
     try:
         return read_record(run_dir)
@@ -296,7 +304,7 @@ def _verify(model, run: RunDir, record: BestRecord, monitor, pipelines, cfg, chi
     from keepbest.monitor import measure
 
     model.load_weights(verify_checksum(run.path, record), objects_to_skip=[model.optimizer])
-    measured = measure(model, monitor, pipelines.validation, pipelines.train_eval)
+    measured = measure(model, monitor, pipelines.validation, train_eval_pass(pipelines, cfg))
     ck = cfg.checkpoint
     tolerance = ck.verify_tolerance if ck.verify_tolerance is not None else default_tolerance()
     if not values_match(measured, record.value, tolerance):

@@ -1,0 +1,102 @@
+"""Where a run directory stands: new, running, resumable, done or failed, without TensorFlow.
+
+``keepbest show`` prints it for one run, and a table over many runs can call it for each:
+it reads only small files and the checksummed checkpoints, imports no TensorFlow, and
+never writes. The five states:
+
+- ``new``: nothing trained here yet (no ``config.yaml``);
+- ``running``: a live process holds the run's lock (``keepbest.lock``);
+- ``resumable``: training stopped before its end (killed, signalled, or the best is not
+  verified yet); the same ``train`` command continues it;
+- ``done``: training ended (all epochs, or early stopping) and the best is verified;
+- ``failed``: a file is corrupt, or training ended without any best checkpoint.
+
+Example:
+
+    >>> from keepbest.run_status import run_status
+    >>> status = run_status("runs/digits-mlp")       # doctest: +SKIP
+    >>> status.state, status.detail                  # doctest: +SKIP
+    ('done', 'stopped after epoch 27 of 30: no improvement of val_loss for 5 epochs')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from keepbest.errors import KeepbestError, NoBestCheckpointError
+from keepbest.lock import holder_of
+from keepbest.record import BestRecord, read_record, verify_checksum
+from keepbest.resume_state import ResumeStore
+from keepbest.run_dir import RunDir
+
+RunState = Literal["new", "running", "resumable", "done", "failed"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+    state: RunState
+    detail: str  # one line, e.g. "stopped at epoch 4 of 10; train again to resume"
+    epochs_done: int = 0
+    epochs_planned: int | None = None
+    record: BestRecord | None = None  # the best checkpoint's record, if there is one
+
+
+def run_status(run_dir: str | Path) -> RunStatus:
+    """The state of ``run_dir``; checksums are checked unless a process is training there."""
+    run = RunDir(run_dir)
+    if not run.has_run():
+        return RunStatus("new", f"nothing trained in {run.path} yet")
+    holder = holder_of(run.path)
+    if holder:
+        return _running(run, holder)
+    try:
+        cfg = run.read_config()
+        record = _record(run.path)
+        if record is not None:
+            verify_checksum(run.path, record)
+        state = ResumeStore(run.path).latest()
+    except KeepbestError as exc:
+        return RunStatus("failed", str(exc).splitlines()[0])
+    planned, monitor = cfg.train.epochs, cfg.checkpoint.monitor
+    if state is None:
+        return RunStatus("resumable", "no epoch finished yet; train again to start", 0, planned)
+    progress, stop_kind = state.progress, state.manifest.stop_kind
+    done = progress.epoch
+    if progress.batch or (done < planned and stop_kind is None):
+        where = f"in epoch {done + 1}" if progress.batch else f"after epoch {done}"
+        detail = f"stopped {where} of {planned}; train again to resume"
+        return RunStatus("resumable", detail, done, planned, record)
+    reason = {
+        "nonfinite": f"{monitor} became non-finite",
+        "patience": f"no improvement of {monitor} for {cfg.checkpoint.patience} epochs",
+    }.get(stop_kind or "", f"all {planned} epochs done")
+    if record is None:
+        detail = f"training ended after epoch {done} without a best checkpoint ({reason})"
+        return RunStatus("failed", detail, done, planned)
+    if not record.verified:
+        detail = f"training ended after epoch {done}; train again to verify the best"
+        return RunStatus("resumable", detail, done, planned, record)
+    ending = f"stopped after epoch {done} of {planned}: {reason}" if stop_kind else reason
+    return RunStatus("done", ending, done, planned, record)
+
+
+def _record(run_dir: Path) -> BestRecord | None:
+    try:
+        return read_record(run_dir)
+    except NoBestCheckpointError:
+        return None
+
+
+def _running(run: RunDir, holder: str) -> RunStatus:
+    """What can be read safely while another process writes (files are replaced
+    atomically, so each read sees a whole file)."""
+    try:
+        record = _record(run.path)
+        planned = run.read_config().train.epochs
+        state = ResumeStore(run.path).latest()
+    except (KeepbestError, OSError):  # a state pruned while being read: skip the details
+        return RunStatus("running", f"training now ({holder})")
+    done = state.progress.epoch if state else 0
+    return RunStatus("running", f"training now ({holder})", done, planned, record)
