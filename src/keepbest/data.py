@@ -482,6 +482,178 @@ def _dataset_classes(train, val, cfg: ExperimentConfig) -> int | None:
     return max(int(batch.max()) for batch in labels) + 1
 
 
+# --------------------------------------------------------------------------- files given later
+
+
+def read_like_run(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Arrays:
+    """Features and targets from ``path``, read as the run's own data (``evaluate --data``).
+
+    The run's source reads the file (an .npz with its keys, a CSV with its feature and
+    target columns, a folder of class subfolders; for the bundled dataset, an .npz with
+    ``x`` and ``y``), and text or folder labels become the run's class ids, by name.
+    """
+    data, path = cfg.data, Path(path).resolve()
+    if isinstance(data, PythonData):
+        raise DataError(
+            f"--data: this run's data comes from {data.factory}, which has no file format; "
+            "omit --data to evaluate on the factory's validation data"
+        )
+    if not path.exists():
+        raise DataError(f"--data: {path} does not exist")
+    if isinstance(data, BundledData):
+        source = NpzData(source="npz", path=path, batch_size=data.batch_size)
+    else:
+        update: dict[str, Any] = {"path": path, "validation": None}
+        if isinstance(data, CsvData):
+            update["features"] = spec.feature_names
+        source = data.model_copy(update=update)
+    arrays, _, found = read_sources(cfg.model_copy(update={"data": source}))
+    where = f"--data: {path.name}"
+    if found.input_shape != spec.input_shape:
+        raise DataError(
+            f"{where}: the model expects input of shape {shape_text(spec.input_shape)}, "
+            f"the file has {shape_text(found.input_shape, len(arrays))}"
+        )
+    arrays.y = _as_run_labels(arrays.y, found.class_names, spec, where)
+    return arrays
+
+
+def _as_run_labels(y: np.ndarray, names: list[str] | None, spec: DataSpec, where: str):
+    """Targets re-coded to the run's class ids (a file's ids follow its own label names)."""
+    if (names is None) != (spec.class_names is None):
+        kind = "text or folder labels" if spec.class_names else "numeric targets"
+        raise DataError(f"{where}: the run was trained on {kind}; the file's labels differ")
+    if names is not None:
+        unknown = [name for name in names if name not in spec.class_names]
+        if unknown:
+            raise DataError(
+                f"{where}: labels {', '.join(unknown)} are not among the run's classes "
+                f"({', '.join(spec.class_names)})"
+            )
+        y = np.array([spec.class_names.index(name) for name in names], dtype="int64")[y]
+    if spec.num_classes is not None and y.size and int(y.max()) >= spec.num_classes:
+        raise DataError(
+            f"{where}: class id {int(y.max())} is out of range; the model has "
+            f"{spec.num_classes} classes (0 to {spec.num_classes - 1})"
+        )
+    if spec.num_classes is None and tuple(y.shape[1:]) != tuple(spec.target_shape):
+        raise DataError(
+            f"{where}: the model predicts targets of shape {shape_text(spec.target_shape)}, "
+            f"the file has {shape_text(y.shape[1:], len(y))}"
+        )
+    return y
+
+
+@dataclasses.dataclass
+class Features:
+    """Model inputs to predict on: numbers, or image file paths (decoded per batch)."""
+
+    x: np.ndarray
+    names: list[str] | None = None  # image files, relative to the input folder
+
+
+def read_features(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Features:
+    """Inputs from an .npz, a CSV or a folder of images, checked against the model's input
+    (shape, dtype, columns) before anything is predicted (``keepbest predict``)."""
+    path = Path(path)
+    if path.is_dir():
+        return _image_features(spec, path)
+    if path.suffix.lower() == ".npz":
+        x = _npz_features(path, cfg.data.x_key if isinstance(cfg.data, NpzData) else "x")
+    elif path.suffix.lower() == ".csv":
+        delimiter = cfg.data.delimiter if isinstance(cfg.data, CsvData) else ","
+        x = _csv_features(path, spec.feature_names, delimiter)
+    else:
+        raise DataError(f"--input: {path.name} is not an .npz, a .csv or a folder of images")
+    return Features(check_features(x, spec, f"--input: {path.name}"))
+
+
+def shape_text(shape: tuple[int, ...], samples: int | None = None) -> str:
+    """A batch's shape as people write it: ``(N, 8, 8, 1)``, or ``(500, 64)``."""
+    return "(" + ", ".join(["N" if samples is None else str(samples), *map(str, shape)]) + ")"
+
+
+def check_features(x: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
+    """``x`` as float32 if it holds numbers in the model's input shape, else a DataError
+    naming the expected and the given shape."""
+    expected = shape_text(spec.input_shape)
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{where}: the model takes numbers {expected}; got dtype {x.dtype}")
+    if x.ndim == 0 or tuple(x.shape[1:]) != tuple(spec.input_shape):
+        given = shape_text(tuple(x.shape[1:]), len(x)) if x.ndim else "a single number"
+        same_size = x.ndim and math.prod(x.shape[1:]) == math.prod(spec.input_shape)
+        hint = f"; reshape it to {expected}" if same_size else ""
+        raise DataError(f"{where}: the model expects input of shape {expected}, got {given}{hint}")
+    return x.astype("float32", copy=False)
+
+
+def _npz_features(path: Path, key: str) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"--input: cannot read {path} as .npz ({exc})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded  # a single array saved with numpy.save
+    with loaded as npz:
+        if key not in npz.files and len(npz.files) != 1:
+            raise DataError(
+                f"--input: {path.name} has no array {key!r} (the inputs); it holds "
+                f"{', '.join(npz.files)}"
+            )
+        try:
+            return npz[key if key in npz.files else npz.files[0]]
+        except ValueError as exc:  # object arrays would need pickle, which is unsafe
+            raise DataError(f"--input: cannot read {path.name} ({exc})") from None
+
+
+def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str) -> np.ndarray:
+    """The named columns (all columns if the run has no names) of a CSV, as numbers."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle, delimiter=delimiter)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"--input: cannot read {path} ({exc})") from None
+    if len(rows) < 2:
+        raise DataError(f"--input: {path.name} needs a header row and at least one data row")
+    header = [name.strip() for name in rows[0][1]]
+    names = feature_names or header
+    missing = [name for name in names if name not in header]
+    if missing:
+        raise DataError(
+            f"--input: {path.name} lacks the column(s) {', '.join(missing)}; the model takes "
+            f"{', '.join(names)} (the file has {', '.join(header)})"
+        )
+    columns = [header.index(name) for name in names]
+    x = np.empty((len(rows) - 1, len(columns)), dtype="float32")
+    for i, (line, row) in enumerate(rows[1:]):
+        for j, column in enumerate(columns):
+            value = row[column] if column < len(row) else ""
+            try:
+                x[i, j] = float(value)
+            except ValueError:
+                raise DataError(
+                    f"--input: {path.name} line {line}, column {names[j]!r}: {value!r} is not "
+                    "a number"
+                ) from None
+    return x
+
+
+def _image_features(spec: DataSpec, folder: Path) -> Features:
+    if spec.image_size is None:
+        raise DataError(
+            f"--input: {folder} is a folder of images, but the model takes arrays of shape "
+            f"{shape_text(spec.input_shape)}; give an .npz or a .csv"
+        )
+    files = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    if not files:
+        raise DataError(f"--input: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    names = [p.relative_to(folder).as_posix() for p in files]
+    return Features(np.array([str(p) for p in files]), names)
+
+
 # --------------------------------------------------------------------------- pipelines
 
 
@@ -521,6 +693,11 @@ def _fixed_order(arrays: Arrays, spec: DataSpec, batch_size: int):
 
     index = tf.data.Dataset.range(len(arrays)).batch(batch_size)
     return _batches(arrays, spec, index).prefetch(tf.data.AUTOTUNE)
+
+
+def in_order(arrays: Arrays, spec: DataSpec, batch_size: int):
+    """``arrays`` as (x, y) batches in their order (images decoded), for ``evaluate``."""
+    return _fixed_order(arrays, spec, batch_size)
 
 
 def _shuffled_stream(arrays: Arrays, spec: DataSpec, cfg: ExperimentConfig, start_batch: int):
