@@ -145,6 +145,25 @@ def sweep_command(
 RUN_DIR = click.Path(exists=True, file_okay=False)
 
 
+@cli.command("evaluate")
+@click.argument("run_dir", type=RUN_DIR)
+@click.option(
+    "--data",
+    "data_file",
+    type=click.Path(exists=True),
+    help="A file (or image folder) in the run's data format; default: the run's own data.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None:
+    """Measure RUN_DIR's best model again: every compiled metric and the monitored value,
+    which must reproduce the recorded one (exit 3 if not)."""
+    from keepbest.evaluation import evaluate_run
+
+    result = evaluate_run(run_dir, data_file)
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
+    result.check_reproduced()
+
+
 @cli.command("show")
 @click.argument("run_dir", type=RUN_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
