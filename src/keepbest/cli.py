@@ -164,6 +164,35 @@ def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None
     result.check_reproduced()
 
 
+@cli.command("predict")
+@click.argument("run_dir", type=RUN_DIR)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(exists=True),
+    help="An .npz (array 'x'), a .csv (the feature columns) or a folder of images.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="An .npz or .csv file, written atomically.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Default: the run's data.batch_size."
+)
+def predict_command(
+    run_dir: str, input_path: str, output_path: str, batch_size: int | None
+) -> None:
+    """Predict every sample of --input with RUN_DIR's best model."""
+    from keepbest.prediction import predict_file
+
+    result = predict_file(run_dir, input_path, output_path, batch_size)
+    click.echo(f"wrote {result.count} predictions to {result.path}")
+
+
 @cli.command("show")
 @click.argument("run_dir", type=RUN_DIR)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
