@@ -18,6 +18,7 @@ import sys
 import click
 
 from keepbest.errors import KeepbestError
+from keepbest.export import FORMATS as EXPORT_FORMATS
 
 # TensorFlow's INFO chatter (oneDNN notices...) drowns the one-line-per-epoch log; it must
 # be silenced before TensorFlow is first imported. Users can still set their own level.
@@ -191,6 +192,25 @@ def predict_command(
 
     result = predict_file(run_dir, input_path, output_path, batch_size)
     click.echo(f"wrote {result.count} predictions to {result.path}")
+
+
+@cli.command("export")
+@click.argument("run_dir", type=RUN_DIR)
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(EXPORT_FORMATS),
+    default="keras",
+    show_default=True,
+    help="keras: one .keras file; savedmodel: a TensorFlow SavedModel folder.",
+)
+@click.option("--out", required=True, type=click.Path(), help="The file or folder to write.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def export_command(run_dir: str, export_format: str, out: str, overwrite: bool) -> None:
+    """Export RUN_DIR's best model for serving; it loads without keepbest installed."""
+    from keepbest.export import export_model
+
+    click.echo(export_model(run_dir, out, export_format, overwrite).summary())
 
 
 @cli.command("show")
