@@ -224,6 +224,18 @@ def show_command(run_dir: str, as_json: bool) -> None:
     click.echo(json.dumps(overview.to_dict(), indent=2) if as_json else overview.text())
 
 
+@cli.command("plot")
+@click.argument("run_dir", type=RUN_DIR)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="The PNG to write; default: RUN_DIR/curves.png."
+)
+def plot_command(run_dir: str, out: str | None) -> None:
+    """Plot RUN_DIR's training and validation curves per metric, the best epoch marked."""
+    from keepbest.plotting import plot_run
+
+    click.echo(f"wrote {plot_run(run_dir, out)}")
+
+
 def _run(command: click.Command) -> None:
     try:
         command.main(standalone_mode=False)
