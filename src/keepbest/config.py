@@ -273,6 +273,12 @@ class DistributeConfig(Section):
         return self
 
 
+class LoggingConfig(Section):
+    """Extra logs in the run dir (``history.csv`` is always written)."""
+
+    tensorboard: bool = False  # TensorBoard event files in run_dir/tensorboard
+
+
 class ExperimentConfig(Section):
     name: str
     output_dir: OutputDir = Path("runs")
@@ -284,6 +290,7 @@ class ExperimentConfig(Section):
     metrics: list[str] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     resume: ResumeConfig = Field(default_factory=ResumeConfig)
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)

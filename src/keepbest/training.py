@@ -142,10 +142,12 @@ def train(
     from keepbest.distribute import Distribution
     from keepbest.models import compile_args, resolve_builder
     from keepbest.signals import StopSignals
+    from keepbest.tensorboard_logging import require_tensorboard
 
     builder = resolve_builder(cfg)
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
+    require_tensorboard(cfg)
     pipelines = load_pipelines(cfg)
     run = RunDir(cfg.run_dir())
     chief = distribution.is_chief
@@ -173,6 +175,7 @@ def _train_locked(
     from keepbest.resume_state import ResumeStore, build_metrics, restore
     from keepbest.signals import StopRequested
     from keepbest.slurm import requeue_self, should_requeue
+    from keepbest.tensorboard_logging import tensorboard_callback
 
     chief = distribution.is_chief
     if chief:
@@ -244,6 +247,8 @@ def _train_locked(
     interactive = sys.stdout.isatty()
     report = EpochReport(best, cfg.train.epochs, every_epoch=not interactive)
     callbacks = [best, history, resume] + ([report] if chief else [])
+    if cfg.logging.tensorboard:  # after `best`, to log the epoch_end_* values too
+        callbacks.insert(1, tensorboard_callback(run.path))
     if interactive:  # Keras' bar must end each epoch's line before EpochReport writes
         callbacks.insert(-1, keras.callbacks.ProgbarLogger())
 
