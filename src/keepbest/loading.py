@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,9 @@ def load_best(run_dir: str | Path, compile: bool = True):
         compile_args(run.read_config()).apply(model)
         skip = [model.optimizer]
     try:
-        model.load_weights(weights, objects_to_skip=skip)
+        with warnings.catch_warnings(record=True) as noted:
+            warnings.simplefilter("always")
+            model.load_weights(weights, objects_to_skip=skip)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CorruptFileError(
@@ -144,4 +147,6 @@ def load_best(run_dir: str | Path, compile: bool = True):
             f"{_weights_problem(exc)}; the architecture changed since training: "
             "restore the original, or retrain"
         ) from None
+    for note in noted:  # Keras' warnings only matter if loading worked; else ours says it
+        warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
     return model
