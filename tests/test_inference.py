@@ -1,0 +1,569 @@
+"""Using the best model: load_best (from anywhere, moved, corrupted), evaluate, predict and
+export, through the real CLI in subprocesses and on real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import keepbest
+from conftest import REPO, run_cli, small_config
+from keepbest.errors import CorruptFileError, DataError, KeepbestError, NoBestCheckpointError
+
+DIGITS = REPO / "src" / "keepbest" / "datasets" / "digits.npz"
+
+
+def digits(count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The bundled digits as the model sees them: (n, 8, 8, 1) float32 in [0, 1]."""
+    with np.load(DIGITS) as npz:
+        x = (npz["x"].astype("float32") / 16.0)[..., None]
+        return x[:count], npz["y"][:count].astype("int64")
+
+
+def train_config(folder: Path, cfg: dict) -> Path:
+    """Write ``cfg`` into ``folder``, train it, and return the run dir."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return keepbest.train(path).run_dir
+
+
+def run_python(code: str, *args: str, cwd: Path, env: dict | None = None):
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+
+
+def errors(done: subprocess.CompletedProcess) -> list[str]:
+    """The ``error: ...`` lines; anything else on stderr but TF's noise is a failure."""
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in done.stderr, done.stderr
+    return lines
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    """A verified run on the bundled digits, monitored on val_loss."""
+    return train_config(tmp_path_factory.mktemp("digits"), small_config(train={"epochs": 2}))
+
+
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory) -> Path:
+    """A run on a CSV of named pixel columns with text labels ("d0" ... "d9")."""
+    folder = tmp_path_factory.mktemp("csv")
+    x, y = digits()
+    with open(folder / "digits.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*(f"px{i}" for i in range(64)), "label"])
+        writer.writerows(
+            [*row.ravel().tolist(), f"d{label}"] for row, label in zip(x, y, strict=True)
+        )
+    data = {"source": "csv", "path": "digits.csv", "target": "label"}
+    return train_config(folder, small_config(data=data, train={"epochs": 2}))
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    """A run on a folder of 8x8 grayscale PNGs, one subfolder per class."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("images")
+    x, y = digits(300)
+    for i, (image, label) in enumerate(zip(x, y, strict=True)):
+        if label < 3:
+            (folder / "images" / f"c{label}").mkdir(parents=True, exist_ok=True)
+            pixels = (image[..., 0] * 255).astype("uint8")
+            Image.fromarray(pixels).save(folder / "images" / f"c{label}" / f"{i}.png")
+    data = {
+        "source": "image_dir",
+        "path": "images",
+        "image_size": [8, 8],
+        "color_mode": "grayscale",
+        "batch_size": 32,
+    }
+    return train_config(folder, small_config(data=data, train={"epochs": 2}))
+
+
+def copy_run(run_dir: Path, target: Path) -> Path:
+    shutil.copytree(run_dir, target)
+    return target
+
+
+# --------------------------------------------------------------------------- load_best
+
+
+def test_read_record_does_not_import_tensorflow(digits_run, tmp_path):
+    done = run_python(
+        """
+        import sys
+        import keepbest
+        record = keepbest.read_record(sys.argv[1])
+        print(record.epoch, record.monitor)
+        heavy = [name for name in ("tensorflow", "keras") if name in sys.modules]
+        assert not heavy, heavy
+        """,
+        str(digits_run),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[1] == "val_loss"
+
+
+def test_a_moved_run_dir_loads_and_reproduces_from_another_directory(digits_run, tmp_path):
+    """No absolute path in the records: move a copy away, hide the original, load it from an
+    unrelated working directory in a fresh process, and measure the best again."""
+    moved = copy_run(digits_run, tmp_path / "elsewhere" / "renamed-run")
+    for name in ("best.json", "model.json", "data_spec.json"):
+        assert str(digits_run.parent) not in (moved / name).read_text()
+    x, _ = digits(20)
+    np.save(tmp_path / "x.npy", x)
+    expected = keepbest.load_best(digits_run, compile=False).predict(x, verbose=0)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    hidden = digits_run.with_name("hidden-while-testing")
+    digits_run.rename(hidden)
+    try:
+        done = run_python(
+            """
+            import sys
+            import numpy as np
+            import keepbest
+            from keepbest.evaluation import evaluate_run
+            model = keepbest.load_best(sys.argv[1])
+            np.save(sys.argv[2], model.predict(np.load(sys.argv[3]), verbose=0))
+            print(evaluate_run(sys.argv[1]).reproduces)
+            """,
+            "../elsewhere/renamed-run",
+            str(tmp_path / "predicted.npy"),
+            str(tmp_path / "x.npy"),
+            cwd=elsewhere,
+        )
+    finally:
+        hidden.rename(digits_run)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "True"
+    np.testing.assert_array_equal(np.load(tmp_path / "predicted.npy"), expected)
+
+
+def test_load_best_compile_false_gives_the_same_uncompiled_model(digits_run):
+    x, _ = digits(10)
+    compiled = keepbest.load_best(digits_run)
+    plain = keepbest.load_best(digits_run, compile=False)
+    assert compiled.compiled and not plain.compiled
+    np.testing.assert_array_equal(plain.predict(x, verbose=0), compiled.predict(x, verbose=0))
+
+
+def _remove_best(run: Path) -> None:
+    (run / "best.json").unlink()
+    (run / "best.weights.h5").unlink()
+
+
+def _flip_a_byte(run: Path) -> None:
+    path = run / "best.weights.h5"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(run: Path) -> None:
+    path = run / "best.weights.h5"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _garble_record(run: Path) -> None:
+    (run / "best.json").write_text('{"epoch": 2, "monitor": ')
+
+
+def _widen_hidden_layer(run: Path) -> None:
+    """The architecture changes after training: model.json no longer fits the weights."""
+    from keepbest.models import mlp
+
+    wider = mlp(input_shape=(8, 8, 1), num_classes=10, hidden=[17])
+    (run / "model.json").write_text(wider.to_json())
+
+
+def _garble_architecture(run: Path) -> None:
+    (run / "model.json").write_text('{"class_name": "Functional", "config": ')
+
+
+def _lambda_architecture(run: Path) -> None:
+    """A model.json holding Python bytecode: safe_mode must refuse it."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    (run / "model.json").write_text(keras.Model(inputs, outputs).to_json())
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "words"),
+    [
+        (_remove_best, NoBestCheckpointError, ["no best checkpoint yet", "train the run first"]),
+        (_flip_a_byte, CorruptFileError, ["does not match the sha256", "corrupt"]),
+        (_truncate, CorruptFileError, ["does not match the sha256", "corrupt"]),
+        (_garble_record, CorruptFileError, ["best.json is not a valid keepbest record"]),
+        (_widen_hidden_layer, CorruptFileError, ["(64, 17) in the model", "(64, 16) in the file"]),
+        (_garble_architecture, KeepbestError, ["model.json cannot be deserialized"]),
+        (_lambda_architecture, KeepbestError, ["Lambda", "safe_mode"]),
+    ],
+)
+def test_load_best_refuses_damaged_run_dirs_with_one_clear_line(
+    digits_run, tmp_path, damage, error, words
+):
+    run = copy_run(digits_run, tmp_path / "run")
+    damage(run)
+    with pytest.raises(error) as caught:
+        keepbest.load_best(run)
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_nothing_in_keepbest_unpickles_or_leaves_safe_mode():
+    unsafe = ("import pickle", "allow_pickle=True", "safe_mode=False", "enable_unsafe")
+    for path in (REPO / "src" / "keepbest").rglob("*.py"):
+        text = path.read_text()
+        assert not [word for word in unsafe if word in text], path
+
+
+def test_the_cli_reports_a_corrupted_checkpoint_with_exit_7(digits_run, tmp_path):
+    run = copy_run(digits_run, tmp_path / "run")
+    _flip_a_byte(run)
+    done = run_cli("evaluate", str(run))
+    assert done.returncode == 7
+    [line] = errors(done)
+    assert "best.weights.h5 does not match the sha256 in best.json" in line
+
+
+CUSTOM_LAYERS = textwrap.dedent(
+    """
+    import keras
+
+
+    @keras.saving.register_keras_serializable(package="kb_custom_layers")
+    class Scale(keras.layers.Layer):
+        def __init__(self, factor=0.5, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+
+
+    def build(input_shape, num_classes):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Flatten()(Scale()(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    """
+)
+
+
+def test_a_custom_layer_names_the_module_load_best_needs(tmp_path):
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "kb_custom_layers.py").write_text(CUSTOM_LAYERS)
+    cfg = small_config(model={"builder": "kb_custom_layers:build", "kwargs": {}})
+    run = train_config(tmp_path / "project", {**cfg, "train": {"epochs": 1}})
+    done = run_python(
+        """
+        import sys
+        import keepbest
+        try:
+            keepbest.load_best(sys.argv[1])
+        except keepbest.KeepbestError as exc:
+            print(exc)
+        sys.path.insert(0, sys.argv[2])
+        import kb_custom_layers  # the fix the message names
+        print(type(keepbest.load_best(sys.argv[1]).layers[1]).__name__)
+        """,
+        str(run),
+        str(tmp_path / "project"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    message, loaded = done.stdout.strip().splitlines()[-2:]
+    assert "custom class 'Scale' from module 'kb_custom_layers'" in message
+    assert "import kb_custom_layers" in message
+    assert loaded == "Scale"
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_reproduces_the_recorded_value_and_prints_every_metric(digits_run):
+    record = keepbest.read_record(digits_run)
+    table = run_cli("evaluate", str(digits_run))
+    assert table.returncode == 0, table.stderr
+    assert f"val_loss measured again: {record.value:.8g} (exact)" in table.stdout
+    header, *rows = table.stdout.split("\n\n")[1].splitlines()
+    assert header.split() == ["metric", "validation", "(359)"]
+    assert [row.split()[0] for row in rows] == ["loss", "accuracy"]
+
+    as_json = run_cli("evaluate", str(digits_run), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert result["monitor"] == {
+        "name": "val_loss",
+        "recorded": record.value,
+        "measured": record.value,
+        "reproduces": True,
+        "tolerance": 0.0,
+    }
+    assert result["results"]["validation"]["metrics"]["loss"] == record.value
+    assert 0.0 <= result["results"]["validation"]["metrics"]["accuracy"] <= 1.0
+
+
+def test_evaluate_measures_a_training_monitor_on_the_batches_training_measured(tmp_path):
+    from keepbest.evaluation import TRAINING_END_OF_EPOCH, evaluate_run
+
+    cfg = small_config(checkpoint={"monitor": "loss", "train_eval_steps": 3})
+    run = train_config(tmp_path, {**cfg, "train": {"epochs": 2}})
+    result = evaluate_run(run)
+    assert result.reproduces and result.measured == keepbest.read_record(run).value
+    assert result.results[TRAINING_END_OF_EPOCH].samples == 3 * 128
+    assert result.results[TRAINING_END_OF_EPOCH].metrics["loss"] == result.measured
+    assert set(result.results) == {TRAINING_END_OF_EPOCH, "validation"}
+
+
+def test_evaluate_a_file_in_the_runs_format_maps_text_labels_by_name(csv_run, tmp_path):
+    """A CSV with only two of the ten classes, columns shuffled, an extra column: its labels
+    are the run's class ids by name, not by the file's own sorted order."""
+    x, y = digits(200)
+    keep = (y == 3) | (y == 7)
+    columns = [f"px{i}" for i in range(64)]
+    order = [*reversed(columns), "label", "note"]
+    path = tmp_path / "two-classes.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(order)
+        for row, label in zip(x[keep], y[keep], strict=True):
+            writer.writerow([*row.ravel().tolist()[::-1], f"d{label}", "x"])
+    done = run_cli("evaluate", str(csv_run), "--data", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)["results"][str(path)]["metrics"]
+
+    model = keepbest.load_best(csv_run)
+    expected = model.evaluate(x[keep].reshape(-1, 64), y[keep], verbose=0, return_dict=True)
+    assert metrics["accuracy"] == pytest.approx(expected["accuracy"])
+    assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert json.loads(done.stdout)["results"][str(path)]["samples"] == int(keep.sum())
+
+
+def test_evaluate_exits_3_when_the_best_does_not_reproduce(digits_run, tmp_path):
+    run = copy_run(digits_run, tmp_path / "run")
+    record = json.loads((run / "best.json").read_text())
+    record["value"] += 0.125
+    (run / "best.json").write_text(json.dumps(record))
+    done = run_cli("evaluate", str(run))
+    assert done.returncode == 3
+    assert "measured again" in done.stdout
+    [line] = errors(done)
+    assert "val_loss measured again is" in line and "records" in line
+
+
+def test_evaluate_says_what_to_do_when_the_runs_data_is_gone(csv_run, tmp_path):
+    run = copy_run(csv_run, tmp_path / "run")
+    data = csv_run.parent.parent / "digits.csv"
+    aside = data.with_name("aside.csv")
+    data.rename(aside)
+    try:
+        with pytest.raises(DataError) as caught:
+            from keepbest.evaluation import evaluate_run
+
+            evaluate_run(run)
+    finally:
+        aside.rename(data)
+    assert "file not found" in str(caught.value)
+    assert "--data FILE" in caught.value.problems[-1]
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_npz_to_npz_matches_the_best_model(digits_run, tmp_path):
+    x, _ = digits(300)
+    np.savez(tmp_path / "in.npz", x=x)
+    done = run_cli(
+        "predict", str(digits_run), "--input", "in.npz", "--output", "out.npz", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote 300 predictions to out.npz" in done.stdout
+    assert "300/300" in done.stdout  # Keras' progress bar, one line when not a terminal
+    expected = keepbest.load_best(digits_run, compile=False).predict(x, verbose=0)
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as out:
+        assert sorted(out.files) == ["labels", "predictions"]
+        np.testing.assert_allclose(out["predictions"], expected, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(out["labels"], expected.argmax(axis=1))
+
+
+def test_predict_csv_by_column_name_writes_class_names(csv_run, tmp_path):
+    x, _ = digits(40)
+    columns = [f"px{i}" for i in range(64)]
+    with open(tmp_path / "in.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", *reversed(columns)])  # no target column, another order
+        writer.writerows([i, *reversed(row.ravel().tolist())] for i, row in enumerate(x))
+    done = run_cli(
+        "predict", str(csv_run), "--input", "in.csv", "--output", "out.csv", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = keepbest.load_best(csv_run, compile=False).predict(x.reshape(40, 64), verbose=0)
+    assert list(rows[0]) == ["label", *(f"p_d{i}" for i in range(10))]
+    assert [row["label"] for row in rows] == [f"d{i}" for i in expected.argmax(axis=1)]
+    assert float(rows[0]["p_d0"]) == pytest.approx(float(expected[0, 0]), rel=1e-6)
+
+
+def test_predict_a_folder_of_images(image_run, tmp_path):
+    images = image_run.parent.parent / "images"
+    inputs = tmp_path / "unlabelled"
+    inputs.mkdir()
+    files = sorted(images.rglob("*.png"))[::20]
+    for path in files:
+        shutil.copy(path, inputs / f"{path.parent.name}-{path.name}")
+    done = run_cli(
+        "predict", str(image_run), "--input", str(inputs), "--output", "out.csv", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["file", "label", "p_c0", "p_c1", "p_c2"]
+    assert [row["file"] for row in rows] == sorted(p.name for p in inputs.iterdir())
+    from PIL import Image
+
+    pixels = np.stack([np.asarray(Image.open(inputs / row["file"])) for row in rows])
+    expected = keepbest.load_best(image_run, compile=False).predict(
+        pixels[..., None].astype("float32") / 255.0, verbose=0
+    )
+    assert [row["label"] for row in rows] == [f"c{i}" for i in expected.argmax(axis=1)]
+
+
+def _write_npz(path: Path, **arrays) -> str:
+    np.savez(path, **arrays)
+    return path.name
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> str:
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return path.name
+
+
+@pytest.mark.parametrize(
+    ("which", "make_input", "words"),
+    [
+        (
+            "digits",
+            lambda d: _write_npz(d / "flat.npz", x=np.zeros((5, 64), "float32")),
+            ["expects input of shape (N, 8, 8, 1), got (5, 64)", "reshape it"],
+        ),
+        (
+            "digits",
+            lambda d: _write_npz(d / "text.npz", x=np.array([["a"] * 8] * 8)),
+            ["the model takes numbers (N, 8, 8, 1); got dtype <U1"],
+        ),
+        (
+            "digits",
+            lambda d: _write_npz(d / "named.npz", a=np.zeros(3), b=np.zeros(3)),
+            ["has no array 'x' (the inputs); it holds a, b"],
+        ),
+        (
+            "csv",
+            lambda d: _write_csv(d / "cols.csv", ["px0", "px1", "label"], [[0, 1, "d1"]]),
+            ["lacks the column(s) px2, px3", "the model takes px0, px1, px2", "(the file has"],
+        ),
+        (
+            "csv",
+            lambda d: _write_csv(d / "nan.csv", [f"px{i}" for i in range(64)], [["?"] * 64]),
+            ["line 2, column 'px0': '?' is not a number"],
+        ),
+        (
+            "digits",
+            lambda d: (d / "folder").mkdir() or "folder",
+            ["is a folder of images, but the model takes arrays of shape (N, 8, 8, 1)"],
+        ),
+    ],
+)
+def test_predict_refuses_input_that_does_not_fit_before_predicting(
+    request, tmp_path, which, make_input, words
+):
+    run = request.getfixturevalue(f"{which}_run")
+    name = make_input(tmp_path)
+    done = run_cli("predict", str(run), "--input", name, "--output", "out.npz", cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = errors(done)
+    for word in words:
+        assert word in line
+    assert not (tmp_path / "out.npz").exists()
+
+
+# --------------------------------------------------------------------------- export
+
+LOAD_WITHOUT_KEEPBEST = """
+    import sys
+    import numpy as np
+    import keras
+    import tensorflow as tf
+    x = np.load(sys.argv[3])
+    from_keras = keras.saving.load_model(sys.argv[1]).predict(x, verbose=0)
+    loaded = tf.saved_model.load(sys.argv[2])
+    from_savedmodel = loaded.serve(tf.constant(x)).numpy()
+    np.savez(sys.argv[4], keras=from_keras, savedmodel=from_savedmodel)
+    assert "keepbest" not in sys.modules, "the export needs keepbest"
+    """
+
+
+def test_export_keras_and_savedmodel_load_without_keepbest(digits_run, tmp_path):
+    for fmt, out in (("keras", "model.keras"), ("savedmodel", "saved")):
+        done = run_cli("export", str(digits_run), "--format", fmt, "--out", out, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "reloaded, it predicts the same" in done.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    x, _ = digits(64)
+    np.save(tmp_path / "x.npy", x)
+    outside = tmp_path / "no-keepbest-here"
+    outside.mkdir()
+    done = run_python(
+        LOAD_WITHOUT_KEEPBEST,
+        str(tmp_path / "model.keras"),
+        str(tmp_path / "saved"),
+        str(tmp_path / "x.npy"),
+        str(tmp_path / "served.npz"),
+        cwd=outside,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = keepbest.load_best(digits_run, compile=False).predict(x, verbose=0)
+    with np.load(tmp_path / "served.npz") as served:
+        np.testing.assert_array_equal(served["keras"], expected)
+        np.testing.assert_allclose(served["savedmodel"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_export_does_not_overwrite_by_accident(digits_run, tmp_path):
+    (tmp_path / "model.keras").write_text("precious")
+    done = run_cli("export", str(digits_run), "--out", "model.keras", cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = errors(done)
+    assert "model.keras exists; choose another path, or pass --overwrite" in line
+    assert (tmp_path / "model.keras").read_text() == "precious"
+    wrong = run_cli("export", str(digits_run), "--out", "model.h5", cwd=tmp_path)
+    assert wrong.returncode == 2
+    assert "must end in .keras" in errors(wrong)[0]
