@@ -120,21 +120,37 @@ def test_signal_then_resume_equals_uninterrupted_run(tmp_path, references, signa
     assert_same_run(run_dir, references[shape])
 
 
-def test_second_sigint_stops_at_once_and_the_last_epoch_state_resumes(tmp_path, references):
-    config = write(tmp_path, config_for("mid_epoch", epochs=5))
-    run_dir = tmp_path / "runs" / "t"
+def test_second_sigint_stops_at_once_and_the_last_epoch_state_resumes(tmp_path_factory):
+    # A 4M-parameter model: saving its 50 MB resume state takes long enough for a second
+    # Ctrl-C to arrive while it is being written.
+    cfg = small_config(
+        model={"builder": "mlp", "kwargs": {"hidden": [2048, 2048]}},
+        data={"batch_size": 4},
+        train={"epochs": 2},
+    )
+    config = write(tmp_path_factory.mktemp("sigint"), cfg)
+    run_dir = config.parent / "runs" / "t"
     process = start_training(config)
     wait_for_rows(run_dir, 1, process)
+    while (epoch_end_state := ResumeStore(run_dir).latest()) is None:
+        time.sleep(0.05)  # epoch 1's state is written just after its history row
     process.send_signal(signal.SIGINT)
+    notice = ""
+    while "Ctrl-C again stops at once" not in notice:
+        notice = process.stderr.readline()
+        assert notice, "the process ended without announcing the stop"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert ResumeStore(run_dir).latest() is not None
+    assert "aborted" in stderr and "Traceback" not in stderr
+    assert ResumeStore(run_dir).latest().manifest == epoch_end_state.manifest
 
-    done = run_cli("train", "--config", str(config), cwd=tmp_path)
+    reference = write(tmp_path_factory.mktemp("sigint-ref"), cfg)
+    assert run_cli("train", "--config", str(reference), cwd=reference.parent).returncode == 0
+    done = run_cli("train", "--config", str(config), cwd=config.parent)
     assert done.returncode == 0, done.stderr
-    assert_same_run(run_dir, references["mid_epoch"])
+    assert "resuming at epoch 2" in done.stdout
+    assert_same_run(run_dir, reference.parent / "runs" / "t")
 
 
 def check_invariants(run_dir: Path) -> None:
@@ -254,10 +270,13 @@ def test_restart_keeps_the_old_run_aside_unless_overwrite(write_config, tmp_path
 def test_resume_state_write_failure_keeps_previous_state(write_config, tmp_path):
     """A full disk while writing the resume state: a clear error, the previous state and
     the best checkpoint stay loadable, and the run resumes once there is room."""
-    path = write_config(small_config(train={"epochs": 1}))
+    # hidden 256: weights dominate both files; the state (weights and Adam's two
+    # moments) is about three times the best checkpoint (weights only).
+    cfg = small_config(model={"builder": "mlp", "kwargs": {"hidden": [256]}}, train={"epochs": 1})
+    path = write_config(cfg)
     assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "runs" / "t"
-    state_size = max(p.stat().st_size for p in (run_dir / RESUME_DIR).glob("*.h5"))
+    state_size = max(p.stat().st_size for p in (run_dir / RESUME_DIR).glob("*.npz"))
     best_size = (run_dir / "best.weights.h5").stat().st_size
     assert best_size < state_size
 
@@ -278,7 +297,7 @@ def test_corrupt_resume_state_falls_back_to_the_previous_one(write_config, tmp_p
     run_dir = tmp_path / "runs" / "t"
     first = run_cli("train", "--config", str(path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    states = sorted((run_dir / RESUME_DIR).glob("state-*.h5"))
+    states = sorted((run_dir / RESUME_DIR).glob("state-*.npz"))
     assert len(states) == 2
     newest = states[-1]
     data = bytearray(newest.read_bytes())
@@ -292,7 +311,7 @@ def test_corrupt_resume_state_falls_back_to_the_previous_one(write_config, tmp_p
     assert "resuming at epoch 2" in done.stdout
     assert [r["epoch"] for r in read_history(run_dir / "history.csv")] == [1, 2, 3]
 
-    for state in (run_dir / RESUME_DIR).glob("state-*.h5"):
+    for state in (run_dir / RESUME_DIR).glob("state-*.npz"):
         state.write_bytes(b"garbage")
     broken = run_cli("train", "--config", str(path), "--set", "train.epochs=4", cwd=tmp_path)
     assert broken.returncode == EXIT_CORRUPT

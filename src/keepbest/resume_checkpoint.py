@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import sys
+
 import keras
 import numpy as np
 
@@ -50,6 +52,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self._batch_offset = first_batch
         self._metric_values = metric_values
         self._current_epoch = 0
+        self._announced = False
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._current_epoch = epoch
@@ -67,6 +70,7 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         done = self._batch_offset + batch + 1
         mid_epoch_stop = not self.distribution.multi_worker
         if mid_epoch_stop and self.stop.requested and done < self.steps_per_epoch:
+            self._announce_stop()
             self._save(Progress(epoch=self._current_epoch, batch=done))
             raise StopRequested(
                 f"stopped by {self.stop.received[0]} in epoch {self._current_epoch + 1} "
@@ -75,10 +79,25 @@ class ResumeCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._batch_offset = 0
+        if self.stop.requested:
+            self._announce_stop()
         self._save(Progress(epoch=epoch + 1, batch=0), stop_kind=self.best.stop_kind)
+        if self.stop.requested:
+            self._announce_stop()  # (the signal may have come while saving)
         if self.distribution.any(self.stop.requested):
             by = self.stop.received[0] if self.stop.requested else "another worker's signal"
             raise StopRequested(f"stopped by {by} after epoch {epoch + 1}")
+
+    def _announce_stop(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
+        print(
+            f"{self.stop.received[0]} received: saving the resume state, then stopping "
+            "(Ctrl-C again stops at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _save(self, progress: Progress, stop_kind: str | None = None) -> None:
         if not self.distribution.is_chief:

@@ -2,12 +2,14 @@
 
 A state is a pair of files in ``run_dir/resume/``, named by the global step:
 
-- ``state-<step>.h5``: every model variable (weights, non-trainable statistics and each
+- ``state-<step>.npz``: every model variable (weights, non-trainable statistics and each
   random layer's SeedGenerator state), every optimizer variable (``iterations``
-  included) and, for a mid-epoch stop, the metric accumulators; one HDF5 dataset per
-  variable, written one variable at a time (no full copy of the model in memory);
+  included) and, for a mid-epoch stop, the metric accumulators; one ``.npy`` member per
+  variable, streamed into an uncompressed zip one variable at a time (no full copy of the
+  model in memory). Plain file I/O, so a full disk is a clean ``OSError``: HDF5 left in
+  a failed write can crash the process at exit;
 - ``state-<step>.json``: the manifest, written last and atomically: progress (epoch and
-  batch), why training stopped, history so far, and the sha256 of the ``.h5``.
+  batch), why training stopped, history so far, and the sha256 of the ``.npz``.
 
 A state exists only once its manifest does, and the manifest's checksum is checked on
 read, so a reader sees a complete state or none. The previous state is kept until the
@@ -28,9 +30,9 @@ import contextlib
 import dataclasses
 import re
 import sys
+import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
@@ -124,15 +126,16 @@ class ResumeStore:
         """Write a complete new state, then drop all but it and its predecessor."""
         self.folder.mkdir(exist_ok=True)
         stem = f"state-{global_step:012d}"
-        weights = self.folder / f"{stem}.h5"
+        weights = self.folder / f"{stem}.npz"
         tmp = temp_path_for(weights)
         groups = _variable_groups(model, include_metrics=progress.batch > 0)
         try:
-            with h5py.File(tmp, "w") as handle:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
                 for group, variables in groups.items():
-                    section = handle.create_group(group)
                     for index, variable in enumerate(variables):
-                        section.create_dataset(f"{index:06d}", data=np.asarray(variable))
+                        name = f"{group}/{index:06d}.npy"
+                        with archive.open(name, "w", force_zip64=True) as member:
+                            np.lib.format.write_array(member, np.asarray(variable))
             manifest = StateManifest(
                 progress=progress,
                 global_step=global_step,
@@ -160,11 +163,11 @@ class ResumeStore:
         """Delete old states (manifest first, so no manifest outlives its weights) and
         weights files whose manifest was never written."""
         manifests = self._manifests()
-        kept = {path.with_suffix(".h5").name for _, path in manifests[:keep]}
+        kept = {path.with_suffix(".npz").name for _, path in manifests[:keep]}
         for _, path in manifests[keep:]:
             path.unlink(missing_ok=True)
-            path.with_suffix(".h5").unlink(missing_ok=True)
-        for leftover in self.folder.glob("state-*.h5"):
+            path.with_suffix(".npz").unlink(missing_ok=True)
+        for leftover in self.folder.glob("state-*.npz"):
             if leftover.name not in kept:
                 leftover.unlink(missing_ok=True)
 
@@ -207,15 +210,13 @@ def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
             f"{state.weights_path} was saved from a different model or optimizer "
             "(variables differ); the config or the builder's code changed: use --restart"
         )
-    with h5py.File(state.weights_path, "r") as handle:
+    with np.load(state.weights_path, allow_pickle=False) as archive:
         for group, variables in groups.items():
-            section = handle[group]
             for index, variable in enumerate(variables):
-                variable.assign(section[f"{index:06d}"][()])
-        if "metrics" in handle:
-            section = handle["metrics"]
+                variable.assign(archive[f"{group}/{index:06d}"])
+        if state.manifest.metric_paths:
             return {
-                path: section[f"{index:06d}"][()]
+                path: archive[f"metrics/{index:06d}"]
                 for index, path in enumerate(state.manifest.metric_paths)
             }
     return None
