@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from keepbest.config import ExperimentConfig, load_config
+from keepbest.config import ExperimentConfig, load_config, reported_against
 from keepbest.config_diff import training_differences
 from keepbest.errors import (
     ConfigError,
@@ -138,9 +138,11 @@ def train(
     if overwrite and not restart:
         raise ConfigError("--overwrite only goes with --restart")
 
+    import keras
+
     from keepbest.data import load_pipelines
     from keepbest.distribute import Distribution
-    from keepbest.models import compile_args, resolve_builder
+    from keepbest.models import build_model, compile_args, resolve_builder
     from keepbest.signals import StopSignals
     from keepbest.tensorboard_logging import require_tensorboard
 
@@ -149,6 +151,10 @@ def train(
     compiled = compile_args(cfg)
     require_tensorboard(cfg)
     pipelines = load_pipelines(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    with distribution.scope():  # a builder that fails here leaves no trace on disk
+        model = build_model(cfg, pipelines.spec, builder)
+        compiled.apply(model)
     run = RunDir(cfg.run_dir())
     chief = distribution.is_chief
     if restart and chief:
@@ -157,18 +163,15 @@ def train(
             print(f"moved the previous run to {aside}")
     lock = RunLock(run.path) if chief else contextlib.nullcontext()
     with lock, StopSignals(cfg.resume.signals) as stop:
-        return _train_locked(cfg, run, builder, compiled, pipelines, stop, distribution)
+        return _train_locked(cfg, run, model, pipelines, stop, distribution)
 
 
-def _train_locked(
-    cfg, run: RunDir, builder, compiled, pipelines, stop, distribution
-) -> TrainResult:
+def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> TrainResult:
     import keras
 
     from keepbest.atomic import remove_stale_temps
     from keepbest.best_checkpoint import BestCheckpoint
     from keepbest.history import HistoryCSV
-    from keepbest.models import build_model
     from keepbest.monitor import Monitor
     from keepbest.progress import EpochReport
     from keepbest.resume_checkpoint import ResumeCheckpoint
@@ -186,19 +189,14 @@ def _train_locked(
         record = _read_record_or_none(run.path)
     store = ResumeStore(run.path)
     state = store.latest()
-    if run.has_run():
-        differences = training_differences(run.read_config(), cfg)
-        if differences:
+    differences = training_differences(run.read_config(), cfg) if run.has_run() else []
+    if differences:
+        with reported_against(cfg):
             raise ConfigError(
                 [f"{run.path} was trained with another config; these differ:"]
                 + [f"  {line}" for line in differences]
                 + ["use the original config, or start over with --restart"]
             )
-
-    keras.utils.set_random_seed(cfg.seed)
-    with distribution.scope():
-        model = build_model(cfg, pipelines.spec, builder)
-        compiled.apply(model)
     ck = cfg.checkpoint
     monitor = Monitor(ck.monitor, ck.mode, ck.min_delta, ck.baseline)
 
