@@ -236,6 +236,24 @@ def plot_command(run_dir: str, out: str | None) -> None:
     click.echo(f"wrote {plot_run(run_dir, out)}")
 
 
+@cli.command("summary")
+@click.argument("runs_dir", metavar="RUNS_DIR", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def summary_command(runs_dir: str, as_json: bool) -> None:
+    """A table of the runs under RUNS_DIR, best first: the swept values, best epoch,
+    monitored value, verified, status (done / resumable / running / failed)."""
+    import dataclasses
+    import json
+
+    from keepbest.summary import format_table, summarize
+
+    rows = summarize(runs_dir)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+    else:
+        click.echo(format_table(rows))
+
+
 def _run(command: click.Command) -> None:
     try:
         command.main(standalone_mode=False)

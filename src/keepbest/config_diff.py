@@ -33,6 +33,11 @@ def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): raw}
 
 
+def flatten_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as ``{"optimizer.learning_rate": 0.001, ...}`` (JSON values)."""
+    return _flatten(cfg.model_dump(mode="json"))
+
+
 def _may_differ(key: str, old: Any, new: Any) -> bool:
     if key in FREE_KEYS or key.startswith(FREE_SECTIONS):
         return True
@@ -43,8 +48,7 @@ def _may_differ(key: str, old: Any, new: Any) -> bool:
 
 def training_differences(saved: ExperimentConfig, current: ExperimentConfig) -> list[str]:
     """``key: old -> new`` for each difference that would change the training."""
-    old = _flatten(saved.model_dump(mode="json"))
-    new = _flatten(current.model_dump(mode="json"))
+    old, new = flatten_config(saved), flatten_config(current)
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(old.keys() | new.keys())
