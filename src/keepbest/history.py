@@ -1,15 +1,13 @@
-"""``history.csv``: one row per completed epoch, rewritten atomically as training goes.
+"""``history.csv``: one row per completed epoch. Reading it needs no TensorFlow.
 
 Columns are ``epoch`` (1-based), every logged value (Keras' running means such as
 ``loss``, the end-of-epoch values ``epoch_end_*``, ``val_*``), ``best_saved`` and
-``seconds``. The whole file is rewritten at each epoch end: it is small, and a reader
-never sees half a row.
+``seconds``. ``keepbest.history_callback.HistoryCSV`` writes it during training.
 
 Example:
 
-    >>> from keepbest.history import HistoryCSV, read_history
-    >>> model.fit(..., callbacks=[HistoryCSV(run_dir / "history.csv")])   # doctest: +SKIP
-    >>> read_history(run_dir / "history.csv")[-1]["val_loss"]               # doctest: +SKIP
+    >>> from keepbest.history import read_history
+    >>> read_history(run_dir / "history.csv")[-1]["val_loss"]   # doctest: +SKIP
     0.0831
 """
 
@@ -17,10 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from pathlib import Path
-
-import keras
 
 from keepbest.atomic import write_text_atomic
 
@@ -48,28 +43,6 @@ def read_history(path: Path) -> list[dict[str, float]]:
     ]
 
 
-class HistoryCSV(keras.callbacks.Callback):
-    """Append each epoch's logs to ``path``; place it after callbacks that add logs."""
-
-    def __init__(self, path: Path, rows: list[dict[str, float]] | None = None, writes: bool = True):
-        """``writes=False`` keeps the rows in memory only (a non-chief worker)."""
-        super().__init__()
-        self.path = Path(path)
-        self.writes = writes
-        self.rows = list(rows or [])
-        self._started = time.perf_counter()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row = {"epoch": epoch + 1}
-        row.update({key: float(value) for key, value in (logs or {}).items()})
-        row["seconds"] = round(time.perf_counter() - self._started, 3)
-        self.rows.append(row)
-        self.rewrite()
-
-    def rewrite(self) -> None:
-        """Write all rows (also after a resume, which drops rows of unfinished epochs)."""
-        if self.writes:
-            write_text_atomic(self.path, rows_to_csv(self.rows))
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """Rewrite the whole file atomically: it is small, and no reader sees half a row."""
+    write_text_atomic(path, rows_to_csv(rows))

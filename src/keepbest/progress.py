@@ -46,12 +46,15 @@ class EpochReport(keras.callbacks.Callback):
         if not (self.every_epoch or saved):
             return
         logs = logs or {}
-        values = "  ".join(f"{k} {_format(v)}" for k, v in logs.items() if k != "best_saved")
+        values = ""
+        if self.every_epoch:  # on a terminal Keras' progress bar has just shown them
+            shown = (f"{k} {_format(v)}" for k, v in logs.items() if k != "best_saved")
+            values = "  ".join(shown) + "  "
         name = self.best.monitor.name
         if self.best.best_epoch is None:
             best = f"no best {name} yet"
         else:
             best = f"best {name} {_format(self.best.best_value)} @{self.best.best_epoch}"
         note = " (saved)" if saved else ""
-        print(f"epoch {epoch + 1}/{self.epochs}  {values}  {best}{note}", file=self.stream)
+        print(f"epoch {epoch + 1}/{self.epochs}  {values}{best}{note}", file=self.stream)
         self.stream.flush()

@@ -20,7 +20,7 @@ import numpy as np
 
 from keepbest.best_checkpoint import BestCheckpoint
 from keepbest.distribute import Distribution
-from keepbest.history import HistoryCSV
+from keepbest.history_callback import HistoryCSV
 from keepbest.resume_state import Progress, ResumeStore
 from keepbest.signals import StopRequested, StopSignals
 

@@ -171,7 +171,7 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
 
     from keepbest.atomic import remove_stale_temps
     from keepbest.best_checkpoint import BestCheckpoint
-    from keepbest.history import HistoryCSV
+    from keepbest.history_callback import HistoryCSV
     from keepbest.monitor import Monitor
     from keepbest.progress import EpochReport
     from keepbest.resume_checkpoint import ResumeCheckpoint
@@ -245,7 +245,7 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
     interactive = sys.stdout.isatty()
     report = EpochReport(best, cfg.train.epochs, every_epoch=not interactive)
     callbacks = [best, history, resume] + ([report] if chief else [])
-    if cfg.logging.tensorboard:  # after `best`, to log the epoch_end_* values too
+    if cfg.logging.tensorboard and chief:  # after `best`, to log epoch_end_* values too
         callbacks.insert(1, tensorboard_callback(run.path))
     if interactive:  # Keras' bar must end each epoch's line before EpochReport writes
         callbacks.insert(-1, keras.callbacks.ProgbarLogger())
