@@ -43,22 +43,20 @@ def temp_path_for(target: Path) -> Path:
     return target.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{target.name}")
 
 
+def sha256_file(path: Path, fsync: bool = False) -> str:
+    """The file's sha256; with ``fsync`` also make it durable, in the same open."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+        if fsync:
+            os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
 def sync_and_hash(path: Path) -> str:
     """fsync a finished file and return its sha256, in one pass over the page cache."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-        os.fsync(handle.fileno())
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path, fsync=True)
 
 
 @contextlib.contextmanager
@@ -86,18 +84,8 @@ def _fsync_file(path: Path) -> None:
 
 
 def write_bytes_atomic(target: Path, data: bytes) -> None:
-    tmp = temp_path_for(target)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(target.parent)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_text_atomic(target: Path, text: str) -> None:
