@@ -163,20 +163,24 @@ def _as_features(x: np.ndarray, where: str) -> np.ndarray:
     return x.astype("float32") if x.dtype != np.float32 else x
 
 
-def _read_csv(cfg: CsvData, path: Path, where: str) -> tuple[Arrays, list[str]]:
-    """Numeric feature columns plus the target column as text (typed later, jointly with
-    the validation file's)."""
+def _csv_rows(path: Path, delimiter: str, where: str) -> tuple[list[str], list[tuple]]:
+    """The header and the (line number, fields) of each non-empty data row."""
     try:
         # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=cfg.delimiter)
+            reader = csv.reader(handle, delimiter=delimiter)
             rows = [(reader.line_num, row) for row in reader if row]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{where}: cannot read {path} ({exc})") from None
     if len(rows) < 2:
         raise DataError(f"{where}: {path.name} needs a header row and at least one data row")
-    header = [name.strip() for name in rows[0][1]]
-    body = rows[1:]
+    return [name.strip() for name in rows[0][1]], rows[1:]
+
+
+def _read_csv(cfg: CsvData, path: Path, where: str) -> tuple[Arrays, list[str]]:
+    """Numeric feature columns plus the target column as text (typed later, jointly with
+    the validation file's)."""
+    header, body = _csv_rows(path, cfg.delimiter, where)
     if cfg.target not in header:
         raise DataError(
             f"data.target: column {cfg.target!r} is not in {path.name}; its columns are "
@@ -608,15 +612,7 @@ def _npz_features(path: Path, key: str) -> np.ndarray:
 
 def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str) -> np.ndarray:
     """The named columns (all columns if the run has no names) of a CSV, as numbers."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle, delimiter=delimiter)
-            rows = [(reader.line_num, row) for row in reader if row]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"--input: cannot read {path} ({exc})") from None
-    if len(rows) < 2:
-        raise DataError(f"--input: {path.name} needs a header row and at least one data row")
-    header = [name.strip() for name in rows[0][1]]
+    header, body = _csv_rows(path, delimiter, "--input")
     names = feature_names or header
     missing = [name for name in names if name not in header]
     if missing:
@@ -625,8 +621,8 @@ def _csv_features(path: Path, feature_names: list[str] | None, delimiter: str) -
             f"{', '.join(names)} (the file has {', '.join(header)})"
         )
     columns = [header.index(name) for name in names]
-    x = np.empty((len(rows) - 1, len(columns)), dtype="float32")
-    for i, (line, row) in enumerate(rows[1:]):
+    x = np.empty((len(body), len(columns)), dtype="float32")
+    for i, (line, row) in enumerate(body):
         for j, column in enumerate(columns):
             value = row[column] if column < len(row) else ""
             try:
