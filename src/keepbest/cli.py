@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 
 import click
 
@@ -23,6 +24,27 @@ from keepbest.export import FORMATS as EXPORT_FORMATS
 # TensorFlow's INFO chatter (oneDNN notices...) drowns the one-line-per-epoch log; it must
 # be silenced before TensorFlow is first imported. Users can still set their own level.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its start-up chatter (absl and oneDNN notices, which no
+    environment variable silences) kept off stderr, so that stderr holds keepbest's own
+    lines. If the import fails, what TensorFlow said is shown after all."""
+    if "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (imports TensorFlow)
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +93,7 @@ def train_command(
     if print_config:
         click.echo(config_to_yaml(cfg), nl=False)
         return
+    _import_tensorflow_quietly()
     from keepbest.training import train
 
     result = train(cfg, restart=restart, overwrite=overwrite)
@@ -124,6 +147,7 @@ def sweep_command(
             click.echo(f"{run.index}\t{run.config.run_dir()}\t{' '.join(run.overrides)}")
         click.echo(f"{len(runs)} runs; as a Slurm array: sbatch --array=0-{len(runs) - 1}")
         return
+    _import_tensorflow_quietly()
     from keepbest.training import train
 
     failures: list[tuple[str, KeepbestError]] = []
@@ -158,6 +182,7 @@ RUN_DIR = click.Path(exists=True, file_okay=False)
 def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None:
     """Measure RUN_DIR's best model again: every compiled metric and the monitored value,
     which must reproduce the recorded one (exit 3 if not)."""
+    _import_tensorflow_quietly()
     from keepbest.evaluation import evaluate_run
 
     result = evaluate_run(run_dir, data_file)
@@ -188,6 +213,7 @@ def predict_command(
     run_dir: str, input_path: str, output_path: str, batch_size: int | None
 ) -> None:
     """Predict every sample of --input with RUN_DIR's best model."""
+    _import_tensorflow_quietly()
     from keepbest.prediction import predict_file
 
     result = predict_file(run_dir, input_path, output_path, batch_size)
@@ -208,6 +234,7 @@ def predict_command(
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def export_command(run_dir: str, export_format: str, out: str, overwrite: bool) -> None:
     """Export RUN_DIR's best model for serving; it loads without keepbest installed."""
+    _import_tensorflow_quietly()
     from keepbest.export import export_model
 
     click.echo(export_model(run_dir, out, export_format, overwrite).summary())
