@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+import zipfile
+
+import numpy as np
 import pytest
 
 from conftest import small_config
@@ -36,3 +42,101 @@ def test_bounded_train_eval_pass_measures_and_verifies_the_first_batches(tmp_pat
     assert [row["epoch_end_loss"] for row in result.history][result.record.epoch - 1] == (
         pytest.approx(first_two)
     )
+
+
+# --------------------------------------------------------------------------- hashing writes
+
+
+def test_hashing_writer_hashes_exactly_the_bytes_on_disk(tmp_path):
+    from keepbest.atomic import HashingWriter, sha256_file
+
+    reused = bytearray(b"a" * 1000)
+    with HashingWriter(tmp_path / "f.bin") as out:
+        out.write(b"header")
+        out.write(reused)
+        reused[:] = b"b" * 1000  # changed after write: what was written must count
+        out.write(memoryview(np.arange(1000, dtype="float32")))
+        assert out.tell() == 6 + 1000 + 4000
+        assert not out.seekable()
+        with pytest.raises(io.UnsupportedOperation):
+            out.seek(0)
+    data = (tmp_path / "f.bin").read_bytes()
+    assert data[6:1006] == b"a" * 1000
+    assert out.hexdigest() == hashlib.sha256(data).hexdigest() == sha256_file(tmp_path / "f.bin")
+
+
+def test_hashing_writer_knows_its_hash_only_when_closed(tmp_path):
+    from keepbest.atomic import HashingWriter
+
+    out = HashingWriter(tmp_path / "f.bin")
+    out.write(b"x")
+    with pytest.raises(RuntimeError, match="closed"):
+        out.hexdigest()
+    out.close()
+    assert out.hexdigest() == hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_zip_streamed_into_a_hashing_writer_reads_back_with_numpy(tmp_path):
+    from keepbest.atomic import HashingWriter
+
+    arrays = {"a": np.arange(12.0).reshape(3, 4), "b": np.array(7, dtype="int64")}
+    with (
+        HashingWriter(tmp_path / "s.npz") as out,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array)
+    with np.load(tmp_path / "s.npz") as loaded:
+        for name, array in arrays.items():
+            np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_sha256_file_with_fsync_syncs_that_file_and_hashes_it(tmp_path, monkeypatch):
+    from keepbest import atomic
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"payload" * 1000)
+    synced = []
+
+    def record_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+
+    monkeypatch.setattr(atomic.os, "fsync", record_fsync)
+    assert atomic.sync_and_hash(path) == hashlib.sha256(b"payload" * 1000).hexdigest()
+    assert synced == [path.stat().st_ino]
+
+
+# --------------------------------------------------------------------------- resume states
+
+
+def _dense_model(width: int):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((width,)), keras.layers.Dense(width)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_resume_state_written_in_slices_is_the_same_npy_and_restores(tmp_path, monkeypatch):
+    from keepbest import resume_state
+    from keepbest.atomic import sha256_file
+    from keepbest.resume_state import Progress, ResumeStore, restore
+
+    monkeypatch.setattr(resume_state, "_SLICE_BYTES", 1000)  # the 64x64 kernel: 16 slices
+    model = _dense_model(64)
+    manifest = ResumeStore(tmp_path).save(model, Progress(epoch=1), 1, history=[])
+
+    state = ResumeStore(tmp_path).latest()
+    assert manifest.sha256 == sha256_file(state.weights_path)
+    kernel = np.asarray(model.variables[0])
+    whole = io.BytesIO()
+    np.lib.format.write_array(whole, kernel)
+    with zipfile.ZipFile(state.weights_path) as archive:
+        assert archive.read("model/000000.npy") == whole.getvalue()
+
+    model.variables[0].assign(np.zeros_like(kernel))
+    restore(model, state)
+    np.testing.assert_array_equal(np.asarray(model.variables[0]), kernel)

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 TEMP_PREFIX = ".tmp-"
 _CHUNK = 8 * 1024 * 1024
+_HASH_ASIDE = 1024 * 1024  # HashingWriter hashes chunks this large in its helper thread
 
 
 def fsync_dir(folder: Path) -> None:
@@ -44,19 +47,109 @@ def temp_path_for(target: Path) -> Path:
 
 
 def sha256_file(path: Path, fsync: bool = False) -> str:
-    """The file's sha256; with ``fsync`` also make it durable, in the same open."""
-    digest = hashlib.sha256()
+    """The file's sha256; with ``fsync`` also make it durable, in the same open.
+
+    The fsync runs in a helper thread while the hash reads the page cache (hashlib and
+    fsync both release the GIL), so the pair costs about the longer one, not the sum.
+    """
     with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-        if fsync:
-            os.fsync(handle.fileno())
+        if not fsync:
+            return _sha256_of(handle)
+        with ThreadPoolExecutor(max_workers=1) as helper:
+            synced = helper.submit(os.fsync, handle.fileno())
+            digest = _sha256_of(handle)
+            synced.result()
+        return digest
+
+
+def _sha256_of(handle) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
 def sync_and_hash(path: Path) -> str:
     """fsync a finished file and return its sha256, in one pass over the page cache."""
     return sha256_file(path, fsync=True)
+
+
+class HashingWriter:
+    """A new file written front to back whose sha256 is computed on the way to disk.
+
+    No second pass reads the file back: each chunk goes to a helper thread for hashing
+    (hashlib releases the GIL), so hashing one chunk overlaps writing it and producing the
+    next. It cannot seek, so ``zipfile`` streams into it (data descriptors instead of
+    seeking back to patch headers). ``close`` waits for the hash and fsyncs; ``hexdigest``
+    is then the sha256 of exactly the bytes on disk.
+
+    Example:
+
+        >>> with HashingWriter(tmp) as out:                        # doctest: +SKIP
+        ...     with zipfile.ZipFile(out, "w") as archive: ...
+        >>> out.hexdigest() == sha256_file(tmp)                     # doctest: +SKIP
+        True
+    """
+
+    def __init__(self, path: Path):
+        self._handle = open(path, "xb")  # noqa: SIM115 (closed by close())
+        self._digest = hashlib.sha256()
+        self._helper = ThreadPoolExecutor(max_workers=1)
+        self._hashing: Future | None = None
+        self._position = 0
+        self._done = False
+
+    def write(self, data) -> int:
+        # The helper hashes after this returns: keep bytes that nobody can change.
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        if self._hashing is not None:
+            self._hashing.result()  # one chunk at a time, in order
+            self._hashing = None
+        if len(chunk) >= _HASH_ASIDE:
+            self._hashing = self._helper.submit(self._digest.update, chunk)
+        else:  # a hand-off to the helper would cost more than hashing a small chunk
+            self._digest.update(chunk)
+        self._handle.write(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("HashingWriter only appends")
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self, sync: bool = True) -> None:
+        """Finish the hash and (``sync``) flush and fsync the file; safe to call twice."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            if self._hashing is not None:
+                self._hashing.result()
+            if sync:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+        finally:
+            self._helper.shutdown()
+            self._handle.close()
+
+    def hexdigest(self) -> str:
+        if not self._done:
+            raise RuntimeError("the sha256 is known once the file is closed")
+        return self._digest.hexdigest()
+
+    def __enter__(self) -> HashingWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(sync=kind is None)  # a failed write's temp file is deleted, not synced
 
 
 @contextlib.contextmanager

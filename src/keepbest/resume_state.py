@@ -5,9 +5,11 @@ A state is a pair of files in ``run_dir/resume/``, named by the global step:
 - ``state-<step>.npz``: every model variable (weights, non-trainable statistics and each
   random layer's SeedGenerator state), every optimizer variable (``iterations``
   included) and, for a mid-epoch stop, the metric accumulators; one ``.npy`` member per
-  variable, streamed into an uncompressed zip one variable at a time (no full copy of the
-  model in memory). Plain file I/O, so a full disk is a clean ``OSError``: HDF5 left in
-  a failed write can crash the process at exit;
+  variable, streamed into an uncompressed zip one variable at a time, a large one a
+  slice at a time (no full copy of the model, nor of its largest variable, in memory),
+  and hashed on the way to disk (no second pass reads it back). Plain file I/O, so a
+  full disk is a clean ``OSError``: HDF5 left in a failed write can crash the process at
+  exit;
 - ``state-<step>.json``: the manifest, written last and atomically: progress (epoch and
   batch), why training stopped, history so far, and the sha256 of the ``.npz``.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import re
 import sys
 import zipfile
@@ -37,9 +40,9 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from keepbest.atomic import (
+    HashingWriter,
     fsync_dir,
     sha256_file,
-    sync_and_hash,
     temp_path_for,
     write_json_atomic,
 )
@@ -47,6 +50,7 @@ from keepbest.errors import CheckpointWriteError, CorruptFileError
 
 RESUME_DIR = "resume"
 _STATE_NAME = re.compile(r"^state-(\d{12})\.json$")
+_SLICE_BYTES = 8 * 1024 * 1024  # a large variable goes to disk in slices of at most this size
 
 
 class Progress(BaseModel):
@@ -90,6 +94,27 @@ def _variable_groups(model, include_metrics: bool) -> dict[str, list]:
     return groups
 
 
+def _write_npy(member, variable) -> None:
+    """``variable`` as a .npy file, a large one a slice of rows at a time: ``np.asarray``
+    of the whole of it would add a host copy as large as the variable."""
+    shape = tuple(variable.shape)
+    # Rows per slice, sized for 8-byte elements (the widest usual); no TF op for small ones.
+    rows = max(1, _SLICE_BYTES // (8 * max(1, math.prod(shape[1:]))))
+    if not shape or rows >= shape[0]:
+        np.lib.format.write_array(member, np.asarray(variable))
+        return
+    first = np.asarray(variable.value[:rows])
+    header = {
+        "descr": np.lib.format.dtype_to_descr(first.dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(first.tobytes())
+    for start in range(rows, shape[0], rows):
+        member.write(np.asarray(variable.value[start : start + rows]).tobytes())
+
+
 def _signature(groups: dict[str, list]) -> list[str]:
     return [
         f"{group}/{variable.path}:{tuple(variable.shape)}"
@@ -130,19 +155,22 @@ class ResumeStore:
         tmp = temp_path_for(weights)
         groups = _variable_groups(model, include_metrics=progress.batch > 0)
         try:
-            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            with (
+                HashingWriter(tmp) as out,
+                zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+            ):
                 for group, variables in groups.items():
                     for index, variable in enumerate(variables):
                         name = f"{group}/{index:06d}.npy"
                         with archive.open(name, "w", force_zip64=True) as member:
-                            np.lib.format.write_array(member, np.asarray(variable))
+                            _write_npy(member, variable)
             manifest = StateManifest(
                 progress=progress,
                 global_step=global_step,
                 stop_kind=stop_kind,
                 history=history,
                 weights_file=weights.name,
-                sha256=sync_and_hash(tmp),
+                sha256=out.hexdigest(),
                 signature=_signature(groups),
                 metric_paths=[variable.path for variable in groups.get("metrics", [])],
             )
