@@ -12,7 +12,7 @@ import pytest
 
 from conftest import small_config
 from keepbest.config import load_config
-from keepbest.errors import ConfigError
+from keepbest.errors import ConfigError, CorruptFileError
 
 
 @pytest.mark.parametrize("steps", [0, -1, True, 1.5])
@@ -140,3 +140,24 @@ def test_resume_state_written_in_slices_is_the_same_npy_and_restores(tmp_path, m
     model.variables[0].assign(np.zeros_like(kernel))
     restore(model, state)
     np.testing.assert_array_equal(np.asarray(model.variables[0]), kernel)
+
+
+# --------------------------------------------------------------------------- load_best
+
+
+def test_load_best_loads_nothing_from_a_file_whose_checksum_fails(tmp_path, monkeypatch):
+    import keras
+
+    import keepbest
+
+    result = keepbest.train(small_config(output_dir=str(tmp_path), train={"epochs": 1}))
+    weights = result.run_dir / "best.weights.h5"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    loads = []
+    monkeypatch.setattr(keras.Model, "load_weights", lambda *args, **kwargs: loads.append(1))
+
+    with pytest.raises(CorruptFileError, match="does not match the sha256"):
+        keepbest.load_best(result.run_dir)
+    assert loads == []

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,18 @@ def load_best(run_dir: str | Path, compile: bool = True):
     ``compile=False``."""
     run = RunDir(run_dir)
     record = read_record(run.path)
-    weights = verify_checksum(run.path, record)
-    model = rebuild_model(run)
-    skip = []
-    if compile:
-        from keepbest.models import compile_args
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        # The checksum reads the file while the model is rebuilt: nothing is loaded
+        # before it matches, yet it costs no time of its own.
+        checked = helper.submit(verify_checksum, run.path, record)
+        model = rebuild_model(run)
+        skip = []
+        if compile:
+            from keepbest.models import compile_args
 
-        compile_args(run.read_config()).apply(model)
-        skip = [model.optimizer]
+            compile_args(run.read_config()).apply(model)
+            skip = [model.optimizer]
+        weights = checked.result()
     try:
         with warnings.catch_warnings(record=True) as noted:
             warnings.simplefilter("always")
