@@ -88,7 +88,8 @@ def epoch_times(workload: str, reps: int, epochs: int, root: str, hook: bool) ->
 
 def measure(quick: bool) -> list[Row]:
     rows = []
-    plans = {"small": (2, 6), "100M": (2, 4)} if quick else {"small": (4, 6), "100M": (3, 4)}
+    # (repetitions, epochs per run): more, shorter runs alternate the sides more often
+    plans = {"small": (3, 5), "100M": (2, 4)} if quick else {"small": (6, 5), "100M": (3, 4)}
     for workload, (reps, epochs) in plans.items():
         root = scratch(f"overhead-{workload}")
         try:

@@ -108,7 +108,7 @@ def load_times(reps: int, root: str) -> dict:
 def measure(quick: bool) -> list[Row]:
     root = scratch("reload")
     try:
-        found = run_child("reload:load_times", reps=3 if quick else 5, root=str(root))
+        found = run_child("reload:load_times", reps=3 if quick else 7, root=str(root))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     t = {name: median(values) for name, values in found.items()}
