@@ -66,10 +66,12 @@ class ResumeCheckpoint(keras.callbacks.Callback):
                 variables[path].assign(value)
             self._metric_values = None
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        done = self._batch_offset + batch + 1
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        # Checked before the next batch rather than after each one: Keras dispatches
+        # batch-end callbacks in a background thread only when none overrides them.
+        done = self._batch_offset + batch
         mid_epoch_stop = not self.distribution.multi_worker
-        if mid_epoch_stop and self.stop.requested and done < self.steps_per_epoch:
+        if mid_epoch_stop and self.stop.requested and 0 < done < self.steps_per_epoch:
             self._announce_stop()
             self._save(Progress(epoch=self._current_epoch, batch=done))
             raise StopRequested(
