@@ -90,39 +90,30 @@ def assert_matches_reference(run_dir: Path, reference: Path) -> None:
     )
 
 
-def test_usr1_mid_training_saves_requeues_resumes_and_matches_a_local_run(
-    slurm_cluster: SlurmCluster, tmp_path: Path, local_reference: Path
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        # #SBATCH --signal=B:USR1 (or preemption): keepbest saves and requeues itself.
+        (("scancel", "--signal=USR1", "--batch"), ["stopped by SIGUSR1", "requeued Slurm job"]),
+        # scontrol requeue of a running job: Slurm sends SIGTERM, then requeues.
+        (("scontrol", "requeue"), ["stopped by SIGTERM"]),
+    ],
+    ids=["usr1", "scontrol-requeue"],
+)
+def test_interrupted_job_requeues_resumes_and_matches_a_local_run(
+    slurm_cluster: SlurmCluster, tmp_path: Path, local_reference: Path, action, expected
 ):
     config = job_config(tmp_path)
     job = submit(slurm_cluster, tmp_path, TRAIN_SBATCH, str(config))
     run_dir = tmp_path / "runs" / "t"
     wait_for_rows(run_dir, 1, slurm_cluster, job)
-    slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
+    slurm_cluster.run(*action, job)
 
     record = wait_until_done(slurm_cluster, job)
     assert int(record["Restarts"]) >= 1
     log = (tmp_path / f"job-{job}.log").read_text()
-    assert "stopped by SIGUSR1" in log
-    assert f"requeued Slurm job {job}" in log
-    assert "resuming at epoch" in log
-    assert "(restart 1)" in log
-    assert_matches_reference(run_dir, local_reference)
-
-
-def test_scontrol_requeue_of_a_running_job_resumes_and_matches_a_local_run(
-    slurm_cluster: SlurmCluster, tmp_path: Path, local_reference: Path
-):
-    config = job_config(tmp_path)
-    job = submit(slurm_cluster, tmp_path, TRAIN_SBATCH, str(config))
-    run_dir = tmp_path / "runs" / "t"
-    wait_for_rows(run_dir, 1, slurm_cluster, job)
-    slurm_cluster.run("scontrol", "requeue", job)
-
-    record = wait_until_done(slurm_cluster, job)
-    assert int(record["Restarts"]) >= 1
-    log = (tmp_path / f"job-{job}.log").read_text()
-    assert "stopped by SIGTERM" in log
-    assert "resuming at epoch" in log
+    for line in [*expected, "resuming at epoch", "(restart 1)"]:
+        assert line in log
     assert_matches_reference(run_dir, local_reference)
 
 
