@@ -21,10 +21,11 @@ from keepbest.record import PENDING_FILE, read_record, verify_checksum
 from keepbest.resume_state import RESUME_DIR, ResumeStore
 
 # One step per epoch (a batch larger than the data) means a signal is only ever noticed
-# at an epoch end; batches of 4 make ~360 steps per epoch, so it lands mid-epoch.
+# at an epoch end; batches of 1 make ~1440 steps (about a second) per epoch, so a signal
+# sent shortly after an epoch end lands mid-epoch.
 SHAPES = {
     "boundary": {"data": {"batch_size": 2048}, "checkpoint": {"monitor": "loss"}},
-    "mid_epoch": {"data": {"batch_size": 4}},
+    "mid_epoch": {"data": {"batch_size": 1}},
 }
 
 
@@ -102,6 +103,10 @@ def test_signal_then_resume_equals_uninterrupted_run(tmp_path, references, signa
     run_dir = tmp_path / "runs" / "t"
     process = start_training(config)
     wait_for_rows(run_dir, 1, process)
+    while ResumeStore(run_dir).latest() is None:  # epoch 1's state follows its history row
+        time.sleep(0.02)
+    if shape == "mid_epoch":
+        time.sleep(0.1)  # into epoch 2 (about a second of ~1440 steps)
     process.send_signal(getattr(signal, signame))
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == EXIT_STOPPED, stderr
