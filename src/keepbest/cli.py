@@ -47,6 +47,15 @@ def _import_tensorflow_quietly() -> None:
             os.close(saved)
 
 
+overrides_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value (parsed as YAML), e.g. --set train.epochs=30. Repeatable.",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """keepbest: train Keras models and keep the provably best checkpoint."""
@@ -60,13 +69,7 @@ def cli() -> None:
     type=click.Path(dir_okay=False),
     help="The experiment's YAML file.",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config value (parsed as YAML), e.g. --set train.epochs=30. Repeatable.",
-)
+@overrides_option
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option(
     "--restart",
@@ -109,13 +112,7 @@ def train_command(
     type=click.Path(dir_okay=False),
     help="YAML mapping of dotted config keys to lists of values.",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override the base config (as for train). Repeatable.",
-)
+@overrides_option
 @click.option(
     "--index",
     type=int,

@@ -422,12 +422,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         raise ConfigError(
             f"{where}: --set {assignment!r} is not KEY=VALUE, e.g. --set train.epochs=30"
         )
-    try:
-        value, problems = _load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{key}: --set value {text!r}: {_yaml_problem(exc)}") from None
-    if problems:
-        raise ConfigError([f"{key}: --set value {text!r}: {line}" for line in problems])
+    value = parse_yaml(text, f"{key}: --set value {text!r}")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
