@@ -10,15 +10,8 @@ import pytest
 
 from conftest import run_cli, run_with_file_size_limit, small_config
 from keepbest.atomic import sha256_file, write_json_atomic
-from keepbest.record import (
-    PENDING_FILE,
-    RECORD_FILE,
-    WEIGHTS_FILE,
-    BestRecord,
-    read_record,
-    recover,
-    verify_checksum,
-)
+from keepbest.rundir.layout import PENDING_FILE, RECORD_FILE, WEIGHTS_FILE
+from keepbest.rundir.record import BestRecord, read_record, recover, verify_checksum
 
 
 def test_previous_best_survives_a_failed_save(write_config, tmp_path):

@@ -19,8 +19,8 @@ import yaml
 
 from conftest import run_cli
 from keepbest.config import ExperimentConfig, load_config
-from keepbest.data import Pipelines, load_pipelines
-from keepbest.errors import ConfigError, DataError
+from keepbest.data.pipelines import Pipelines, load_pipelines
+from keepbest.errors import ConfigError, DataError, InputError
 from keepbest.models import build_model
 
 
@@ -357,7 +357,7 @@ def test_factory_returning_datasets(tmp_path):
 )
 def test_factory_problems(tmp_path, function, message):
     path = factory_config(tmp_path, function, "factory_bad")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(InputError) as caught:
         load_pipelines(load_config(path))
     assert str(caught.value) == f"{path}: {message}"
 

@@ -143,7 +143,7 @@ def test_a_moved_run_dir_loads_and_reproduces_from_another_directory(digits_run,
             import sys
             import numpy as np
             import keepbest
-            from keepbest.evaluation import evaluate_run
+            from keepbest.inference.evaluate import evaluate_run
             model = keepbest.load_best(sys.argv[1])
             np.save(sys.argv[2], model.predict(np.load(sys.argv[3]), verbose=0))
             print(evaluate_run(sys.argv[1]).reproduces)
@@ -332,7 +332,7 @@ def test_evaluate_reproduces_the_recorded_value_and_prints_every_metric(digits_r
 
 
 def test_evaluate_measures_a_training_monitor_on_the_batches_training_measured(tmp_path):
-    from keepbest.evaluation import TRAINING_END_OF_EPOCH, evaluate_run
+    from keepbest.inference.evaluate import TRAINING_END_OF_EPOCH, evaluate_run
 
     cfg = small_config(checkpoint={"monitor": "loss", "train_eval_steps": 3})
     run = train_config(tmp_path, {**cfg, "train": {"epochs": 2}})
@@ -386,7 +386,7 @@ def test_evaluate_says_what_to_do_when_the_runs_data_is_gone(csv_run, tmp_path):
     data.rename(aside)
     try:
         with pytest.raises(DataError) as caught:
-            from keepbest.evaluation import evaluate_run
+            from keepbest.inference.evaluate import evaluate_run
 
             evaluate_run(run)
     finally:

@@ -15,9 +15,9 @@ import yaml
 
 import keepbest
 from conftest import run_cli, small_config
-from keepbest.history import read_history
-from keepbest.lock import RunLock
-from keepbest.run_status import run_status
+from keepbest.rundir.history import read_history
+from keepbest.rundir.lock import RunLock
+from keepbest.rundir.status import run_status
 
 # One batch per epoch and a training-set monitor: Keras' running mean and the end-of-epoch
 # value part ways (the case keepbest exists for, configs/seed_case.yaml in small).
@@ -72,7 +72,7 @@ def test_status_of_new_done_running_resumable_and_failed_run_dirs(seed_case_run,
     config["train"]["epochs"] = 50
     config["checkpoint"]["patience"] = None
     (longer / "config.yaml").write_text(yaml.safe_dump(config))
-    assert done.detail == "all 5 epochs done"
+    assert done.detail == "all 5 epochs are done"
     resumable = run_status(longer)
     assert resumable.state == "resumable"
     assert resumable.detail == "stopped after epoch 5 of 50; train again to resume"
@@ -94,7 +94,7 @@ def test_status_of_new_done_running_resumable_and_failed_run_dirs(seed_case_run,
 def test_status_and_show_need_no_tensorflow(seed_case_run, tmp_path):
     code = (
         "import sys\n"
-        "from keepbest.run_overview import describe_run\n"
+        "from keepbest.rundir.show import describe_run\n"
         "print(describe_run(sys.argv[1]).status.state)\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
@@ -144,7 +144,7 @@ def test_show_sees_a_run_another_process_is_training(seed_case_run):
 
 
 def test_plot_draws_running_mean_and_end_of_epoch_with_the_best_marked(seed_case_run, tmp_path):
-    from keepbest.plotting import curves_figure
+    from keepbest.rundir.plot import curves_figure
 
     done = run_cli("plot", str(seed_case_run), "--out", str(tmp_path / "curves.png"))
     assert done.returncode == 0, done.stderr

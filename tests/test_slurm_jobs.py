@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli, small_config
-from keepbest.history import read_history
-from keepbest.record import read_record
+from keepbest.rundir.history import read_history
+from keepbest.rundir.record import read_record
 
 if TYPE_CHECKING:
     from slurm_fixture import SlurmCluster

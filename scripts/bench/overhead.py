@@ -52,7 +52,7 @@ def epoch_times(workload: str, reps: int, epochs: int, root: str, hook: bool) ->
     import keras
 
     import keepbest
-    from keepbest.resume_state import ResumeStore
+    from keepbest.rundir.resume_store import ResumeStore
 
     load = WORKLOADS[workload]
     sides = ["bare", "keepbest"] + (["hook"] if hook else [])

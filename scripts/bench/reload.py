@@ -42,10 +42,10 @@ def _make_run(root: Path) -> Path:
     import keras
 
     from keepbest.config import load_config
-    from keepbest.data import load_pipelines
+    from keepbest.data.pipelines import load_pipelines
     from keepbest.models import build_model
-    from keepbest.record import commit_best
-    from keepbest.run_dir import RunDir
+    from keepbest.rundir.layout import RunDir
+    from keepbest.rundir.record import commit_best
 
     cfg = load_config(keepbest_config(WORKLOADS[WORKLOAD], root, epochs=1, learning_rate=0.01))
     pipes = load_pipelines(cfg)
@@ -68,10 +68,10 @@ def load_times(reps: int, root: str) -> dict:
     """Child: seconds per load, both ways, end to end and for the load step alone."""
     import keras
 
-    from keepbest.loading import load_best
+    from keepbest.inference.load import load_best
     from keepbest.models import compile_args
-    from keepbest.record import read_record, verify_checksum
-    from keepbest.run_dir import RunDir
+    from keepbest.rundir.layout import RunDir
+    from keepbest.rundir.record import read_record, verify_checksum
 
     run = RunDir(_make_run(Path(root)))
     weights = run.weights_file

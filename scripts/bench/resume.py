@@ -24,8 +24,8 @@ def first_step(root: str, epochs: int) -> dict:
     import keras
 
     import keepbest
-    import keepbest.resume_state
-    from keepbest.resume_state import ResumeStore
+    import keepbest.rundir.resume_store
+    from keepbest.rundir.resume_store import ResumeStore
 
     config = keepbest_config(WORKLOADS[WORKLOAD], Path(root), epochs, learning_rate=0.01)
     clock = epoch_clock()
@@ -34,7 +34,7 @@ def first_step(root: str, epochs: int) -> dict:
     with (
         patched(keras.Model, "fit", with_callback(clock)),
         patched(ResumeStore, "latest", stopwatch(found)),
-        patched(keepbest.resume_state, "restore", stopwatch(restored)),
+        patched(keepbest.rundir.resume_store, "restore", stopwatch(restored)),
     ):
         started = time.perf_counter()
         keepbest.train(config)

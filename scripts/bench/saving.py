@@ -45,8 +45,8 @@ def save_times(workload: str, reps: int, root: str) -> dict:
     """Child: seconds per save of each kind, and the bytes each writes."""
     import keras
 
-    from keepbest.record import WEIGHTS_FILE, commit_best
-    from keepbest.resume_state import Progress, ResumeStore
+    from keepbest.rundir.record import WEIGHTS_FILE, commit_best
+    from keepbest.rundir.resume_store import Progress, ResumeStore
 
     model = built_model(WORKLOADS[workload])
     folder = Path(root)

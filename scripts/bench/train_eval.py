@@ -8,7 +8,7 @@ with an evaluation pass over the training data. One process alternates three run
 - ``loss`` monitor: the full pass;
 - ``loss`` monitor with ``checkpoint.train_eval_steps``: the first eighth of the batches.
 
-A stopwatch around the pass (``evaluate_metrics`` in ``keepbest.best_checkpoint``) and an
+A stopwatch around the pass (``evaluate_metrics`` in ``keepbest.measure``) and an
 epoch clock give the pass's share of the epoch. As in the overhead benchmark,
 ``start_from_epoch`` keeps the compared epochs free of best saves.
 """
@@ -39,7 +39,7 @@ def pass_times(reps: int, epochs: int, root: str) -> dict:
     import keras
 
     import keepbest
-    import keepbest.best_checkpoint
+    import keepbest.measure
 
     found: dict[str, dict[str, list[float]]] = {
         name: {"epochs": [], "passes": []} for name in variants()
@@ -59,7 +59,7 @@ def pass_times(reps: int, epochs: int, root: str) -> dict:
             passes: list[float] = []
             with (
                 patched(keras.Model, "fit", with_callback(clock)),
-                patched(keepbest.best_checkpoint, "evaluate_metrics", stopwatch(passes)),
+                patched(keepbest.measure, "evaluate_metrics", stopwatch(passes)),
             ):
                 keepbest.train(config)
             found[name]["epochs"] += clock.durations[1:-1]

@@ -136,7 +136,7 @@ def bare_setup(config: dict):
     import keras
 
     from keepbest.config import load_config
-    from keepbest.data import load_pipelines
+    from keepbest.data.pipelines import load_pipelines
     from keepbest.models import build_model, compile_args
 
     cfg = load_config(config)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keepbest.errors import KeepbestError
-from keepbest.record import BestRecord, read_record
+from keepbest.rundir.record import BestRecord, read_record
 
 __version__ = "0.1.0"
 __all__ = ["BestRecord", "KeepbestError", "TrainResult", "load_best", "read_record", "train"]
@@ -25,11 +25,11 @@ __all__ = ["BestRecord", "KeepbestError", "TrainResult", "load_best", "read_reco
 _LAZY = {
     "train": "keepbest.training",
     "TrainResult": "keepbest.training",
-    "load_best": "keepbest.loading",
+    "load_best": "keepbest.inference.load",
 }
 
 if TYPE_CHECKING:
-    from keepbest.loading import load_best
+    from keepbest.inference.load import load_best
     from keepbest.training import TrainResult, train
 
 

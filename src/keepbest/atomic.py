@@ -21,7 +21,6 @@ import io
 import json
 import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -187,16 +186,3 @@ def write_text_atomic(target: Path, text: str) -> None:
 
 def write_json_atomic(target: Path, payload: Any) -> None:
     write_text_atomic(target, json.dumps(payload, indent=2, sort_keys=False) + "\n")
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Delete temporaries left by a process killed mid-write (call under the run lock)."""
-    removed = []
-    for leftover in folder.glob(f"{TEMP_PREFIX}*"):
-        with contextlib.suppress(FileNotFoundError):
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            else:
-                leftover.unlink()
-            removed.append(leftover)
-    return removed

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import tempfile
 import click
 
 from keepbest.errors import KeepbestError
-from keepbest.export import FORMATS as EXPORT_FORMATS
+from keepbest.inference.export import FORMATS as EXPORT_FORMATS
 
 # TensorFlow's INFO chatter (oneDNN notices...) drowns the one-line-per-epoch log; it must
 # be silenced before TensorFlow is first imported. Users can still set their own level.
@@ -135,7 +136,7 @@ def sweep_command(
     and the remaining runs still train (the exit code is the first failure's).
     """
     from keepbest.errors import KeepbestError, StoppedForResume
-    from keepbest.sweep import expand_sweep, select
+    from keepbest.search.sweep import expand_sweep, select
 
     runs = expand_sweep(config_path, grid_path, overrides)
     chosen = select(runs, index)
@@ -180,7 +181,7 @@ def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None
     """Measure RUN_DIR's best model again: every compiled metric and the monitored value,
     which must reproduce the recorded one (exit 3 if not)."""
     _import_tensorflow_quietly()
-    from keepbest.evaluation import evaluate_run
+    from keepbest.inference.evaluate import evaluate_run
 
     result = evaluate_run(run_dir, data_file)
     click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table())
@@ -211,7 +212,7 @@ def predict_command(
 ) -> None:
     """Predict every sample of --input with RUN_DIR's best model."""
     _import_tensorflow_quietly()
-    from keepbest.prediction import predict_file
+    from keepbest.inference.predict import predict_file
 
     result = predict_file(run_dir, input_path, output_path, batch_size)
     click.echo(f"wrote {result.count} predictions to {result.path}")
@@ -232,7 +233,7 @@ def predict_command(
 def export_command(run_dir: str, export_format: str, out: str, overwrite: bool) -> None:
     """Export RUN_DIR's best model for serving; it loads without keepbest installed."""
     _import_tensorflow_quietly()
-    from keepbest.export import export_model
+    from keepbest.inference.export import export_model
 
     click.echo(export_model(run_dir, out, export_format, overwrite).summary())
 
@@ -242,7 +243,7 @@ def export_command(run_dir: str, export_format: str, out: str, overwrite: bool) 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show_command(run_dir: str, as_json: bool) -> None:
     """Show RUN_DIR: status, best epoch and value, verified value, config, files."""
-    from keepbest.run_overview import describe_run
+    from keepbest.rundir.show import describe_run
 
     overview = describe_run(run_dir)
     click.echo(json.dumps(overview.to_dict(), indent=2) if as_json else overview.text())
@@ -255,7 +256,7 @@ def show_command(run_dir: str, as_json: bool) -> None:
 )
 def plot_command(run_dir: str, out: str | None) -> None:
     """Plot RUN_DIR's training and validation curves per metric, the best epoch marked."""
-    from keepbest.plotting import plot_run
+    from keepbest.rundir.plot import plot_run
 
     click.echo(f"wrote {plot_run(run_dir, out)}")
 
@@ -269,7 +270,7 @@ def summary_command(runs_dir: str, as_json: bool) -> None:
     import dataclasses
     import json
 
-    from keepbest.summary import format_table, summarize
+    from keepbest.rundir.table import format_table, summarize
 
     rows = summarize(runs_dir)
     if as_json:
@@ -278,7 +279,36 @@ def summary_command(runs_dir: str, as_json: bool) -> None:
         click.echo(format_table(rows))
 
 
+class _Below(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def _show_logs() -> None:
+    """What the user sees of keepbest's logs: progress and notices (INFO) on stdout as
+    they are, warnings on stderr as ``warning: ...``. Library code only logs."""
+    logger = logging.getLogger("keepbest")
+    if logger.handlers:
+        return
+    info = logging.StreamHandler(sys.stdout)
+    info.setLevel(logging.INFO)
+    info.addFilter(_Below(logging.WARNING))
+    info.setFormatter(logging.Formatter("%(message)s"))
+    warnings = logging.StreamHandler(sys.stderr)
+    warnings.setLevel(logging.WARNING)
+    warnings.setFormatter(logging.Formatter("warning: %(message)s"))
+    logger.addHandler(info)
+    logger.addHandler(warnings)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _run(command: click.Command) -> None:
+    _show_logs()
     try:
         command.main(standalone_mode=False)
     except KeepbestError as exc:

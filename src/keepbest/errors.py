@@ -1,30 +1,49 @@
 """keepbest's errors: each one is a single line that names the problem and the fix.
 
 The CLI prints ``error: <message>`` and exits with the error's ``exit_code``; Python
-callers catch ``KeepbestError`` (or a subclass) and read the same message.
+callers catch ``KeepbestError`` (or a subclass) and read the same message. One class per
+exit code, and a few subclasses that say which input was bad:
+
+- ``InputError`` (2): bad input of any kind, found before any work is done; its
+  subclasses ``ConfigError`` (the config file or ``--set``), ``DataError`` (data files and
+  factories) and ``MonitorError`` (a monitor the run does not log).
+
+Example:
+
+    >>> from keepbest.errors import ConfigError, InputError
+    >>> error = ConfigError(["exp.yaml: train.epochs: ...", "exp.yaml: seed: ..."])
+    >>> isinstance(error, InputError), error.exit_code, len(error.problems)
+    (True, 2, 2)
 """
 
 from __future__ import annotations
 
 # Exit codes of `train` and `keepbest ...`, documented in the README.
 EXIT_OK = 0
+EXIT_UNEXPECTED = 1  # anything keepbest has no name for (a bug, or a fault in user code)
 EXIT_BAD_INPUT = 2  # config, CLI arguments, data files: nothing was done
 EXIT_VERIFICATION_FAILED = 3  # the reloaded best did not reproduce its recorded value
-EXIT_NO_BEST = 4  # training ended without any epoch qualifying as best
+EXIT_NO_BEST = 4  # training ended without any evaluation qualifying as best
 EXIT_RUN_BUSY = 5  # another process holds the run directory
 EXIT_WRITE_FAILED = 6  # a save failed; everything saved before it is intact
 EXIT_CORRUPT = 7  # a file on disk does not match its recorded checksum
 EXIT_STOPPED = 75  # stopped by a signal after saving a resume state (EX_TEMPFAIL)
+EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
 
 
 class KeepbestError(Exception):
-    """Base class: a one-line, user-facing message plus the process exit code."""
+    """Base class: a one-line, user-facing message plus the process exit code.
 
-    exit_code = 1
+    Raised as such (exit 1) for problems that have no better class: a model that cannot
+    be deserialized, a custom layer whose module is not imported."""
+
+    exit_code = EXIT_UNEXPECTED
 
 
-class ConfigError(KeepbestError):
-    """Bad configuration or arguments; raised before any work is done."""
+class InputError(KeepbestError):
+    """Bad input (CLI arguments, config, data); raised before any work is done.
+
+    Holds one line per problem, so that every problem is reported at once."""
 
     exit_code = EXIT_BAD_INPUT
 
@@ -33,7 +52,11 @@ class ConfigError(KeepbestError):
         super().__init__("\n".join(self.problems))
 
 
-class DataError(ConfigError):
+class ConfigError(InputError):
+    """A problem in the config (its file, or a ``--set`` override)."""
+
+
+class DataError(InputError):
     """Data that cannot be used as configured (unreadable file, wrong column, ...)."""
 
 
@@ -48,7 +71,8 @@ class VerificationError(KeepbestError):
 
 
 class NoBestError(KeepbestError):
-    """No epoch qualified as best (all non-finite, or none beat the baseline)."""
+    """No evaluation qualified as best (all non-finite, or none beat the baseline), or a
+    run directory holds no best checkpoint (yet)."""
 
     exit_code = EXIT_NO_BEST
 
@@ -71,10 +95,8 @@ class CorruptFileError(KeepbestError):
     exit_code = EXIT_CORRUPT
 
 
-class NoBestCheckpointError(KeepbestError):
+class NoBestCheckpointError(NoBestError):
     """A run directory holds no best checkpoint (yet)."""
-
-    exit_code = EXIT_NO_BEST
 
 
 class StoppedForResume(KeepbestError):

@@ -26,16 +26,17 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from keepbest.config import BUILTIN_BUILDERS, ExperimentConfig, reported_against
-from keepbest.data import DataSpec
-from keepbest.errors import ConfigError
-from keepbest.references import (
+from keepbest.config import ExperimentConfig, reported_against
+from keepbest.config.references import (
     call_with_supported_kwargs,
     check_kwargs,
     describe_exception,
     did_you_mean,
     resolve_reference,
 )
+from keepbest.config.schema import BUILTIN_BUILDERS
+from keepbest.data.spec import DataSpec
+from keepbest.errors import ConfigError, InputError
 
 Rate = Annotated[float, Field(ge=0, lt=1)]
 _BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
@@ -167,7 +168,7 @@ def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None 
         offered = dataclasses.asdict(spec)
         try:
             model = call_with_supported_kwargs(builder, cfg.model.kwargs, offered, "model.kwargs")
-        except ConfigError:
+        except InputError:
             raise
         except Exception as exc:
             raise ConfigError(

@@ -1,25 +1,45 @@
-"""Which number picks the best epoch, which way is better, and where it is measured.
+"""Which number picks the best checkpoint, which way is better, and when to stop.
 
-``val_*`` monitors are measured by Keras' own validation pass at epoch end, on the
-post-update weights. A training-set monitor (``loss``, ``accuracy``...) is *not* Keras'
-logged running mean, which mixes values computed before each update: keepbest measures it
-with an end-of-epoch evaluation pass over the training data and logs it as
-``epoch_end_<name>`` next to Keras' ``<name>``.
+The decisions only, no measuring (``keepbest.measure`` measures) and no TensorFlow:
+
+- ``Monitor``: the monitored metric, its direction, ``min_delta`` and ``baseline``;
+  ``improves`` says whether a value beats the best so far (NaN and inf never do);
+- ``patience_exhausted``: how long the run has waited for an improvement, once that
+  reaches ``patience``;
+- ``stop_reason``: the one wording of why training stopped early, shared by the
+  training callback, a finished run's summary and ``keepbest show``.
+
+``val_*`` monitors are measured by a validation pass on the weights being judged. A
+training-set monitor (``loss``, ``accuracy``...) is *not* Keras' logged running mean,
+which mixes values computed before each update: keepbest measures it with a pass over the
+training data in inference mode and logs it as ``epoch_end_<name>`` next to Keras'
+``<name>``.
 
 Example:
 
-    >>> from keepbest.monitor import Monitor
-    >>> m = Monitor("loss", mode="min")
-    >>> m.log_key, m.improves(0.5, best=0.7), m.improves(float("nan"), best=0.7)
+    >>> from keepbest.monitor import Monitor, patience_exhausted, stop_reason
+    >>> m = Monitor("loss", mode="min", min_delta=0.01)
+    >>> m.log_key, m.improves(0.5, best=0.7), m.improves(0.695, best=0.7)
     ('epoch_end_loss', True, False)
+    >>> m.improves(float("nan"), best=None)
+    False
+    >>> Monitor("val_acc", "max", baseline=0.9).improves(0.8, best=None)
+    False
+    >>> waited = patience_exhausted(done=9, best_at=4, patience=5, start_from=0)
+    >>> waited, stop_reason("patience", "loss", waited=waited, patience=5)
+    (5, 'no improvement of loss for 5 epochs (patience 5)')
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 EPOCH_END_PREFIX = "epoch_end_"
+VALIDATION_PREFIX = "val_"
+
+StopKind = Literal["nonfinite", "patience"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,16 +51,16 @@ class Monitor:
 
     @property
     def on_validation(self) -> bool:
-        return self.name.startswith("val_")
+        return self.name.startswith(VALIDATION_PREFIX)
 
     @property
     def metric(self) -> str:
         """The metric's name as ``evaluate`` returns it (without ``val_``)."""
-        return self.name.removeprefix("val_")
+        return self.name.removeprefix(VALIDATION_PREFIX)
 
     @property
     def log_key(self) -> str:
-        """The logs key that holds the value measured on the epoch's final weights."""
+        """The logs key that holds the value measured on the weights being judged."""
         return self.name if self.on_validation else EPOCH_END_PREFIX + self.name
 
     def improves(self, value: float, best: float | None) -> bool:
@@ -55,11 +75,41 @@ class Monitor:
         return value > reference + self.min_delta
 
 
+def patience_exhausted(
+    done: int, best_at: int | None, patience: int | None, start_from: int
+) -> int | None:
+    """How many evaluations have passed without improvement, if that reaches ``patience``
+    (else None). ``done`` evaluations have happened, the best was the ``best_at``-th (None:
+    none yet), and the first ``start_from`` are warm-up, neither best nor counted."""
+    if patience is None or done <= start_from:
+        return None
+    since = best_at if best_at is not None else start_from
+    waited = done - since
+    return waited if waited >= patience else None
+
+
+def stop_reason(
+    kind: StopKind,
+    monitor: str,
+    *,
+    waited: int | None = None,
+    patience: int | None = None,
+    value: float | None = None,
+    where: str | None = None,
+    unit: str = "epochs",
+) -> str:
+    """Why training stopped early, in words (``where``: e.g. "at epoch 4")."""
+    if kind == "nonfinite":
+        what = f"is {value}" if value is not None else "became non-finite"
+        return f"{monitor} {what}" + (f" {where}" if where else "")
+    return f"no improvement of {monitor} for {waited} {unit} (patience {patience})"
+
+
 def resolve_mode(name: str, mode: str, model) -> str:
     """``auto`` becomes ``min`` for losses, else the direction the Keras metric declares."""
     if mode != "auto":
         return mode
-    metric = name.removeprefix("val_")
+    metric = name.removeprefix(VALIDATION_PREFIX)
     if metric == "loss" or metric.endswith("_loss"):
         return "min"
     for candidate in _compiled_metrics(model):
@@ -79,15 +129,3 @@ def _compiled_metrics(model) -> list:
         inner = getattr(metric, "metrics", None)
         found.extend(inner if isinstance(inner, list) else [metric])
     return found
-
-
-def evaluate_metrics(model, data) -> dict[str, float]:
-    """Evaluate ``model`` on ``data`` in inference mode: every compiled metric, by name."""
-    results = model.evaluate(data, verbose=0, return_dict=True)
-    return {name: float(value) for name, value in results.items()}
-
-
-def measure(model, monitor: Monitor, validation, train_eval) -> float:
-    """The monitored value of the model's current weights, measured as during training."""
-    data = validation if monitor.on_validation else train_eval
-    return evaluate_metrics(model, data)[monitor.metric]

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Sequence
+from typing import Literal
 
-DEFAULT_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+StopSignalName = Literal["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP"]
+DEFAULT_SIGNALS: tuple[StopSignalName, ...] = ("SIGTERM", "SIGINT", "SIGUSR1")
 
 
 class StopRequested(Exception):

@@ -3,13 +3,18 @@
 The order is what makes the promises hold:
 
 1. everything that can be wrong with the input (config, data, builder, optimizer, loss,
-   metrics) is checked before the run directory is touched;
+   metrics, the monitor's name) is checked before the run directory is touched; a run
+   another process is training is refused before TensorFlow is even imported;
 2. the run directory is locked; an interrupted commit is finished or undone; a resume
    state, if any, is loaded (a changed config is refused, a finished run is not redone);
-3. each epoch's best candidate is judged on the value measured on its saved weights;
-   every epoch end writes a resume state, and a stop signal saves one mid-epoch;
+3. each epoch's best candidate is judged on the value measured on its saved weights
+   (``keepbest.callbacks.best``); every epoch end writes a resume state, and a stop
+   signal saves one mid-epoch (``keepbest.callbacks.resume``);
 4. after training the model is reloaded from ``best.weights.h5`` (checksum first) and
-   the monitored value is measured again and must equal the recorded one.
+   the monitored value is measured again and must equal the recorded one
+   (``keepbest.measure.verify_best``).
+
+Progress and notices go to the ``keepbest`` loggers; the CLI shows them.
 
 Example:
 
@@ -23,26 +28,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import logging
 import shutil
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from keepbest.config import ExperimentConfig, load_config, reported_against
-from keepbest.config_diff import training_differences
-from keepbest.errors import (
-    ConfigError,
-    NoBestCheckpointError,
-    NoBestError,
-    RunBusyError,
-    StoppedForResume,
-    VerificationError,
-)
-from keepbest.lock import RunLock, holder_of
-from keepbest.record import BestRecord, mark_verified, read_record, recover, verify_checksum
-from keepbest.run_dir import RunDir
+from keepbest.config.diff import training_differences
+from keepbest.errors import ConfigError, NoBestError, RunBusyError, StoppedForResume
+from keepbest.rundir.layout import RunDir
+from keepbest.rundir.lock import RunLock, holder_of
+from keepbest.rundir.record import BestRecord, mark_verified, read_record, read_record_or_none
+
+if TYPE_CHECKING:
+    from keepbest.callbacks.points import Observer
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -74,52 +77,26 @@ class TrainResult:
         return "\n".join(lines)
 
 
-def default_tolerance() -> float:
-    """Exact on CPU (evaluate is bit-reproducible there); relative 1e-5 with a GPU."""
-    import tensorflow as tf
-
-    return 1e-5 if tf.config.list_physical_devices("GPU") else 0.0
-
-
-def values_match(measured: float, recorded: float, tolerance: float) -> bool:
-    if tolerance == 0.0:
-        return measured == recorded
-    return math.isclose(measured, recorded, rel_tol=tolerance, abs_tol=tolerance)
-
-
-def set_aside(run_dir: Path, overwrite: bool) -> Path | None:
+def set_aside(run: RunDir, overwrite: bool) -> Path | None:
     """Start-over support: move an old run out of the way (or delete it if ``overwrite``)."""
-    if not run_dir.exists():
+    if not run.path.exists():
         return None
-    holder = holder_of(run_dir)
-    if holder:
-        raise RunBusyError(f"{run_dir} is in use by another training process ({holder})")
+    _refuse_if_busy(run)
     if overwrite:
-        shutil.rmtree(run_dir)
+        shutil.rmtree(run.path)
         return None
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    aside = run_dir.with_name(f"{run_dir.name}.old-{stamp}")
-    run_dir.rename(aside)
+    aside = run.set_aside_path()
+    run.path.rename(aside)
     return aside
 
 
-def completion(cfg: ExperimentConfig, state, record: BestRecord | None) -> str | None:
-    """Why a run with this resume state is finished under ``cfg``, or None if it is not."""
-    from keepbest.best_checkpoint import patience_exhausted
-
-    progress = state.progress
-    if progress.batch:
-        return None
-    ck = cfg.checkpoint
-    if progress.epoch >= cfg.train.epochs:
-        return f"all {cfg.train.epochs} epochs are done"
-    if state.manifest.stop_kind == "nonfinite" and ck.stop_on_nonfinite:
-        return f"{ck.monitor} became non-finite"
-    best_epoch = record.epoch if record else None
-    waited = patience_exhausted(progress.epoch, best_epoch, ck.patience, ck.start_from_epoch)
-    if waited is not None:
-        return f"no improvement of {ck.monitor} for {waited} epochs (patience {ck.patience})"
-    return None
+def _refuse_if_busy(run: RunDir) -> None:
+    holder = holder_of(run.path)
+    if holder:
+        raise RunBusyError(
+            f"{run.path} is in use by another training process ({holder}); "
+            "wait for it to finish or stop it, or train under another name"
+        )
 
 
 def train(
@@ -127,8 +104,16 @@ def train(
     overrides: Sequence[str] = (),
     restart: bool = False,
     overwrite: bool = False,
+    progress_bar: bool | None = None,
+    observers: Sequence[Observer] = (),
 ) -> TrainResult:
-    """Train (or resume) the configured run and return its verified best."""
+    """Train (or resume) the configured run and return its verified best.
+
+    ``progress_bar``: Keras' progress bar plus a line per new best (True), or one log line
+    per epoch (False); by default the bar when stdout is a terminal. ``observers`` are
+    called with each ``EvaluationPoint`` (on the chief); what they raise ends training
+    and propagates (``keepbest.callbacks.points``).
+    """
     if isinstance(config, ExperimentConfig):
         if overrides:
             raise ConfigError("overrides apply to a config file or mapping, not a parsed config")
@@ -137,56 +122,87 @@ def train(
         cfg = load_config(config, overrides)
     if overwrite and not restart:
         raise ConfigError("--overwrite only goes with --restart")
+    run = RunDir(cfg.run_dir())
+    _refuse_if_busy(run)  # at once: a busy run dir is refused before TensorFlow loads
 
     import keras
 
-    from keepbest.data import load_pipelines
-    from keepbest.distribute import Distribution
+    from keepbest.callbacks.tensorboard import require_tensorboard
+    from keepbest.cluster.distribute import Distribution
+    from keepbest.data.pipelines import load_pipelines
+    from keepbest.measure import MeasureData
     from keepbest.models import build_model, compile_args, resolve_builder
     from keepbest.signals import StopSignals
-    from keepbest.tensorboard_logging import require_tensorboard
 
     builder = resolve_builder(cfg)
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
     require_tensorboard(cfg)
     pipelines = load_pipelines(cfg)
+    data = MeasureData.from_pipelines(pipelines)
     keras.utils.set_random_seed(cfg.seed)
     with distribution.scope():  # a builder that fails here leaves no trace on disk
         model = build_model(cfg, pipelines.spec, builder)
         compiled.apply(model)
-    run = RunDir(cfg.run_dir())
+    _check_monitor_is_logged(cfg, model, data)
     chief = distribution.is_chief
     if restart and chief:
-        aside = set_aside(run.path, overwrite)
+        aside = set_aside(run, overwrite)
         if aside:
-            print(f"moved the previous run to {aside}")
+            log.info("moved the previous run to %s", aside)
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty()
     lock = RunLock(run.path) if chief else contextlib.nullcontext()
     with lock, StopSignals(cfg.resume.signals) as stop:
-        return _train_locked(cfg, run, model, pipelines, stop, distribution)
+        return _train_locked(
+            cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
+        )
 
 
-def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> TrainResult:
+def _check_monitor_is_logged(cfg: ExperimentConfig, model, data) -> None:
+    """Evaluate one batch to learn the metric names this model logs, so that a monitor
+    that only a run would show to be missing (a metric Keras names differently) is
+    refused before the run dir is touched."""
+    from keepbest.errors import MonitorError
+    from keepbest.measure import evaluate_metrics
+    from keepbest.monitor import Monitor
+
+    monitor = Monitor(cfg.checkpoint.monitor, cfg.checkpoint.mode)
+    logged = evaluate_metrics(model, data.for_monitor(monitor).take(1))
+    if monitor.metric not in logged:
+        prefix = "val_" if monitor.on_validation else ""
+        with reported_against(cfg):
+            raise MonitorError(
+                f"checkpoint.monitor: {monitor.name!r} is not logged by this run; it logs "
+                f"{', '.join(prefix + name for name in logged)}"
+            )
+
+
+def _train_locked(
+    cfg, run: RunDir, model, pipelines, data, stop, distribution, progress_bar, observers
+) -> TrainResult:
     import keras
 
-    from keepbest.atomic import remove_stale_temps
-    from keepbest.best_checkpoint import BestCheckpoint
-    from keepbest.history_callback import HistoryCSV
+    from keepbest.callbacks.best import BestCheckpoint
+    from keepbest.callbacks.history import HistoryCSV
+    from keepbest.callbacks.points import NotifyObservers
+    from keepbest.callbacks.report import EpochReport
+    from keepbest.callbacks.resume import ResumeCheckpoint
+    from keepbest.callbacks.tensorboard import tensorboard_callback
+    from keepbest.cluster.slurm import requeue_self, should_requeue
     from keepbest.monitor import Monitor
-    from keepbest.progress import EpochReport
-    from keepbest.resume_checkpoint import ResumeCheckpoint
-    from keepbest.resume_state import ResumeStore, build_metrics, restore
+    from keepbest.rundir.record import recover
+    from keepbest.rundir.resume_store import ResumeStore, build_metrics, restore
+    from keepbest.rundir.status import completion
     from keepbest.signals import StopRequested
-    from keepbest.slurm import requeue_self, should_requeue
-    from keepbest.tensorboard_logging import tensorboard_callback
 
     chief = distribution.is_chief
     if chief:
-        remove_stale_temps(run.path)
+        run.remove_stale_temps()
         record = recover(run.path)
     distribution.barrier()  # the others read what the chief just recovered
     if not chief:
-        record = _read_record_or_none(run.path)
+        record = read_record_or_none(run.path)
     store = ResumeStore(run.path)
     state = store.latest()
     differences = training_differences(run.read_config(), cfg) if run.has_run() else []
@@ -204,7 +220,7 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
     if finished:
         if record is None:
             raise NoBestError(f"{run.path} finished ({finished}) without any best checkpoint")
-        model, record = _verify(model, run, record, monitor, pipelines, cfg, chief)
+        model, record = _verify(model, run, record, monitor, data, cfg, chief)
         stop_reason = finished if state.manifest.stop_kind else None
         return TrainResult(run.path, record, state.history, model, stop_reason, finished)
 
@@ -223,12 +239,12 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
         best_so_far = "no best yet"
         if record:
             best_so_far = f"best {record.monitor} {record.value:.6g} at epoch {record.epoch}"
-        print(f"resuming at {where}, {best_so_far}")
+        log.info("resuming at %s, %s", where, best_so_far)
 
     best = BestCheckpoint(
         run.path,
         monitor,
-        train_eval_data=train_eval_pass(pipelines, cfg),
+        data,
         patience=ck.patience,
         start_from_epoch=ck.start_from_epoch,
         stop_on_nonfinite=ck.stop_on_nonfinite,
@@ -242,12 +258,13 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
     resume = ResumeCheckpoint(
         store, stop, best, history, steps, first_batch, metric_values, distribution
     )
-    interactive = sys.stdout.isatty()
-    report = EpochReport(best, cfg.train.epochs, every_epoch=not interactive)
+    report = EpochReport(best, cfg.train.epochs, every_epoch=not progress_bar)
     callbacks = [best, history, resume] + ([report] if chief else [])
+    if observers and chief:
+        callbacks.append(NotifyObservers(best, observers))
     if cfg.logging.tensorboard and chief:  # after `best`, to log epoch_end_* values too
         callbacks.insert(1, tensorboard_callback(run.path))
-    if interactive:  # Keras' bar must end each epoch's line before EpochReport writes
+    if progress_bar:  # Keras' bar must end each epoch's line before EpochReport writes
         callbacks.insert(-1, keras.callbacks.ProgbarLogger())
 
     def fit(first_epoch: int, last_epoch: int, start_batch: int, steps_per_epoch: int) -> None:
@@ -258,7 +275,7 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
             epochs=last_epoch,
             validation_data=pipelines.validation,
             callbacks=callbacks,
-            verbose=1 if interactive and chief else 0,
+            verbose=1 if progress_bar and chief else 0,
             shuffle=False,  # the stream is already shuffled per (seed, epoch)
         )
 
@@ -283,39 +300,17 @@ def _train_locked(cfg, run: RunDir, model, pipelines, stop, distribution) -> Tra
         )
     distribution.barrier()  # the chief's last best checkpoint is on disk for everyone
     record = best.record if chief else read_record(run.path)
-    model, record = _verify(model, run, record, monitor, pipelines, cfg, chief)
+    model, record = _verify(model, run, record, monitor, data, cfg, chief)
     return TrainResult(run.path, record, history.rows, model, best.stop_reason)
 
 
-def train_eval_pass(pipelines, cfg: ExperimentConfig):
-    """The end-of-epoch pass over the training data for a training-set monitor: the first
-    ``checkpoint.train_eval_steps`` batches of the fixed-order pipeline, or all of them.
-    Training and verification measure the very same batches, so verification stays exact."""
-    steps = cfg.checkpoint.train_eval_steps
-    return pipelines.train_eval if steps is None else pipelines.train_eval.take(steps)
+def _verify(model, run: RunDir, record: BestRecord, monitor, data, cfg, chief=True):
+    """Reload the best checkpoint into ``model`` and check that it reproduces its value;
+    the chief records the verified value in ``best.json``."""
+    from keepbest.measure import tolerance, verify_best
 
-
-def _read_record_or_none(run_dir: Path) -> BestRecord | None:
-    try:
-        return read_record(run_dir)
-    except NoBestCheckpointError:
-        return None
-
-
-def _verify(model, run: RunDir, record: BestRecord, monitor, pipelines, cfg, chief=True):
-    """Reload the best checkpoint into ``model`` and check that it reproduces its value."""
-    from keepbest.monitor import measure
-
-    model.load_weights(verify_checksum(run.path, record), objects_to_skip=[model.optimizer])
-    measured = measure(model, monitor, pipelines.validation, train_eval_pass(pipelines, cfg))
-    ck = cfg.checkpoint
-    tolerance = ck.verify_tolerance if ck.verify_tolerance is not None else default_tolerance()
-    if not values_match(measured, record.value, tolerance):
-        raise VerificationError(
-            f"{run.weights_file} reloaded gives {monitor.name} = {measured!r}, but "
-            f"{run.record_file.name} records {record.value!r} (epoch {record.epoch}, "
-            f"tolerance {tolerance}); the checkpoint does not reproduce its value"
-        )
+    allowed = tolerance(cfg.checkpoint.verify_tolerance)
+    measured = verify_best(model, run.path, record, monitor, data, allowed)
     if not chief:  # the chief records it; the others only report it
         record = record.model_copy(update={"verified_value": measured})
     elif record.verified_value != measured:

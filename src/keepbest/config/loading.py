@@ -1,0 +1,205 @@
+"""How a YAML file and ``--set`` overrides become one validated ``ExperimentConfig``.
+
+YAML is parsed safely (no tags that run code), a key given twice is an error (YAML would
+keep the last one silently), every ``--set KEY=VALUE`` is parsed as YAML and applied to
+the mapping before validation, and every problem is reported at once, one line each,
+prefixed with the file it is about.
+
+Example:
+
+    >>> from keepbest.config import load_config
+    >>> cfg = load_config("configs/quickstart.yaml", overrides=["train.epochs=3"])
+    >>> cfg.train.epochs
+    3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from keepbest.config.messages import describe_errors, short_repr
+from keepbest.config.schema import ExperimentConfig
+from keepbest.errors import ConfigError, InputError
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(node: yaml.Node, path: str = "", seen: set | None = None) -> list[str]:
+    """``a.b: given twice ...`` for each key that one mapping repeats (YAML keeps the last)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias of a node already checked
+        return []
+    seen.add(id(node))
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            dotted = f"{path}.{key}" if path else key
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    problems.append(
+                        f"{dotted}: key given twice (lines {first_line[key]} and {line}); keep one"
+                    )
+                first_line.setdefault(key, line)
+            problems += _duplicate_keys(value_node, dotted, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems += _duplicate_keys(item, f"{path}[{index}]", seen)
+    return problems
+
+
+def _load_yaml(text: str) -> tuple[Any, list[str]]:
+    """The document and its duplicate-key problems; ``yaml.YAMLError`` if it is not YAML."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        problems = _duplicate_keys(node)
+        return (None if problems else loader.construct_document(node)), problems
+    finally:
+        loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}invalid YAML: {problem}"
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """Parse one YAML document; ``ConfigError`` on a syntax error or a repeated key."""
+    try:
+        raw, problems = _load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: {_yaml_problem(exc)}") from None
+    if problems:
+        raise ConfigError([f"{origin}: {line}" for line in problems])
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``--set a.b=c``; the value is parsed as YAML (``3`` is an int).
+
+    Missing sections on the way are created (and then validated like any other key).
+    """
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not all(parts):
+        where = key if key and all(parts) else "--set"
+        raise ConfigError(
+            f"{where}: --set {assignment!r} is not KEY=VALUE, e.g. --set train.epochs=30"
+        )
+    value = parse_yaml(text, f"{key}: --set value {text!r}")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            section = ".".join(parts[: depth + 1])
+            raise ConfigError(
+                f"{key}: cannot --set inside '{section}': it is a value "
+                f"({short_repr(child)}), not a section"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(
+    source: str | Path | dict,
+    overrides: typing.Sequence[str] = (),
+    base_dir: str | Path | None = None,
+    check_files: bool = True,
+) -> ExperimentConfig:
+    """Read, override and validate a config; raise ``ConfigError`` with every problem.
+
+    ``source`` is a YAML file or an already-parsed mapping. Relative paths resolve against
+    the file's folder (or ``base_dir``, by default the working directory, for a mapping).
+    ``check_files=False`` accepts data paths that do not exist (a run dir moved elsewhere).
+    Every problem line starts with the file's name (``config`` for a mapping).
+    """
+    if isinstance(source, dict):
+        raw, origin = _deep_copy(source), "config"
+        base = Path(base_dir or ".").resolve()
+    else:
+        path = Path(source)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{origin}: config file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{origin}: cannot read the config file ({exc})") from None
+        raw = parse_yaml(text, origin)
+        base = Path(base_dir).resolve() if base_dir else path.resolve().parent
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"{origin}: expected a mapping of sections (name, data, ...) at the top level, "
+                f"got {type(raw).__name__}"
+            )
+    problems = []
+    for assignment in overrides:
+        try:
+            apply_override(raw, assignment)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError([f"{origin}: {line}" for line in problems])
+    try:
+        cfg = ExperimentConfig.model_validate(
+            raw, context={"base_dir": base, "check_files": check_files}
+        )
+    except ValidationError as exc:
+        raise ConfigError([f"{origin}: {line}" for line in describe_errors(exc)]) from None
+    except ConfigError as exc:
+        raise ConfigError([f"{origin}: {line}" for line in exc.problems]) from None
+    cfg._base_dir = base
+    cfg._origin = origin
+    return cfg
+
+
+@contextlib.contextmanager
+def reported_against(cfg: ExperimentConfig) -> Iterator[None]:
+    """Prefix the ``InputError``s raised inside with the config's file, as ``load_config``
+    does.
+
+    Used around the checks that need Keras or the data (builder, optimizer, files'
+    contents), so that every problem a config causes reads ``<file>: <dotted path>: ...``.
+    """
+    try:
+        yield
+    except InputError as exc:
+        if getattr(exc, "origin", None) is not None:  # already located by an inner block
+            raise
+        located = type(exc)([f"{cfg.origin}: {line}" for line in exc.problems])
+        located.origin = cfg.origin
+        raise located from None
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML, in the schema's key order (paths as strings)."""
+    raw = cfg.model_dump(mode="json")
+    raw["data"] = {"source": raw["data"].pop("source"), **raw["data"]}
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw

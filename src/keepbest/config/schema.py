@@ -1,0 +1,340 @@
+"""The experiment config's schema: every section, key, type and bound, as pydantic models.
+
+Unknown keys are errors (with a "did you mean"), relative paths resolve against the config
+file's folder, data files are checked to exist, and the cross-section rules (a ``val_*``
+monitor needs validation data, the monitor must be logged) run here, before TensorFlow
+builds a model or anything is written. ``keepbest.config.loading`` turns YAML and
+``--set`` overrides into an ``ExperimentConfig``; ``keepbest.config.messages`` turns
+pydantic's errors into one line per problem.
+
+Example:
+
+    >>> from keepbest.config.schema import CheckpointConfig
+    >>> CheckpointConfig(monitor="val_accuracy").mode
+    'auto'
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import AfterValidator
+
+from keepbest.config.references import did_you_mean
+from keepbest.errors import ConfigError
+from keepbest.signals import DEFAULT_SIGNALS, StopSignalName
+
+BUILTIN_BUILDERS = ("mlp", "cnn")
+BUNDLED_DATASETS = ("digits",)
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")
+MAX_SEED = 2**32 - 1  # NumPy's global seed (set by keras.utils.set_random_seed) is 32-bit
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context or {}
+    return Path(context.get("base_dir", "."))
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (_base_dir(info) / path).resolve()
+
+
+def _checking_files(info: ValidationInfo) -> bool:
+    return (info.context or {}).get("check_files", True)
+
+
+def _existing_file(path: Path, info: ValidationInfo) -> Path:
+    resolved = _resolve(path, info)
+    if _checking_files(info) and not resolved.is_file():
+        what = "is a folder, not a file" if resolved.is_dir() else "file not found"
+        raise ValueError(f"{what}: {resolved}")
+    return resolved
+
+
+def _existing_dir(path: Path, info: ValidationInfo) -> Path:
+    resolved = _resolve(path, info)
+    if _checking_files(info) and not resolved.is_dir():
+        what = "is a file, not a folder" if resolved.is_file() else "folder not found"
+        raise ValueError(f"{what}: {resolved}")
+    return resolved
+
+
+def _output_dir(path: Path, info: ValidationInfo) -> Path:
+    resolved = _resolve(path, info)
+    if _checking_files(info) and resolved.is_file():
+        raise ValueError(f"is a file, not a folder: {resolved}")
+    return resolved
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
+OutputDir = Annotated[Path, AfterValidator(_output_dir)]
+Count = Annotated[StrictInt, Field(gt=0)]  # strict: YAML's `true` is not 1 epoch
+
+
+def _reference(value: str) -> str:
+    if not REFERENCE_PATTERN.match(value):
+        raise ValueError("expected 'module:function', e.g. 'mypkg.models:build'")
+    return value
+
+
+Reference = Annotated[str, AfterValidator(_reference)]
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ValidationData(Section):
+    """Where validation data comes from: a fraction of the training data, or a file."""
+
+    split: float | None = Field(None, gt=0, lt=1)
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ValidationData:
+        if (self.split is None) == (self.path is None):
+            raise ValueError("give exactly one of 'split' (a fraction) or 'path' (a file)")
+        return self
+
+
+class _DataBase(Section):
+    validation: ValidationData | None = None
+    batch_size: Count = 32
+    shuffle: bool = True
+
+    def validation_path_kind(self) -> str:
+        return "file"
+
+
+class BundledData(_DataBase):
+    """A dataset shipped inside keepbest (no download)."""
+
+    source: Literal["digits"]
+
+    @field_validator("validation")
+    @classmethod
+    def _split_only(cls, value: ValidationData | None) -> ValidationData | None:
+        if value is not None and value.path is not None:
+            raise ValueError(
+                "a bundled dataset has no validation file; use {split: 0.2} instead of path"
+            )
+        return value
+
+
+class NpzData(_DataBase):
+    source: Literal["npz"]
+    path: ExistingFile
+    x_key: str = "x"
+    y_key: str = "y"
+
+
+class CsvData(_DataBase):
+    source: Literal["csv"]
+    path: ExistingFile
+    target: str
+    features: list[str] | None = None
+    delimiter: str = Field(",", min_length=1, max_length=1)
+
+
+class ImageDirData(_DataBase):
+    source: Literal["image_dir"]
+    path: ExistingDir
+    image_size: tuple[Count, Count]
+    color_mode: Literal["rgb", "grayscale"] = "rgb"
+
+    def validation_path_kind(self) -> str:
+        return "folder"
+
+
+class PythonData(_DataBase):
+    """A ``module:function`` returning ``(train, validation)``; validation may be None."""
+
+    source: Literal["python"]
+    factory: Reference
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("validation")
+    @classmethod
+    def _factory_owns_validation(cls, value: ValidationData | None) -> ValidationData | None:
+        if value is not None:
+            raise ValueError("a python data factory returns its own validation data; remove this")
+        return value
+
+
+DataConfig = Annotated[
+    Union[BundledData, NpzData, CsvData, ImageDirData, PythonData],  # noqa: UP007
+    Field(discriminator="source"),
+]
+
+
+class ModelConfig(Section):
+    builder: str = "mlp"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("builder")
+    @classmethod
+    def _known_builder(cls, value: str) -> str:
+        if value in BUILTIN_BUILDERS or REFERENCE_PATTERN.match(value):
+            return value
+        hint = did_you_mean(value, BUILTIN_BUILDERS)
+        raise ValueError(
+            f"expected a built-in builder ({', '.join(BUILTIN_BUILDERS)}) "
+            f"or 'module:function'{hint}"
+        )
+
+
+class OptimizerConfig(BaseModel):
+    """Any Keras optimizer by name; other keys are passed to its constructor."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "adam"
+    learning_rate: float = Field(0.001, gt=0)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, **(self.model_extra or {})}
+
+
+class TrainConfig(Section):
+    epochs: Count = 10
+    steps_per_epoch: Count | None = None
+
+
+class CheckpointConfig(Section):
+    monitor: str = "val_loss"
+    mode: Literal["min", "max", "auto"] = "auto"
+    min_delta: float = Field(0.0, ge=0)
+    patience: Count | None = None
+    start_from_epoch: StrictInt = Field(0, ge=0)
+    baseline: float | None = None
+    stop_on_nonfinite: bool = True
+    verify_tolerance: float | None = Field(None, ge=0)
+    # bounds a training-set monitor's end-of-epoch pass (and its verification) to the
+    # first N batches of the fixed-order training data; None: the whole training set
+    train_eval_steps: Count | None = None
+
+    @field_validator("monitor")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z_][\w]*$", value):
+            raise ValueError("expected a metric name such as 'val_loss' or 'accuracy'")
+        return value
+
+
+class ResumeConfig(Section):
+    """How a run reacts to interruption (see keepbest.signals and keepbest.rundir.resume_store)."""
+
+    signals: list[StopSignalName] = Field(default_factory=lambda: list(DEFAULT_SIGNALS))
+    requeue: bool | Literal["auto"] = "auto"  # auto: under Slurm (SLURM_JOB_ID is set)
+
+
+class DistributeConfig(Section):
+    """tf.distribute settings (see keepbest.cluster.distribute)."""
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
+    logical_cpus: int | None = Field(None, ge=2)  # mirrored: split the CPU into N devices
+    connect_timeout: float = Field(120.0, gt=0)  # multi_worker: seconds to wait for peers
+    collective_timeout: float = Field(600.0, gt=0)  # multi_worker: seconds per collective
+    port_base: int = Field(8888, ge=1024, le=65535)  # multi_worker under Slurm
+
+    @model_validator(mode="after")
+    def _cpus_only_for_mirrored(self) -> DistributeConfig:
+        if self.logical_cpus is not None and self.strategy != "mirrored":
+            raise ValueError("logical_cpus applies to strategy: mirrored only")
+        return self
+
+
+class LoggingConfig(Section):
+    """Extra logs in the run dir (``history.csv`` is always written)."""
+
+    tensorboard: bool = False  # TensorBoard event files in run_dir/tensorboard
+
+
+class ExperimentConfig(Section):
+    name: str
+    output_dir: OutputDir = Path("runs")
+    seed: StrictInt = Field(0, ge=0, le=MAX_SEED)
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    loss: str = "sparse_categorical_crossentropy"
+    metrics: list[str] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    resume: ResumeConfig = Field(default_factory=ResumeConfig)
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _origin: str = PrivateAttr(default="config")
+
+    @property
+    def base_dir(self) -> Path:
+        """The config file's folder: relative paths and 'module:function' refs start here."""
+        return self._base_dir
+
+    @property
+    def origin(self) -> str:
+        """Where the config came from (its file), the first word of every error about it."""
+        return self._origin
+
+    @field_validator("name")
+    @classmethod
+    def _safe_run_name(cls, value: str) -> str:
+        if not RUN_NAME_PATTERN.match(value):
+            raise ValueError("use letters, digits and . _ , = + - only (it names the run folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self, info: ValidationInfo) -> ExperimentConfig:
+        problems = []
+        validation = self.data.validation
+        if validation is not None and validation.path is not None:
+            kind = self.data.validation_path_kind()
+            check = _existing_dir if kind == "folder" else _existing_file
+            try:
+                validation.path = check(validation.path, info)
+            except ValueError as exc:
+                problems.append(f"data.validation.path: {exc} (got {str(validation.path)!r})")
+        has_validation = validation is not None or self.data.source == "python"
+        monitor = self.checkpoint.monitor
+        if monitor.startswith("val_") and not has_validation:
+            problems.append(
+                f"checkpoint.monitor: '{monitor}' needs validation data; set data.validation "
+                f"(e.g. {{split: 0.2}}) or monitor '{monitor[4:]}'"
+            )
+        known = ["loss", *self.metrics]
+        if monitor.removeprefix("val_") not in known:
+            hint = did_you_mean(monitor, [*known, *(f"val_{k}" for k in known)])
+            problems.append(
+                f"checkpoint.monitor: '{monitor}' is not logged by this run; it logs "
+                f"{', '.join(known)} (and val_* of each with validation data){hint}"
+            )
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name

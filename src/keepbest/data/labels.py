@@ -1,0 +1,118 @@
+"""Features and targets made trainable, and a file's labels mapped to a run's classes.
+
+Integer targets are class ids (0 or more); text targets become class ids in sorted order,
+jointly for the training and validation data; float targets are regression. A file given
+to ``evaluate --data`` has its labels matched to the run's classes by name. Imports no
+TensorFlow.
+
+Example:
+
+    >>> import numpy as np
+    >>> from keepbest.data.labels import finish_targets
+    >>> from keepbest.data.spec import Arrays
+    >>> train = Arrays(np.zeros((3, 1)), np.array(["dog", "cat", "dog"]))
+    >>> finish_targets(train, None, "data.y_key"), train.y.tolist()
+    (['cat', 'dog'], [1, 0, 1])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keepbest.data.spec import Arrays, DataSpec, shape_text
+from keepbest.errors import DataError
+
+
+def as_features(x: np.ndarray, where: str) -> np.ndarray:
+    """Numeric features as float32, one row per sample (a 1-D array is one feature)."""
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{where}: features must be numbers, got an array of dtype {x.dtype}")
+    if len(x) == 0:
+        raise DataError(f"{where}: there are no samples")
+    x = x[:, None] if x.ndim == 1 else x
+    return x.astype("float32") if x.dtype != np.float32 else x
+
+
+def typed_csv_targets(*columns: np.ndarray) -> list[np.ndarray]:
+    """CSV target columns (text): numbers become numbers (integral ones int64 class ids);
+    if any value of any column is not a number, all stay text."""
+    try:
+        numeric = [col.astype("float64") for col in columns]
+    except ValueError:
+        return list(columns)
+    if all(np.all(col == np.round(col)) for col in numeric):
+        return [col.astype("int64") for col in numeric]
+    return [col.astype("float32") for col in numeric]
+
+
+def finish_targets(train: Arrays, val: Arrays | None, where: str) -> list[str] | None:
+    """Make targets trainable in place; return the class names if labels were text.
+
+    Text labels become class ids in sorted order (jointly for training and validation);
+    integer labels are class ids (an ``(n, 1)`` column is squeezed) and must be >= 0.
+    """
+    parts = [a for a in (train, val) if a is not None]
+    if train.y.dtype.kind in "USO":
+        names = sorted({str(v) for a in parts for v in a.y.ravel().tolist()})
+        lookup = {name: i for i, name in enumerate(names)}
+        for a in parts:
+            if a.y.ndim != 1:
+                raise DataError(f"{where}: text labels must be one per sample, got {a.y.shape}")
+            a.y = np.array([lookup[str(v)] for v in a.y.tolist()], dtype="int64")
+        return names
+    for a in parts:
+        if a.y.dtype.kind not in "fiub":
+            raise DataError(f"{where}: targets must be numbers or text, got dtype {a.y.dtype}")
+        if a.y.dtype.kind in "iub":
+            a.y = a.y.reshape(-1) if a.y.shape[1:] == (1,) else a.y
+            a.y = a.y.astype("int64")
+            if a.y.size and a.y.min() < 0:
+                raise DataError(
+                    f"{where}: integer targets are class ids and must be 0 or more, found "
+                    f"{a.y.min()} (use text labels, or float targets for regression)"
+                )
+        else:
+            a.y = a.y.astype("float32")
+    return None
+
+
+def as_run_labels(y: np.ndarray, names: list[str] | None, spec: DataSpec, where: str):
+    """Targets re-coded to the run's class ids (a file's ids follow its own label names)."""
+    if (names is None) != (spec.class_names is None):
+        kind = "text or folder labels" if spec.class_names else "numeric targets"
+        raise DataError(f"{where}: the run was trained on {kind}; the file's labels differ")
+    if names is not None:
+        unknown = [name for name in names if name not in spec.class_names]
+        if unknown:
+            raise DataError(
+                f"{where}: labels {', '.join(unknown)} are not among the run's classes "
+                f"({', '.join(spec.class_names)})"
+            )
+        y = np.array([spec.class_names.index(name) for name in names], dtype="int64")[y]
+    if spec.num_classes is not None and y.size and int(y.max()) >= spec.num_classes:
+        raise DataError(
+            f"{where}: class id {int(y.max())} is out of range; the model has "
+            f"{spec.num_classes} classes (0 to {spec.num_classes - 1})"
+        )
+    if spec.num_classes is None and tuple(y.shape[1:]) != tuple(spec.target_shape):
+        raise DataError(
+            f"{where}: the model predicts targets of shape {shape_text(spec.target_shape)}, "
+            f"the file has {shape_text(y.shape[1:], len(y))}"
+        )
+    return y
+
+
+def check_features(x: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
+    """``x`` as float32 if it holds numbers in the model's input shape, else a DataError
+    naming the expected and the given shape."""
+    import math
+
+    expected = shape_text(spec.input_shape)
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{where}: the model takes numbers {expected}; got dtype {x.dtype}")
+    if x.ndim == 0 or tuple(x.shape[1:]) != tuple(spec.input_shape):
+        given = shape_text(tuple(x.shape[1:]), len(x)) if x.ndim else "a single number"
+        same_size = x.ndim and math.prod(x.shape[1:]) == math.prod(spec.input_shape)
+        hint = f"; reshape it to {expected}" if same_size else ""
+        raise DataError(f"{where}: the model expects input of shape {expected}, got {given}{hint}")
+    return x.astype("float32", copy=False)

@@ -1,0 +1,182 @@
+"""The data as tf.data pipelines whose order depends only on (seed, epoch).
+
+``load_pipelines`` reads the configured source (``keepbest.data.sources``) and serves it:
+
+- ``train_stream(start_batch)``: the training batches from global batch ``start_batch``
+  on, epoch after epoch. Epoch ``e`` is shuffled with the stateless seed ``(seed, e)``, so
+  the order never depends on how many iterators a process made before, which is what
+  makes resuming bit-exact.
+- ``validation``: the validation data in a fixed order.
+- ``train_eval``: the training data in a fixed order, bounded to the first
+  ``checkpoint.train_eval_steps`` batches: the pass that measures a training-set monitor
+  (``keepbest.measure``), the same batches in training and in every verification.
+
+A factory's tf.data.Datasets are used as given (already batched); their order is the
+factory's business.
+
+Example:
+
+    >>> from keepbest.config import load_config
+    >>> from keepbest.data.pipelines import load_pipelines
+    >>> pipes = load_pipelines(load_config("configs/quickstart.yaml"))   # doctest: +SKIP
+    >>> pipes.spec.input_shape, pipes.steps_per_epoch                    # doctest: +SKIP
+    ((8, 8, 1), 23)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+from keepbest.config import ExperimentConfig, reported_against
+from keepbest.config.schema import PythonData
+from keepbest.data.sources import read_sources
+from keepbest.data.spec import Arrays, DataSpec
+from keepbest.errors import DataError
+
+_EPOCH_LIMIT = 2**62  # "forever": the stream is cut into epochs by steps_per_epoch
+
+
+@dataclasses.dataclass
+class Pipelines:
+    spec: DataSpec
+    steps_per_epoch: int
+    train_stream: Callable[[int], Any]
+    train_eval: Any  # bounded to checkpoint.train_eval_steps batches
+    validation: Any | None
+    num_train: int | None  # training samples (None: a factory's dataset)
+    num_train_eval: int | None  # samples in train_eval (None: a dataset of unknown size)
+    num_validation: int | None
+
+
+def decode_images(paths, spec: DataSpec):
+    """Read, decode, resize and scale a batch of image files to float32 in [0, 1]."""
+    import tensorflow as tf
+
+    channels = 3 if spec.color_mode == "rgb" else 1
+
+    def one(path):
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=channels, expand_animations=False
+        )
+        image = tf.image.resize(tf.cast(image, "float32"), spec.image_size)
+        return image / 255.0
+
+    return tf.map_fn(one, paths, fn_output_signature=tf.float32)
+
+
+def _batches(arrays: Arrays, spec: DataSpec, index_batches):
+    """Turn a dataset of index batches into (x, y) batches gathered from ``arrays``."""
+    import tensorflow as tf
+
+    x, y = tf.constant(arrays.x), tf.constant(arrays.y)
+
+    def gather(index):
+        features = tf.gather(x, index)
+        if spec.image_size is not None:
+            features = decode_images(features, spec)
+        return features, tf.gather(y, index)
+
+    return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def fixed_order(arrays: Arrays, spec: DataSpec, batch_size: int):
+    """``arrays`` as (x, y) batches in their order (images decoded)."""
+    import tensorflow as tf
+
+    index = tf.data.Dataset.range(len(arrays)).batch(batch_size)
+    return _batches(arrays, spec, index).prefetch(tf.data.AUTOTUNE)
+
+
+def _shuffled_stream(arrays: Arrays, spec: DataSpec, cfg: ExperimentConfig, start_batch: int):
+    import tensorflow as tf
+
+    size, batch_size = len(arrays), cfg.data.batch_size
+    per_epoch = math.ceil(size / batch_size)
+    first_epoch, offset = divmod(start_batch, per_epoch)
+    shuffle, seed = cfg.data.shuffle, cfg.seed
+
+    def epoch_batches(epoch):
+        order = tf.range(size, dtype=tf.int64)
+        if shuffle:
+            seeds = tf.stack([tf.constant(seed, tf.int64), epoch])
+            order = tf.random.experimental.stateless_shuffle(order, seed=seeds)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    epochs = tf.data.Dataset.range(first_epoch, _EPOCH_LIMIT)
+    index = epochs.flat_map(epoch_batches).skip(offset)
+    return _batches(arrays, spec, index).prefetch(tf.data.AUTOTUNE)
+
+
+def _dataset_steps(dataset, cfg: ExperimentConfig) -> int:
+    if cfg.train.steps_per_epoch:
+        return cfg.train.steps_per_epoch
+    cardinality = int(dataset.cardinality())
+    if cardinality < 0:  # infinite or unknown
+        raise DataError(
+            "train.steps_per_epoch: the factory's training dataset has no known length; "
+            "set train.steps_per_epoch"
+        )
+    if cardinality == 0:
+        raise DataError(f"data.factory: {cfg.data.factory}'s training dataset is empty")
+    return cardinality
+
+
+def _check_validation(val, cfg: ExperimentConfig) -> None:
+    """A factory's validation data must exist if monitored, and end (or fit never does)."""
+    import tensorflow as tf
+
+    monitor = cfg.checkpoint.monitor
+    if val is None and monitor.startswith("val_"):
+        raise DataError(
+            f"checkpoint.monitor: {monitor!r} needs validation data, but "
+            f"{cfg.data.factory} returned None for it; return (train, validation) "
+            f"or monitor {monitor[4:]!r}"
+        )
+    if isinstance(val, tf.data.Dataset) and val.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise DataError(
+            f"data.factory: {cfg.data.factory}'s validation dataset repeats forever, so "
+            "validation would never end; remove its .repeat()"
+        )
+
+
+def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
+    """Read the data and build the pipelines (``DataError`` on any data problem)."""
+    train, val, spec = read_sources(cfg)
+    batch_size = cfg.data.batch_size
+    eval_steps = cfg.checkpoint.train_eval_steps
+    with reported_against(cfg):
+        if isinstance(train, Arrays):
+            steps = cfg.train.steps_per_epoch or math.ceil(len(train) / batch_size)
+
+            def train_stream(start_batch: int):
+                return _shuffled_stream(train, spec, cfg, start_batch)
+
+            train_eval = fixed_order(train, spec, batch_size)
+            num_train = num_train_eval = len(train)
+            if eval_steps is not None:
+                num_train_eval = min(num_train_eval, eval_steps * batch_size)
+        else:
+            steps = _dataset_steps(train, cfg)
+
+            def train_stream(start_batch: int):
+                return train.repeat().skip(start_batch)
+
+            train_eval, num_train, num_train_eval = train.take(steps), None, None
+        if eval_steps is not None:
+            train_eval = train_eval.take(eval_steps)
+        if isinstance(cfg.data, PythonData):
+            _check_validation(val, cfg)
+    validation = fixed_order(val, spec, batch_size) if isinstance(val, Arrays) else val
+    return Pipelines(
+        spec=spec,
+        steps_per_epoch=steps,
+        train_stream=train_stream,
+        train_eval=train_eval,
+        validation=validation,
+        num_train=num_train,
+        num_train_eval=num_train_eval,
+        num_validation=len(val) if isinstance(val, Arrays) else None,
+    )

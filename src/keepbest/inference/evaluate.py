@@ -1,0 +1,151 @@
+"""``keepbest evaluate``: measure the best model again, on the run's data or on a file.
+
+Without a file, the monitored value is measured again exactly as training measured it
+(the validation pass, or the end-of-epoch pass over the training data for a training-set
+monitor) and compared with the value ``best.json`` records, so a run dir copied to
+another machine proves that it still holds the model it claims. Every compiled metric is
+reported alongside. With a file (``--data``), in the run's data format, the compiled
+metrics are measured on that file instead.
+
+Example:
+
+    >>> from keepbest.inference.evaluate import evaluate_run
+    >>> result = evaluate_run("runs/digits-mlp")          # doctest: +SKIP
+    >>> result.reproduces, result.results["validation"].metrics["accuracy"]  # doctest: +SKIP
+    (True, 0.9805)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from keepbest.errors import ConfigError, DataError, VerificationError
+from keepbest.rundir.layout import RunDir
+from keepbest.rundir.record import BestRecord, read_record
+
+# The end-of-epoch pass over the training data, as training measured a training monitor.
+TRAINING_END_OF_EPOCH = "training (end of epoch)"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataResult:
+    samples: int | None  # None for a factory's tf.data.Dataset of unknown length
+    metrics: dict[str, float]  # every compiled metric, by the name Keras logs
+
+
+@dataclasses.dataclass
+class Evaluation:
+    run_dir: Path
+    record: BestRecord
+    results: dict[str, DataResult]  # "validation", "training (end of epoch)" or a file
+    measured: float | None = None  # the monitored value measured as in training
+    tolerance: float = 0.0
+
+    @property
+    def reproduces(self) -> bool | None:
+        """Whether ``measured`` equals the recorded value (None when evaluating a file)."""
+        if self.measured is None:
+            return None
+        from keepbest.measure import values_match
+
+        return values_match(self.measured, self.record.value, self.tolerance)
+
+    def check_reproduced(self) -> None:
+        """``VerificationError`` if the monitored value measured again differs from the
+        recorded one (beyond the run's tolerance)."""
+        if self.reproduces is False:
+            r = self.record
+            raise VerificationError(
+                f"{r.monitor} measured again is {self.measured!r}, but {self.run_dir} records "
+                f"{r.value!r} (epoch {r.epoch}, tolerance {self.tolerance:g}); the checkpoint "
+                "or the run's data changed since training"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "run_dir": str(self.run_dir),
+            "epoch": r.epoch,
+            "monitor": {
+                "name": r.monitor,
+                "recorded": r.value,
+                "measured": self.measured,
+                "reproduces": self.reproduces,
+                "tolerance": self.tolerance,
+            },
+            "results": {
+                name: {"samples": result.samples, "metrics": result.metrics}
+                for name, result in self.results.items()
+            },
+        }
+
+    def table(self) -> str:
+        r = self.record
+        lines = [f"{self.run_dir}: best epoch {r.epoch}, {r.monitor} recorded {r.value:.8g}"]
+        if self.measured is not None:
+            diff = self.measured - r.value
+            how = "exact" if diff == 0 else f"diff {diff:+.3g}, tolerance {self.tolerance:g}"
+            lines.append(f"{r.monitor} measured again: {self.measured:.8g} ({how})")
+        header = ["metric"] + [
+            f"{name} ({result.samples})" if result.samples is not None else name
+            for name, result in self.results.items()
+        ]
+        metrics = dict.fromkeys(m for result in self.results.values() for m in result.metrics)
+        metrics = sorted(metrics, key=lambda name: name != "loss")  # loss first
+        rows = [header] + [
+            [metric] + [_number(result.metrics.get(metric)) for result in self.results.values()]
+            for metric in metrics
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines.append("")
+        for row in rows:
+            cells = [row[0].ljust(widths[0])]
+            cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+            lines.append("  ".join(cells))
+        return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Evaluation:
+    """Measure the run's best model on its own data (and check the monitored value), or on
+    ``data_file`` in the run's data format."""
+    from keepbest.data.pipelines import fixed_order, load_pipelines
+    from keepbest.data.sources import read_like_run
+    from keepbest.inference.load import load_best
+    from keepbest.measure import MeasureData, evaluate_metrics, tolerance
+    from keepbest.monitor import Monitor
+
+    run = RunDir(run_dir)
+    record = read_record(run.path)
+    if data_file is not None:
+        cfg, spec = run.read_config(), run.read_spec()
+        arrays = read_like_run(cfg, spec, Path(data_file))
+        model = load_best(run.path)
+        metrics = evaluate_metrics(model, fixed_order(arrays, spec, cfg.data.batch_size))
+        return Evaluation(run.path, record, {str(data_file): DataResult(len(arrays), metrics)})
+
+    try:
+        cfg = run.read_config(check_files=True)
+    except ConfigError as exc:
+        raise DataError(
+            [*exc.problems, "the run's data is not on this machine; evaluate a file: --data FILE"]
+        ) from None
+    pipelines = load_pipelines(cfg)
+    model = load_best(run.path)
+    monitor = Monitor(record.monitor, record.mode)
+    data = MeasureData.from_pipelines(pipelines)
+    results: dict[str, DataResult] = {}
+    if not monitor.on_validation:  # the very batches training measured
+        metrics = evaluate_metrics(model, data.train_eval)
+        results[TRAINING_END_OF_EPOCH] = DataResult(pipelines.num_train_eval, metrics)
+    if data.validation is not None:
+        metrics = evaluate_metrics(model, data.validation)
+        results["validation"] = DataResult(pipelines.num_validation, metrics)
+    source = results["validation" if monitor.on_validation else TRAINING_END_OF_EPOCH]
+    allowed = tolerance(cfg.checkpoint.verify_tolerance)
+    return Evaluation(run.path, record, results, source.metrics[monitor.metric], allowed)

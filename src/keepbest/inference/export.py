@@ -1,0 +1,156 @@
+"""``keepbest export``: the best model as a self-contained artifact for serving.
+
+Two formats, both loadable without keepbest installed:
+
+- ``keras``: one ``.keras`` file (architecture and weights), for
+  ``keras.saving.load_model(path)`` (safe_mode on, as by default);
+- ``savedmodel``: a TensorFlow SavedModel folder made by ``model.export``, for TF Serving
+  or ``tf.saved_model.load(path).serve(x)``.
+
+The model is exported uncompiled (inference only: compile it to train further). Before the
+artifact takes its place, it is loaded back the way a server would and must give the same
+predictions as the verified best model on a probe batch; it is written to a temporary
+name and renamed into place, so ``--out`` never holds a half-written export.
+
+Example:
+
+    >>> from keepbest.inference.export import export_model
+    >>> export_model("runs/digits-mlp", "digits.keras", "keras").max_difference  # doctest: +SKIP
+    0.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from keepbest.atomic import fsync_dir, temp_path_for
+from keepbest.errors import InputError, KeepbestError
+from keepbest.rundir.layout import RunDir
+from keepbest.rundir.record import BestRecord, read_record
+
+ExportFormat = Literal["keras", "savedmodel"]
+FORMATS: tuple[ExportFormat, ...] = ("keras", "savedmodel")
+_PROBE_SAMPLES = 16
+_RTOL, _ATOL = 1e-5, 1e-6  # a traced SavedModel graph may round differently from eager
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    path: Path
+    format: ExportFormat
+    record: BestRecord
+    size: int  # bytes (a SavedModel folder's files summed)
+    max_difference: float  # between the reloaded artifact's and the model's predictions
+
+    def summary(self) -> str:
+        r = self.record
+        size = (
+            f"{self.size / 1024:.1f} KB" if self.size < 1024**2 else f"{self.size / 1024**2:.1f} MB"
+        )
+        return (
+            f"exported the best model (epoch {r.epoch}, {r.monitor} {r.value:.6g}) to {self.path} "
+            f"({self.format}, {size}); reloaded, it predicts the same "
+            f"(max difference {self.max_difference:.2g})"
+        )
+
+
+def export_model(
+    run_dir: str | Path, out: str | Path, format: ExportFormat = "keras", overwrite: bool = False
+) -> Export:
+    """Write the run's best model to ``out`` in ``format``, checked by reloading it."""
+    from keepbest.inference.load import load_best
+
+    out = Path(out)
+    _check_target(out, format, overwrite)
+    run = RunDir(run_dir)
+    record = read_record(run.path)
+    model = load_best(run.path, compile=False)
+    probe = np.random.default_rng(0).random(
+        (_PROBE_SAMPLES, *run.read_spec().input_shape), dtype="float32"
+    )
+    expected = np.asarray(model.predict_on_batch(probe))
+    tmp = temp_path_for(out)
+    try:
+        if format == "keras":
+            model.save(tmp)
+        else:
+            model.export(tmp, format="tf_saved_model", verbose=False)
+        predicted = np.asarray(_reload(tmp, format)(probe))
+        difference = float(np.max(np.abs(predicted - expected)))
+        if not np.allclose(predicted, expected, rtol=_RTOL, atol=_ATOL):
+            raise KeepbestError(
+                f"the exported {format} model predicts differently from the best model "
+                f"(max difference {difference:.3g}); nothing was written to {out}"
+            )
+        _sync(tmp)
+        _move_into_place(tmp, out)
+    finally:
+        _remove(tmp)
+    return Export(out, format, record, _size(out), difference)
+
+
+def _check_target(out: Path, format: ExportFormat, overwrite: bool) -> None:
+    if format not in FORMATS:
+        raise InputError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
+    if format == "keras" and out.suffix != ".keras":
+        raise InputError(f"--out: {out.name} must end in .keras for --format keras")
+    if not out.parent.is_dir():
+        raise InputError(f"--out: the folder {out.parent} does not exist")
+    if out.exists() and not overwrite:
+        raise InputError(f"--out: {out} exists; choose another path, or pass --overwrite")
+
+
+def _reload(path: Path, format: ExportFormat):
+    """The artifact loaded as a server would load it: a function of a batch."""
+    if format == "keras":
+        import keras
+
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return lambda batch: loaded.serve(batch)  # holds `loaded`: its variables must live
+
+
+def _sync(path: Path) -> None:
+    """fsync a file, or every file and folder of a SavedModel, before the rename."""
+    paths = [path] if path.is_file() else [*path.rglob("*"), path]
+    for item in paths:
+        fd = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an old folder (or a file where a folder goes) is renamed
+    aside first, then deleted."""
+    aside = None
+    if out.exists() and (out.is_dir() or tmp.is_dir()):
+        aside = temp_path_for(out)
+        os.replace(out, aside)
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    if aside is not None:
+        _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())

@@ -1,0 +1,167 @@
+"""``keepbest.load_best``: the run's best model, rebuilt and checked, from any directory.
+
+The architecture comes from the run's ``model.json`` (Keras' serialized config, so no
+builder source is needed for models made of Keras layers), or, for a model Keras cannot
+serialize, from the builder named in ``config.yaml``. The weights file's sha256 is checked
+against ``best.json`` before it is loaded. ``model.json`` is deserialized in Keras'
+safe_mode (a Lambda layer's Python code is refused, nothing is unpickled), and every way
+loading can fail is a one-line ``KeepbestError`` that names the file and the fix.
+
+Example:
+
+    >>> import keepbest
+    >>> model = keepbest.load_best("runs/digits-mlp")       # doctest: +SKIP
+    >>> model.predict(x[:5]).argmax(axis=1)                 # doctest: +SKIP
+    array([0, 1, 2, 3, 4])
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from keepbest.config.schema import BUILTIN_BUILDERS
+from keepbest.errors import ConfigError, CorruptFileError, KeepbestError
+from keepbest.rundir.layout import RunDir
+from keepbest.rundir.record import BestRecord, read_record, verify_checksum
+
+# Keras' message when a saved variable does not fit the rebuilt model's variable.
+_SHAPE_MISMATCH = re.compile(
+    r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
+    r"\. Target variable: <Variable path=([^,]+),"
+)
+
+
+def rebuild_model(run: RunDir):
+    """An untrained, uncompiled model with the run's architecture."""
+    from keepbest.models import build_model
+
+    if not run.model_file.is_file():
+        return build_model(run.read_config(), run.read_spec())
+    try:
+        return _deserialize(run.model_file)
+    except (TypeError, ValueError, KeyError) as exc:
+        problem = _deserialization_problem(run.model_file, exc)
+    cfg = run.read_config()
+    if cfg.model.builder in BUILTIN_BUILDERS:
+        raise KeepbestError(problem)
+    try:  # the builder's module may define (and register) the custom classes
+        return build_model(cfg, run.read_spec())
+    except ConfigError as exc:
+        raise KeepbestError(
+            f"{problem}; rebuilding it with {cfg.model.builder} failed too: {exc.problems[-1]}"
+        ) from None
+
+
+def _deserialize(model_file: Path):
+    """The model ``model.json`` describes, in safe_mode, without its compile settings
+    (``load_best`` compiles from ``config.yaml`` when asked)."""
+    import keras
+
+    config = json.loads(model_file.read_text(encoding="utf-8"))
+    config.pop("compile_config", None)
+    return keras.saving.deserialize_keras_object(config, safe_mode=True)
+
+
+def _custom_classes(node: Any) -> list[tuple[str, str]]:
+    """(module, class name) of every serialized object in ``node`` that is not Keras' own."""
+    found: list[tuple[str, str]] = []
+    if isinstance(node, dict):
+        module, name = node.get("module"), node.get("class_name")
+        if isinstance(module, str) and isinstance(name, str) and module.split(".")[0] != "keras":
+            found.append((module, name))
+        for value in node.values():
+            found += [item for item in _custom_classes(value) if item not in found]
+    elif isinstance(node, list):
+        for value in node:
+            found += [item for item in _custom_classes(value) if item not in found]
+    return found
+
+
+def _deserialization_problem(model_file: Path, exc: Exception) -> str:
+    text = str(exc)
+    if "safe_mode" in text:
+        return (
+            f"{model_file} holds Python code (a Lambda layer), which keepbest never loads "
+            "(Keras safe_mode); use a registered custom layer instead of the Lambda and retrain"
+        )
+    try:
+        custom = _custom_classes(json.loads(model_file.read_text(encoding="utf-8")))
+    except ValueError:
+        custom = []
+    missing = [(module, name) for module, name in custom if f"'{name}'" in text] or custom
+    if missing:
+        module, name = missing[0]
+        return (
+            f"{model_file} needs the custom class {name!r} from module {module!r}, which is "
+            f"not imported: install {module} or put its folder on PYTHONPATH "
+            f"(in Python, import {module} before load_best)"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"{model_file} cannot be deserialized ({first}); restore the file, or retrain"
+
+
+def _weights_problem(exc: Exception) -> str:
+    """The first concrete mismatch in Keras' (long, multi-line) load_weights error."""
+    text = str(exc).strip()
+    shapes = _SHAPE_MISMATCH.search(text)
+    if shapes:
+        model_shape, file_shape, variable = shapes.groups()
+        return f"{variable} is {model_shape} in the model but {file_shape} in the file"
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
+    if lines[0].startswith("A total of") and len(lines) > 1:
+        return lines[1]
+    return lines[0]
+
+
+def load_best(run_dir: str | Path, compile: bool = True):
+    """Return the run's best model with verified weights; compiled as configured unless
+    ``compile=False``."""
+    run = RunDir(run_dir)
+    record = read_record(run.path)
+    with ThreadPoolExecutor(max_workers=1) as helper:
+        # The checksum reads the file while the model is rebuilt: nothing is loaded
+        # before it matches, yet it costs no time of its own.
+        checked = helper.submit(verify_checksum, run.path, record)
+        model = rebuild_model(run)
+        if compile:
+            from keepbest.models import compile_args
+
+            compile_args(run.read_config()).apply(model)
+        weights = checked.result()
+    load_best_weights(model, run.path, record, weights)
+    return model
+
+
+def load_best_weights(model, run_dir: str | Path, record: BestRecord, weights: Path | None = None):
+    """Load the run's best checkpoint into ``model`` (a built model of the run's
+    architecture) and return its path. Its checksum is checked first, unless ``weights``
+    is the path already checked. Every failure is one line naming the file and the fix."""
+    run = RunDir(run_dir)
+    weights = weights or verify_checksum(run.path, record)
+    optimizer = getattr(model, "optimizer", None)
+    skip = [optimizer] if optimizer is not None else []
+    try:
+        with warnings.catch_warnings(record=True) as noted:
+            warnings.simplefilter("always")
+            model.load_weights(weights, objects_to_skip=skip)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CorruptFileError(
+            f"{weights} cannot be read as a weights file ({first}): restore the run dir "
+            "from a backup, or retrain"
+        ) from None
+    except ValueError as exc:
+        source = run.model_file.name if run.model_file.is_file() else "the model's builder"
+        raise CorruptFileError(
+            f"{weights} does not fit the architecture rebuilt from {source}: "
+            f"{_weights_problem(exc)}; the architecture changed since training: "
+            "restore the original, or retrain"
+        ) from None
+    for note in noted:  # Keras' warnings only matter if loading worked; else ours says it
+        warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
+    return weights

@@ -1,0 +1,48 @@
+"""``history.csv``: one row per completed epoch. Reading it needs no TensorFlow.
+
+Columns are ``epoch`` (1-based), every logged value (Keras' running means such as
+``loss``, the end-of-epoch values ``epoch_end_*``, ``val_*``), ``best_saved`` and
+``seconds``. ``keepbest.callbacks.history.HistoryCSV`` writes it during training.
+
+Example:
+
+    >>> from keepbest.rundir.history import read_history
+    >>> read_history(run_dir / "history.csv")[-1]["val_loss"]   # doctest: +SKIP
+    0.0831
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from keepbest.atomic import write_text_atomic
+
+
+def rows_to_csv(rows: list[dict[str, float]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of a history.csv, numbers as floats (``epoch`` as int)."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
+        for row in rows
+    ]
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """Rewrite the whole file atomically: it is small, and no reader sees half a row."""
+    write_text_atomic(path, rows_to_csv(rows))

@@ -1,0 +1,157 @@
+"""The layout of a run directory: every name in it is spelled here, and only here.
+
+::
+
+    runs/<name>/
+        config.yaml        the resolved config the run was trained with
+        data_spec.json     input shape, classes, ... (what rebuilding the model needs)
+        model.json         Keras' serialized architecture (when the model has one)
+        best.weights.h5    the best checkpoint's weights (keepbest.rundir.record)
+        best.json          its record: epoch, monitor, value, sha256, verified_value
+        history.csv        one row per evaluation (keepbest.rundir.history)
+        resume/            the newest resume state and its predecessor
+        tensorboard/       TensorBoard event files (logging.tensorboard)
+        curves.png         keepbest plot's default output
+        .lock              who is training here (keepbest.rundir.lock)
+
+``--restart`` moves an old run aside to ``<name>.old-<timestamp>``. Nothing in these files
+is an absolute path that loading depends on, so a run directory can be copied or moved to
+another machine. Imports no TensorFlow.
+
+Example:
+
+    >>> from keepbest.rundir.layout import RunDir
+    >>> run = RunDir("runs/digits-mlp")
+    >>> run.weights_file.name, run.resume_dir.name, RunDir.is_set_aside("t.old-20261129-0900")
+    ('best.weights.h5', 'resume', True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from keepbest.atomic import TEMP_PREFIX, write_text_atomic
+from keepbest.config import ExperimentConfig, config_to_yaml, load_config
+from keepbest.data.spec import DataSpec
+
+CONFIG_FILE = "config.yaml"
+DATA_SPEC_FILE = "data_spec.json"
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "best.weights.h5"
+RECORD_FILE = "best.json"
+PENDING_FILE = "best.json.pending"
+HISTORY_FILE = "history.csv"
+RESUME_DIR = "resume"
+TENSORBOARD_DIR = "tensorboard"
+PLOT_FILE = "curves.png"
+LOCK_FILE = ".lock"
+SET_ASIDE_MARKER = ".old-"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / DATA_SPEC_FILE
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def weights_file(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / RECORD_FILE
+
+    @property
+    def pending_file(self) -> Path:
+        return self.path / PENDING_FILE
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def resume_dir(self) -> Path:
+        return self.path / RESUME_DIR
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def plot_file(self) -> Path:
+        return self.path / PLOT_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    def has_run(self) -> bool:
+        """Whether training ever started here (its setup files were written)."""
+        return self.config_file.exists() and self.spec_file.exists()
+
+    def write_setup(self, cfg: ExperimentConfig, spec: DataSpec, model) -> None:
+        """Write the files that describe the run (before the first training step)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.config_file, config_to_yaml(cfg))
+        write_text_atomic(self.spec_file, spec.to_json())
+        architecture = _architecture_json(model)
+        if architecture is not None:
+            write_text_atomic(self.model_file, architecture)
+
+    def read_config(self, check_files: bool = False) -> ExperimentConfig:
+        """The saved config; its data files need not exist unless ``check_files``."""
+        return load_config(self.config_file, check_files=check_files)
+
+    def read_spec(self) -> DataSpec:
+        return DataSpec.from_json(self.spec_file.read_text(encoding="utf-8"))
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temporaries that a process killed mid-write left in the run dir or in
+        ``resume/`` (call while holding the run lock)."""
+        removed = []
+        for folder in (self.path, self.resume_dir):
+            if not folder.is_dir():
+                continue
+            for leftover in folder.glob(f"{TEMP_PREFIX}*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover)
+                    else:
+                        leftover.unlink()
+                    removed.append(leftover)
+        return removed
+
+    def set_aside_path(self) -> Path:
+        """Where ``--restart`` moves this run: ``<name>.old-<timestamp>`` beside it."""
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return self.path.with_name(f"{self.path.name}{SET_ASIDE_MARKER}{stamp}")
+
+    @staticmethod
+    def is_set_aside(path: str | Path) -> bool:
+        """Whether ``path`` is a run that ``--restart`` moved aside."""
+        return SET_ASIDE_MARKER in Path(path).name
+
+
+def _architecture_json(model) -> str | None:
+    """Keras' own serialized architecture, or None for a subclassed model without config."""
+    try:
+        return model.to_json(indent=2) + "\n"
+    except (NotImplementedError, TypeError, ValueError):
+        return None

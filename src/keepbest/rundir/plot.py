@@ -1,0 +1,147 @@
+"""``keepbest plot``: a run's learning curves, one panel per metric, the best epoch marked.
+
+For a training-set metric both numbers keepbest logs are drawn: Keras' running mean
+(``loss``, averaged over the epoch's batches, mostly *before* their updates) dashed, and
+the end-of-epoch value (``epoch_end_loss``, measured on the weights the epoch ended with,
+the ones a checkpoint saves) solid. Where they part is where a checkpoint chosen by the
+running mean would keep the wrong weights. The star is the recorded best on the curve it
+was judged on.
+
+matplotlib draws with its Agg backend (a PNG file, no display needed, no global state).
+
+Example:
+
+    >>> from keepbest.rundir.plot import plot_run
+    >>> plot_run("runs/seed-case", "docs/plot-seed-case.png")   # doctest: +SKIP
+    PosixPath('docs/plot-seed-case.png')
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from keepbest.atomic import atomic_path
+from keepbest.errors import KeepbestError
+from keepbest.monitor import EPOCH_END_PREFIX
+from keepbest.rundir.layout import RunDir
+from keepbest.rundir.record import BestRecord, read_record_or_none
+
+_NOT_METRICS = ("epoch", "best_saved", "seconds")
+_VALIDATION = "val_"
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw the run's history.csv to ``out`` (default: ``curves.png`` in the run dir)."""
+    from keepbest.rundir.history import read_history
+
+    run = RunDir(run_dir)
+    rows = read_history(run.history_file)
+    if not rows:
+        raise KeepbestError(
+            f"{run.history_file} has no finished epoch yet; plot once an epoch has finished"
+        )
+    record = read_record_or_none(run.path)
+    out = Path(out) if out is not None else run.plot_file
+    figure = curves_figure(rows, record, run.path.name)
+    with atomic_path(out) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    return out
+
+
+def metric_names(rows: list[dict[str, float]]) -> list[str]:
+    """The metrics in a history, loss first: ``val_loss`` and ``epoch_end_loss`` are loss."""
+    columns = dict.fromkeys(key for row in rows for key in row if key not in _NOT_METRICS)
+    names = dict.fromkeys(
+        key.removeprefix(_VALIDATION).removeprefix(EPOCH_END_PREFIX) for key in columns
+    )
+    return sorted(names, key=lambda name: name != "loss")
+
+
+def _series(rows: list[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
+    points = [(row["epoch"], row[key]) for row in rows if key in row]
+    return [int(epoch) for epoch, _ in points], [value for _, value in points]
+
+
+def curves_figure(rows: list[dict[str, float]], record: BestRecord | None, name: str):
+    """A matplotlib Figure of ``rows`` (history.csv): a panel per metric, titled ``name``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    metrics = metric_names(rows)
+    columns = min(2, len(metrics))
+    lines = math.ceil(len(metrics) / columns)
+    figure = Figure(figsize=(6.4 * columns, 4.2 * lines + 0.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, metric in enumerate(metrics):
+        axes = figure.add_subplot(lines, columns, index + 1)
+        _draw_metric(axes, rows, metric, record)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("epoch")
+        axes.set_title(metric)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    title = f"{name}: no best checkpoint yet"
+    if record is not None:
+        verified = ", verified after reload" if record.verified else ""
+        title = f"{name}: best {record.monitor} = {record.value:.4g} at epoch {record.epoch}"
+        title += verified
+    figure.suptitle(title)
+    return figure
+
+
+def _draw_metric(axes, rows: list[dict[str, float]], metric: str, record: BestRecord | None):
+    running, end_of_epoch = _series(rows, metric), _series(rows, EPOCH_END_PREFIX + metric)
+    if end_of_epoch[0]:
+        axes.plot(*running, "--", color="tab:blue", alpha=0.7, label="training: Keras running mean")
+        axes.plot(*end_of_epoch, "-", color="tab:blue", label="training: end of epoch")
+    elif running[0]:
+        axes.plot(*running, "-", color="tab:blue", label="training: Keras running mean")
+    validation = _series(rows, _VALIDATION + metric)
+    if validation[0]:
+        axes.plot(*validation, "-", color="tab:orange", label="validation")
+    if record is None:
+        return
+    axes.axvline(record.epoch, color="gray", linestyle=":", label=f"best epoch {record.epoch}")
+    if record.monitor.removeprefix(_VALIDATION) != metric:
+        return
+    axes.plot(
+        [record.epoch],
+        [record.value],
+        "*",
+        color="crimson",
+        markersize=14,
+        label=f"keepbest's best: {record.value:.4g} at epoch {record.epoch}",
+    )
+    if record.monitor == metric and running[0] and end_of_epoch[0]:
+        _mark_running_mean_pick(axes, running, end_of_epoch, record)
+
+
+def _mark_running_mean_pick(axes, running, end_of_epoch, record: BestRecord) -> None:
+    """Where a checkpoint judged by Keras' running mean would land, and what its weights
+    really score (the end-of-epoch value of that epoch)."""
+    pick = min if record.mode == "min" else max
+    epoch, value = pick(zip(*running, strict=True), key=lambda point: point[1])
+    if epoch == record.epoch:
+        return
+    actual = dict(zip(*end_of_epoch, strict=True)).get(epoch)
+    axes.plot(
+        [epoch],
+        [value],
+        "o",
+        color="black",
+        fillstyle="none",
+        markersize=10,
+        label=f"Keras' running-mean pick: epoch {epoch}",
+    )
+    if actual is not None:
+        axes.annotate(
+            f"its weights: {actual:.4g}",
+            xy=(epoch, actual),
+            xytext=(8, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
+        axes.plot([epoch, epoch], [value, actual], color="black", linewidth=0.8, alpha=0.6)

@@ -1,0 +1,255 @@
+"""The resume state: everything needed to continue a run bit for bit, kept durably.
+
+A state is a pair of files in ``run_dir/resume/``, named by the global step:
+
+- ``state-<step>.npz``: every model variable (weights, non-trainable statistics and each
+  random layer's SeedGenerator state), every optimizer variable (``iterations``
+  included) and, for a mid-epoch stop, the metric accumulators; one ``.npy`` member per
+  variable, streamed into an uncompressed zip one variable at a time, a large one a
+  slice at a time (no full copy of the model, nor of its largest variable, in memory),
+  and hashed on the way to disk (no second pass reads it back). Plain file I/O, so a
+  full disk is a clean ``OSError``: HDF5 left in a failed write can crash the process at
+  exit;
+- ``state-<step>.json``: the manifest, written last and atomically: progress (epoch and
+  batch), why training stopped, history so far, and the sha256 of the ``.npz``.
+
+A state exists only once its manifest does, and the manifest's checksum is checked on
+read, so a reader sees a complete state or none. The previous state is kept until the
+next one is complete, so a corrupt newest state falls back to it (and says so).
+
+Example:
+
+    >>> from keepbest.rundir.resume_store import ResumeStore
+    >>> store = ResumeStore(run_dir)                      # doctest: +SKIP
+    >>> store.save(model, Progress(epoch=3, batch=0), history_rows)  # doctest: +SKIP
+    >>> store.latest().progress                            # doctest: +SKIP
+    Progress(epoch=3, batch=0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from keepbest.atomic import (
+    HashingWriter,
+    fsync_dir,
+    sha256_file,
+    temp_path_for,
+    write_json_atomic,
+)
+from keepbest.errors import CheckpointWriteError, CorruptFileError
+from keepbest.rundir.layout import RunDir
+
+log = logging.getLogger(__name__)
+_STATE_NAME = re.compile(r"^state-(\d{12})\.json$")
+_SLICE_BYTES = 8 * 1024 * 1024  # a large variable goes to disk in slices of at most this size
+
+
+class Progress(BaseModel):
+    """Where training stands: ``epoch`` is 0-based and in progress; ``batch`` of its
+    steps are done (0 at an epoch boundary)."""
+
+    epoch: int
+    batch: int = 0
+
+
+class StateManifest(BaseModel):
+    progress: Progress
+    global_step: int
+    stop_kind: str | None = None  # why training stopped at this epoch end, if it did
+    history: list[dict[str, int | float]]
+    weights_file: str
+    sha256: str
+    signature: list[str]  # variable paths and shapes, checked before restoring
+    metric_paths: list[str] = []  # Keras metric accumulators saved by a mid-epoch stop
+
+
+@dataclasses.dataclass
+class ResumeState:
+    manifest: StateManifest
+    weights_path: Path
+    note: str | None = None  # e.g. "fell back to the previous state because ..."
+
+    @property
+    def progress(self) -> Progress:
+        return self.manifest.progress
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.manifest.history
+
+
+def _variable_groups(model, include_metrics: bool) -> dict[str, list]:
+    groups = {"model": list(model.variables), "optimizer": list(model.optimizer.variables)}
+    if include_metrics:
+        groups["metrics"] = list(model.metrics_variables)
+    return groups
+
+
+def _write_npy(member, variable) -> None:
+    """``variable`` as a .npy file, a large one a slice of rows at a time: ``np.asarray``
+    of the whole of it would add a host copy as large as the variable."""
+    shape = tuple(variable.shape)
+    # Rows per slice, sized for 8-byte elements (the widest usual); no TF op for small ones.
+    rows = max(1, _SLICE_BYTES // (8 * max(1, math.prod(shape[1:]))))
+    if not shape or rows >= shape[0]:
+        np.lib.format.write_array(member, np.asarray(variable))
+        return
+    first = np.asarray(variable.value[:rows])
+    header = {
+        "descr": np.lib.format.dtype_to_descr(first.dtype),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(first.tobytes())
+    for start in range(rows, shape[0], rows):
+        member.write(np.asarray(variable.value[start : start + rows]).tobytes())
+
+
+def _signature(groups: dict[str, list]) -> list[str]:
+    return [
+        f"{group}/{variable.path}:{tuple(variable.shape)}"
+        for group in ("model", "optimizer")
+        for variable in groups[group]
+    ]
+
+
+class ResumeStore:
+    def __init__(self, run_dir: Path):
+        self.folder = RunDir(run_dir).resume_dir
+
+    def _manifests(self) -> list[tuple[int, Path]]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in self.folder.iterdir():
+            match = _STATE_NAME.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        return sorted(found, reverse=True)
+
+    def save(
+        self,
+        model,
+        progress: Progress,
+        global_step: int,
+        history: list[dict[str, float]],
+        stop_kind: str | None = None,
+    ) -> StateManifest:
+        """Write a complete new state, then drop all but it and its predecessor."""
+        self.folder.mkdir(exist_ok=True)
+        stem = f"state-{global_step:012d}"
+        weights = self.folder / f"{stem}.npz"
+        tmp = temp_path_for(weights)
+        groups = _variable_groups(model, include_metrics=progress.batch > 0)
+        try:
+            with (
+                HashingWriter(tmp) as out,
+                zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+            ):
+                for group, variables in groups.items():
+                    for index, variable in enumerate(variables):
+                        name = f"{group}/{index:06d}.npy"
+                        with archive.open(name, "w", force_zip64=True) as member:
+                            _write_npy(member, variable)
+            manifest = StateManifest(
+                progress=progress,
+                global_step=global_step,
+                stop_kind=stop_kind,
+                history=history,
+                weights_file=weights.name,
+                sha256=out.hexdigest(),
+                signature=_signature(groups),
+                metric_paths=[variable.path for variable in groups.get("metrics", [])],
+            )
+            tmp.replace(weights)
+            fsync_dir(self.folder)
+            write_json_atomic(self.folder / f"{stem}.json", manifest.model_dump())
+        except Exception as exc:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise CheckpointWriteError(
+                f"could not write the resume state {weights} ({type(exc).__name__}: {exc}); "
+                "the best checkpoint and the previous resume state are intact"
+            ) from exc
+        self._prune(keep=2)
+        return manifest
+
+    def _prune(self, keep: int) -> None:
+        """Delete old states (manifest first, so no manifest outlives its weights) and
+        weights files whose manifest was never written."""
+        manifests = self._manifests()
+        kept = {path.with_suffix(".npz").name for _, path in manifests[:keep]}
+        for _, path in manifests[keep:]:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".npz").unlink(missing_ok=True)
+        for leftover in self.folder.glob("state-*.npz"):
+            if leftover.name not in kept:
+                leftover.unlink(missing_ok=True)
+
+    def latest(self) -> ResumeState | None:
+        """The newest complete state whose checksum matches; older ones are fallbacks."""
+        problems: list[str] = []
+        for _, path in self._manifests():
+            try:
+                manifest = StateManifest.model_validate_json(path.read_bytes())
+            except (ValidationError, ValueError, OSError) as exc:
+                problems.append(f"{path} is unreadable ({str(exc).splitlines()[0]})")
+                continue
+            weights = self.folder / manifest.weights_file
+            if not weights.is_file() or sha256_file(weights) != manifest.sha256:
+                problems.append(f"{weights} does not match the checksum in {path.name}")
+                continue
+            note = None
+            if problems:
+                note = f"{'; '.join(problems)}: resuming from the previous state {path.name}"
+                log.warning(note)
+            return ResumeState(manifest, weights, note)
+        if problems:
+            raise CorruptFileError(
+                f"{'; '.join(problems)}, and no older complete state is kept: "
+                "start over with --restart"
+            )
+        return None
+
+
+def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
+    """Load model and optimizer variables into a built, compiled model.
+
+    Returns the metric accumulators of a mid-epoch state, by variable path: Keras resets
+    its metrics when ``fit`` starts, so the caller assigns them at the epoch's beginning.
+    """
+    model.optimizer.build(model.trainable_variables)
+    groups = _variable_groups(model, include_metrics=False)
+    if _signature(groups) != state.manifest.signature:
+        raise CorruptFileError(
+            f"{state.weights_path} was saved from a different model or optimizer "
+            "(variables differ); the config or the builder's code changed: use --restart"
+        )
+    with np.load(state.weights_path, allow_pickle=False) as archive:
+        for group, variables in groups.items():
+            for index, variable in enumerate(variables):
+                variable.assign(archive[f"{group}/{index:06d}"])
+        if state.manifest.metric_paths:
+            return {
+                path: archive[f"metrics/{index:06d}"]
+                for index, path in enumerate(state.manifest.metric_paths)
+            }
+    return None
+
+
+def build_metrics(model, batch) -> None:
+    """Create Keras' compiled-metric variables now (Keras makes them at the first train
+    step), so that a mid-epoch resume can load their accumulators before that step."""
+    x, y = batch[:2]
+    model.compute_metrics(x, y, model(x, training=False))

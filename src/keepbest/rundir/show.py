@@ -1,0 +1,129 @@
+"""``keepbest show``: one run dir at a glance, from its small files, without TensorFlow.
+
+What was trained (the config's highlights), how it stands (``keepbest.rundir.status``), the
+best epoch with its recorded and verified values, and every file with its size.
+
+Example:
+
+    >>> from keepbest.rundir.show import describe_run
+    >>> print(describe_run("runs/digits-mlp").text())     # doctest: +SKIP
+    run       runs/digits-mlp
+    status    done: stopped early after epoch 27 of 30 (patience)
+    ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from keepbest.config import ExperimentConfig
+from keepbest.config.schema import BundledData, PythonData
+from keepbest.errors import KeepbestError
+from keepbest.rundir.layout import RunDir
+from keepbest.rundir.status import RunStatus, run_status
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOverview:
+    path: Path
+    status: RunStatus
+    highlights: dict[str, str]  # "data", "model", ... -> one line each
+    files: dict[str, int]  # name (folders end in "/") -> bytes, a folder's files summed
+
+    def to_dict(self) -> dict[str, Any]:
+        record = self.status.record
+        return {
+            "run_dir": str(self.path),
+            "status": self.status.state,
+            "detail": self.status.detail,
+            "epochs_done": self.status.epochs_done,
+            "epochs_planned": self.status.epochs_planned,
+            "best": record.model_dump() if record else None,
+            "config": self.highlights,
+            "files": self.files,
+        }
+
+    def text(self) -> str:
+        status, record = self.status, self.status.record
+        lines = [("run", str(self.path)), ("status", f"{status.state}: {status.detail}")]
+        if record is not None:
+            best = f"{record.monitor} = {record.value:.8g} at epoch {record.epoch}"
+            lines.append(("best", f"{best} ({record.mode}), saved {record.saved_at}"))
+            verified = "not yet (train again to verify)"
+            if record.verified_value is not None:
+                diff = record.verified_value - record.value
+                how = "exact" if diff == 0 else f"diff {diff:+.3g}"
+                verified = f"{record.verified_value:.8g} after reload ({how}), {record.verified_at}"
+            lines.append(("verified", verified))
+        lines += [(key, value) for key, value in self.highlights.items()]
+        name_width = max((len(name) for name in self.files), default=0)
+        lines += [
+            ("files" if i == 0 else "", f"{name.ljust(name_width)}  {_size(size).rjust(9)}")
+            for i, (name, size) in enumerate(self.files.items())
+        ]
+        width = max(len(key) for key, _ in lines)
+        return "\n".join(f"{key.ljust(width)}  {value}" for key, value in lines)
+
+
+def describe_run(run_dir: str | Path) -> RunOverview:
+    run = RunDir(run_dir)
+    status = run_status(run.path)
+    try:
+        highlights = config_highlights(run.read_config()) if run.has_run() else {}
+    except KeepbestError:
+        highlights = {}  # the status already names the problem
+    return RunOverview(run.path, status, highlights, _files(run.path))
+
+
+def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
+    """What distinguishes one run from another, one short line per section."""
+    data = cfg.data
+    if isinstance(data, PythonData):
+        data_line = f"python {data.factory}"
+    elif isinstance(data, BundledData):
+        data_line = data.source
+    else:
+        data_line = f"{data.source} {data.path.name}"
+    validation = data.validation
+    if validation is not None:
+        split = f"split {validation.split}" if validation.split else validation.path.name
+        data_line += f", validation {split}"
+    data_line += f", batch {data.batch_size}, seed {cfg.seed}"
+    kwargs = ", ".join(f"{key}={value}" for key, value in cfg.model.kwargs.items())
+    optimizer = ", ".join(f"{key}={value}" for key, value in cfg.optimizer.kwargs().items())
+    ck = cfg.checkpoint
+    patience = f", patience {ck.patience}" if ck.patience else ""
+    steps = f" x {cfg.train.steps_per_epoch} steps" if cfg.train.steps_per_epoch else ""
+    return {
+        "data": data_line,
+        "model": f"{cfg.model.builder}({kwargs})",
+        "optimizer": f"{cfg.optimizer.name}({optimizer})",
+        "loss": cfg.loss + (f"; metrics {', '.join(cfg.metrics)}" if cfg.metrics else ""),
+        "training": f"{cfg.train.epochs} epochs{steps}; monitor {ck.monitor} ({ck.mode}){patience}",
+    }
+
+
+def _files(folder: Path) -> dict[str, int]:
+    if not folder.is_dir():
+        return {}
+    files = {}
+    for item in sorted(folder.iterdir()):
+        if item.name.startswith("."):
+            continue  # the lock file, and temporaries of an interrupted write
+        if item.is_dir():
+            files[f"{item.name}/"] = sum(p.stat().st_size for p in item.rglob("*") if p.is_file())
+        else:
+            files[item.name] = item.stat().st_size
+    return files
+
+
+def _size(size: float) -> str:
+    if size < 1024:
+        return f"{size:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        size /= 1024
+        if size < 1024 or unit == "GB":
+            break
+    return f"{size:.1f} {unit}"
