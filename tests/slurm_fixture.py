@@ -9,7 +9,8 @@ SLURM_RESTART_COUNT), so tests that need Slurm get a real one from
 (``tests/`` is no package and the repository root is not on ``sys.path`` under a plain
 ``pytest``, so ``from tests.slurm_fixture import ...`` would only work with ``python -m pytest``.)
 
-Without Slurm (not installable, no root, not Linux) the fixture skips, unless ``CI=true``: CI
+Without Slurm (not installable, no root, not Linux) the fixture skips, unless ``CI`` is set
+(``true``, ``1``, ...): CI
 must never pass by silently skipping the Slurm tests.
 """
 
@@ -123,9 +124,14 @@ class SlurmCluster:
             time.sleep(0.1)
 
 
+def running_in_ci() -> bool:
+    """Whether ``CI`` is set to anything truthy (``true``, ``1``, ``yes``: CI systems differ)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def _unavailable(reason: str) -> NoReturn:
     """Skip on developer machines; fail on CI, where a skipped Slurm suite would hide bugs."""
-    if os.environ.get("CI") == "true":
+    if running_in_ci():
         pytest.fail(f"local Slurm cluster required (CI=true) but unavailable: {reason}")
     pytest.skip(f"local Slurm cluster unavailable: {reason}")
 

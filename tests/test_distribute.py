@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,8 +17,8 @@ import pytest
 import yaml
 
 from conftest import run_cli, small_config
-from keepbest.history import read_history
-from keepbest.record import read_record, verify_checksum
+from keepbest.rundir.history import read_history
+from keepbest.rundir.record import read_record, verify_checksum
 
 # Replicas split each batch and sum gradients in another order: documented tolerance.
 TOLERANCE = 1e-4
@@ -73,9 +74,21 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(single_and_mirrored)
         assert two["epoch_end_loss"] == pytest.approx(one["epoch_end_loss"], rel=TOLERANCE)
 
 
+def read_only(folder) -> list[str]:
+    """A command prefix that runs a command in its own mount namespace, where ``folder``
+    (the run's folder) is mounted read-only: any write there fails with EROFS, even for
+    root. Other workers see the folder as usual."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) for a private read-only mount")
+    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+    return ["unshare", "--mount", "sh", "-c", script, str(folder)]
+
+
 def test_two_workers_on_localhost_write_one_checkpoint_equal_to_mirrored(
     tmp_path, single_and_mirrored
 ):
+    """Only the chief writes: the other worker sees the run's folder read-only (a write
+    there would fail the run), and the run succeeds."""
     _, mirrored_dir = single_and_mirrored
     cfg = distributed_config(strategy="multi_worker", connect_timeout=60)
     path = tmp_path / "exp.yaml"
@@ -88,9 +101,12 @@ def test_two_workers_on_localhost_write_one_checkpoint_equal_to_mirrored(
             "task": {"type": "worker", "index": index},
         }
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [sys.executable, "-m", "keepbest", "train", "--config", str(path)]
+        if index == 1:
+            command = read_only(tmp_path) + command
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "keepbest", "train", "--config", str(path)],
+                command,
                 cwd=tmp_path,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -139,7 +155,7 @@ def test_a_worker_whose_peer_never_comes_fails_within_the_timeout(tmp_path):
 PATCH_CHECK = textwrap.dedent(
     """
     import sys
-    from keepbest import keras_multiworker_patch as patch
+    from keepbest.cluster import keras_multiworker_patch as patch
     from keepbest.errors import KeepbestError
     print("mismatches", patch.mismatches())
     patch.EXPECTED_SOURCE_SHA256["reduce_per_replica"] = "0" * 64  # as after a Keras upgrade

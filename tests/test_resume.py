@@ -16,9 +16,10 @@ import yaml
 
 from conftest import run_cli, run_with_file_size_limit, small_config
 from keepbest.errors import EXIT_BAD_INPUT, EXIT_CORRUPT, EXIT_RUN_BUSY, EXIT_STOPPED
-from keepbest.history import read_history
-from keepbest.record import PENDING_FILE, read_record, verify_checksum
-from keepbest.resume_state import RESUME_DIR, ResumeStore
+from keepbest.rundir.history import read_history
+from keepbest.rundir.layout import PENDING_FILE, RESUME_DIR
+from keepbest.rundir.record import read_record, verify_checksum
+from keepbest.rundir.resume_store import ResumeStore
 
 # One step per epoch (a batch larger than the data) means a signal is only ever noticed
 # at an epoch end; batches of 1 make ~1440 steps (about a second) per epoch, so a signal
@@ -172,6 +173,17 @@ def check_invariants(run_dir: Path) -> None:
         ResumeStore(run_dir).latest()  # raises if no complete state verifies
 
 
+def wait_for_best_commit(run_dir: Path, process: subprocess.Popen, timeout=60.0) -> bool:
+    """Wait until ``commit_best`` is under way (its temporary weights file or its pending
+    record exists); False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run_dir / PENDING_FILE).exists() or any(run_dir.glob(".tmp-*.best.weights.h5")):
+            return True
+        time.sleep(0.001)
+    return False
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
     # 4.3M parameters: a 17 MB best file and a 52 MB resume state per epoch, so a good
@@ -188,28 +200,40 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
     config = write(tmp_path_factory.mktemp("kill"), cfg)
     run_dir = config.parent / "runs" / "t"
     rng = random.Random(20323)
-    kills, mid_write = 0, 0
+    kills, mid_write, mid_commit = 0, 0, 0
     while kills < 20:
         rows = len(read_history(run_dir / "history.csv"))
+        state = ResumeStore(run_dir).latest()
         process = start_training(config)
         # Once this process has finished an epoch of its own it is training and writing:
-        # kill it somewhere in the next epoch or two (~0.4 s each), writes included.
+        # kill it somewhere in the next epoch or two (~0.4 s each), writes included;
+        # every fourth kill lands inside commit_best on purpose.
         wait_for_rows(run_dir, rows + 1, process)
-        time.sleep(rng.uniform(0.0, 0.6))
+        if kills % 4 == 3:
+            wait_for_best_commit(run_dir, process)
+        else:
+            time.sleep(rng.uniform(0.0, 0.6))
         if process.poll() is not None:
             break  # finished before this kill: the run is complete
         process.kill()
-        process.communicate()
+        stdout, _ = process.communicate()
         kills += 1
+        if state:  # every restart resumed where the last one stopped: it did not start over
+            assert f"resuming at epoch {state.progress.epoch + 1}," in stdout, stdout
         leftovers = [p for p in run_dir.rglob("*") if p.name.startswith(".tmp-")]
-        if leftovers or (run_dir / PENDING_FILE).exists():
-            mid_write += 1
+        in_commit = (run_dir / PENDING_FILE).exists() or any(
+            p.name.endswith(".best.weights.h5") for p in leftovers
+        )
+        mid_write += bool(leftovers) or in_commit
+        mid_commit += in_commit
         check_invariants(run_dir)
     assert kills == 20, f"the run finished after only {kills} kills; give it more epochs"
     assert mid_write >= 1, "no kill landed inside a write; make the model bigger"
+    assert mid_commit >= 1, "no kill landed inside commit_best"
 
     done = run_cli("train", "--config", str(config), cwd=config.parent)
     assert done.returncode == 0, done.stderr
+    assert "resuming at epoch" in done.stdout
     assert_same_run(run_dir, reference_config.parent / "runs" / "t")
 
 
@@ -223,6 +247,17 @@ def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):
         assert done.returncode == EXIT_RUN_BUSY
         assert f"pid {first.pid} on" in done.stderr
         assert "in use by another training process" in done.stderr
+        # Refused before TensorFlow is imported (the first run built its model first).
+        probe = (
+            "import sys, keepbest\n"
+            "try:\n    keepbest.train(sys.argv[1])\n"
+            "except keepbest.errors.RunBusyError:\n"
+            "    print('busy; tensorflow imported:', 'tensorflow' in sys.modules)\n"
+        )
+        refused = subprocess.run(
+            [sys.executable, "-c", probe, str(config)], capture_output=True, text=True, check=True
+        )
+        assert refused.stdout.strip() == "busy; tensorflow imported: False", refused.stderr
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)

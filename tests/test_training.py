@@ -16,30 +16,51 @@ import keepbest
 from conftest import REPO, run_cli, small_config
 from keepbest.config import load_config
 from keepbest.errors import MonitorError, NoBestError
-from keepbest.history import read_history
-from keepbest.record import read_record, verify_checksum
+from keepbest.rundir.history import read_history
+from keepbest.rundir.record import read_record, verify_checksum
 
-REMEASURE = textwrap.dedent(
+# Measured independently of keepbest's loading and measuring code: plain Keras rebuilds
+# the model from model.json, loads best.weights.h5, and evaluates numpy arrays that this
+# script makes from the bundled digits file (pixels / 16, a channel axis, and the
+# documented split: a permutation seeded with the config's seed, the first
+# round(n * split) samples for validation, each part in file order).
+INDEPENDENT = textwrap.dedent(
     """
     import sys
-    import keepbest
-    from keepbest.config import load_config
-    from keepbest.data import load_pipelines
-    from keepbest.monitor import Monitor, measure
-    run_dir, config = sys.argv[1], sys.argv[2]
-    model = keepbest.load_best(run_dir)
-    record = keepbest.read_record(run_dir)
-    pipes = load_pipelines(load_config(config))
-    print(repr(measure(model, Monitor(record.monitor, record.mode), pipes.validation,
-                       pipes.train_eval)))
+    import keras
+    import numpy as np
+    from importlib.resources import files
+    run_dir, monitor, seed, split, batch_size = sys.argv[1:6]
+    with np.load(files("keepbest.datasets") / "digits.npz") as npz:
+        x, y = (npz["x"].astype("float32") / 16.0)[..., None], npz["y"].astype("int64")
+    order = np.random.default_rng(int(seed)).permutation(len(y))
+    count = round(len(y) * float(split)) if float(split) else 0
+    validation, training = np.sort(order[:count]), np.sort(order[count:])
+    model = keras.models.model_from_json(open(f"{run_dir}/model.json").read())
+    model.load_weights(f"{run_dir}/best.weights.h5")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rows = validation if monitor.startswith("val_") else training
+    values = model.evaluate(x[rows], y[rows], batch_size=int(batch_size), verbose=0,
+                            return_dict=True)
+    print(repr(values[monitor.removeprefix("val_")]))
     """
 )
 
 
-def remeasure_in_fresh_process(run_dir, config_path) -> float:
-    """load_best in a new interpreter, then measure the monitor as training did."""
+def remeasure_independently(run_dir, monitor: str, seed=0, split=0.2, batch_size=128) -> float:
+    """The monitored value of the run's best.weights.h5, measured in a new interpreter
+    by plain Keras on arrays built here (see INDEPENDENT)."""
     done = subprocess.run(
-        [sys.executable, "-c", REMEASURE, str(run_dir), str(config_path)],
+        [
+            sys.executable,
+            "-c",
+            INDEPENDENT,
+            str(run_dir),
+            monitor,
+            str(seed),
+            str(split),
+            str(batch_size),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -82,7 +103,7 @@ def test_best_is_chosen_on_saved_weights_and_reproduces_exactly(
     assert (record.epoch, record.value) == best_epoch_by_rule(rows, history_key, mode)
     assert record.verified_value == record.value  # exact on CPU
     verify_checksum(result.run_dir, record)
-    assert remeasure_in_fresh_process(result.run_dir, path) == record.value
+    assert remeasure_independently(result.run_dir, monitor) == record.value
     saved = [row["epoch"] for row in rows if row["best_saved"] == 1.0]
     assert saved[-1] == record.epoch
 
@@ -101,7 +122,7 @@ def test_seed_case_stock_early_stopping_restores_the_wrong_weights(tmp_path):
     weights whose loss is the *next* epoch's logged loss; keepbest's best reproduces."""
     import keras
 
-    from keepbest.data import load_pipelines
+    from keepbest.data.pipelines import load_pipelines
     from keepbest.models import build_model, compile_args
 
     overrides = [f"output_dir={tmp_path}"]
@@ -130,12 +151,20 @@ def test_seed_case_stock_early_stopping_restores_the_wrong_weights(tmp_path):
 
     result = keepbest.train(REPO / "configs" / "seed_case.yaml", overrides)
     record = result.record
+    # keepbest picks the epoch whose measured (end-of-epoch) loss is lowest; stock Keras
+    # picked the epoch whose running mean was lowest, and restored weights that score
+    # the next epoch's number. They are not the same epoch.
+    rows = result.history
+    measured = [row["epoch_end_loss"] for row in rows]
+    chosen = min(range(len(measured)), key=measured.__getitem__) + 1
+    assert record.epoch == chosen
+    assert record.value == measured[chosen - 1] == min(measured)
+    assert record.epoch != best_index + 1  # stock Keras' epoch (1-based)
     assert record.verified_value == record.value
-    assert remeasure_in_fresh_process(result.run_dir, REPO / "configs" / "seed_case.yaml") == (
+    assert remeasure_independently(result.run_dir, "loss", split=0, batch_size=2048) == (
         record.value
     )
     # keepbest's end-of-epoch value of epoch k is what Keras logs at epoch k+1.
-    rows = result.history
     for row, following in itertools.pairwise(rows):
         assert row["epoch_end_loss"] == pytest.approx(following["loss"], rel=1e-5)
 
@@ -223,15 +252,40 @@ def test_monitor_missing_at_run_time_is_reported_before_any_write(tmp_path):
     import keras
     import numpy as np
 
-    from keepbest.best_checkpoint import BestCheckpoint
+    from keepbest.callbacks.best import BestCheckpoint
+    from keepbest.measure import MeasureData
     from keepbest.monitor import Monitor
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = np.random.rand(32, 4).astype("float32"), np.random.randint(0, 2, 32)
-    best = BestCheckpoint(tmp_path, Monitor("val_auc", "max"))
+    best = BestCheckpoint(tmp_path, Monitor("val_auc", "max"), MeasureData((x, y), None))
     with pytest.raises(MonitorError, match="it logs accuracy, loss, val_accuracy, val_loss"):
         model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[best])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_monitor_is_checked_on_one_batch_before_the_run_dir_is_touched(tmp_path):
+    """train() evaluates one batch to learn what the model logs, so a monitor it does not
+    log is refused before the run dir, its config or its lock exist."""
+    import keras
+
+    from keepbest.data.pipelines import load_pipelines
+    from keepbest.measure import MeasureData
+    from keepbest.training import _check_monitor_is_logged
+
+    cfg = load_config(
+        small_config(output_dir=str(tmp_path), checkpoint={"monitor": "val_accuracy"})
+    )
+    data = MeasureData.from_pipelines(load_pipelines(cfg))
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")  # no accuracy metric
+    with pytest.raises(
+        MonitorError, match="'val_accuracy' is not logged by this run; it logs val_loss"
+    ):
+        _check_monitor_is_logged(cfg, model, data)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -261,7 +315,7 @@ def test_cli_train_prints_summary_and_writes_the_run_dir(write_config, tmp_path)
 def test_best_file_loads_with_plain_keras(write_config):
     import keras
 
-    from keepbest.data import load_pipelines
+    from keepbest.data.pipelines import load_pipelines
     from keepbest.models import build_model
 
     path = write_config(small_config())
@@ -274,3 +328,29 @@ def test_best_file_loads_with_plain_keras(write_config):
     for mine, theirs in zip(model.get_weights(), reference.get_weights(), strict=True):
         assert (mine == theirs).all()
     assert isinstance(model, keras.Model)
+
+
+def test_observers_see_every_evaluation_point_and_can_end_training(write_config):
+    """A tuner's view: each point's measured value and decision, and an exception raised
+    by an observer (a pruned trial) leaves train()."""
+    path = write_config(small_config(train={"epochs": 4}))
+    seen = []
+    result = keepbest.train(path, observers=[seen.append])
+    rows = read_history(result.run_dir / "history.csv")
+    assert [p.epoch for p in seen] == [1, 2, 3, 4]
+    assert [p.value for p in seen] == [row["val_loss"] for row in rows]
+    assert [p.saved for p in seen] == [row["best_saved"] == 1.0 for row in rows]
+    steps = [p.step for p in seen]
+    assert steps == [12 * epoch for epoch in (1, 2, 3, 4)]  # 1437 samples / 128 per batch
+
+    class Pruned(Exception):
+        pass
+
+    def prune_at_two(point):
+        if point.epoch == 2:
+            raise Pruned(point.value)
+
+    other = write_config(small_config(name="pruned", train={"epochs": 4}), name="pruned.yaml")
+    with pytest.raises(Pruned):
+        keepbest.train(other, observers=[prune_at_two])
+    assert len(read_history(other.parent / "runs" / "pruned" / "history.csv")) == 2

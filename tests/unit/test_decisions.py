@@ -1,0 +1,98 @@
+"""The decision logic, without training: which value improves, when patience runs out,
+what a finished run says, whether a reload reproduces. Pure functions, real values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from keepbest.measure import values_match
+from keepbest.monitor import Monitor, patience_exhausted, stop_reason
+
+INF, NAN = math.inf, math.nan
+
+
+@pytest.mark.parametrize(
+    ("monitor", "value", "best", "expected"),
+    [
+        (Monitor("val_loss", "min"), 0.5, 0.7, True),
+        (Monitor("val_loss", "min"), 0.7, 0.7, False),  # equal is not better
+        (Monitor("val_loss", "min"), 0.8, 0.7, False),
+        (Monitor("val_loss", "min"), 0.5, None, True),  # the first finite value wins
+        (Monitor("val_accuracy", "max"), 0.9, 0.8, True),
+        (Monitor("val_accuracy", "max"), 0.8, 0.8, False),
+        (Monitor("val_loss", "min", min_delta=0.1), 0.61, 0.7, False),  # not by more than 0.1
+        (Monitor("val_loss", "min", min_delta=0.1), 0.59, 0.7, True),
+        (Monitor("val_accuracy", "max", min_delta=0.05), 0.84, 0.8, False),
+        (Monitor("val_accuracy", "max", min_delta=0.05), 0.86, 0.8, True),
+        (Monitor("val_loss", "min", baseline=0.3), 0.4, None, False),  # must beat the baseline
+        (Monitor("val_loss", "min", baseline=0.3), 0.2, None, True),
+        (Monitor("val_accuracy", "max", baseline=0.9), 0.95, None, True),
+        (Monitor("val_loss", "min", baseline=0.3), 0.25, 0.2, False),  # then the best counts
+        (Monitor("val_loss", "min"), NAN, None, False),  # non-finite never becomes best
+        (Monitor("val_loss", "min"), -INF, 0.7, False),
+        (Monitor("val_accuracy", "max"), INF, 0.7, False),
+        (Monitor("val_loss", "min"), NAN, 0.7, False),
+    ],
+)
+def test_improves(monitor, value, best, expected):
+    assert monitor.improves(value, best) is expected
+
+
+def test_a_training_monitor_is_judged_on_its_end_of_epoch_value():
+    assert Monitor("loss", "min").log_key == "epoch_end_loss"
+    assert Monitor("accuracy", "max").metric == "accuracy"
+    assert Monitor("val_loss", "min").log_key == "val_loss"
+    assert Monitor("val_loss", "min").metric == "loss"
+    assert Monitor("val_loss", "min").on_validation and not Monitor("loss", "min").on_validation
+
+
+@pytest.mark.parametrize(
+    ("done", "best_at", "patience", "start_from", "expected"),
+    [
+        (5, 5, 3, 0, None),  # just improved
+        (7, 5, 3, 0, None),  # waited 2 of 3
+        (8, 5, 3, 0, 3),  # waited 3 of 3: stop
+        (9, 5, 3, 0, 4),  # (a resumed run that raised nothing: still exhausted)
+        (8, 5, None, 0, None),  # patience off
+        (3, None, 3, 0, 3),  # no best at all: counted from the start
+        (2, None, 3, 0, None),
+        (4, None, 3, 4, None),  # warm-up epochs are not counted
+        (6, None, 3, 4, None),
+        (7, None, 3, 4, 3),
+        (7, 6, 1, 4, 1),
+    ],
+)
+def test_patience_exhausted(done, best_at, patience, start_from, expected):
+    assert patience_exhausted(done, best_at, patience, start_from) == expected
+
+
+def test_stop_reasons_have_one_wording():
+    assert stop_reason("patience", "val_loss", waited=5, patience=5) == (
+        "no improvement of val_loss for 5 epochs (patience 5)"
+    )
+    assert stop_reason("patience", "loss", waited=4, patience=4, unit="evaluations") == (
+        "no improvement of loss for 4 evaluations (patience 4)"
+    )
+    assert stop_reason("nonfinite", "loss", value=NAN, where="at epoch 3") == (
+        "loss is nan at epoch 3"
+    )
+    assert stop_reason("nonfinite", "loss") == "loss became non-finite"
+
+
+@pytest.mark.parametrize(
+    ("measured", "recorded", "tolerance", "expected"),
+    [
+        (0.0717901, 0.0717901, 0.0, True),
+        (0.07179010000000001, 0.0717901, 0.0, False),  # exact means exact on CPU
+        (0.07179, 0.0717901, 1e-5, True),  # relative 1e-5 of 0.07 is 7.2e-7
+        (0.0717, 0.0717901, 1e-5, False),
+        (0.0717901 + 5e-6, 0.0717901, 1e-5, False),  # an absolute 1e-5 would pass this
+        (1e-9, 0.0, 1e-5, False),  # no absolute slack around zero
+        (1000.005, 1000.0, 1e-5, True),
+        (1000.02, 1000.0, 1e-5, False),
+    ],
+)
+def test_values_match_is_relative_only(measured, recorded, tolerance, expected):
+    assert values_match(measured, recorded, tolerance) is expected
