@@ -1,0 +1,165 @@
+"""best.weights.h5 is Keras' own layout, written and read a slice at a time: plain Keras
+reads keepbest's files, keepbest reads Keras' files, for every kind of layer a model is
+made of, and neither direction holds a second copy of a large variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from keepbest import weights_h5
+from keepbest.errors import KeepbestError
+
+
+def build_model(seed: int):
+    """Dense, Conv2D, BatchNormalization, Embedding, a nested model and a custom layer."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="keepbest_tests")
+    class Scale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="random_normal")
+
+        def call(self, x):
+            return x * self.scale
+
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((8, 8, 1), name="image")
+    tokens = keras.Input((4,), dtype="int32", name="tokens")
+    x = keras.layers.Conv2D(4, 3, padding="same")(image)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Flatten()(x)
+    nested = keras.Sequential(
+        [keras.Input((256,)), keras.layers.Dense(64), keras.layers.Dense(32)], name="nested"
+    )
+    x = nested(x)
+    e = keras.layers.Flatten()(keras.layers.Embedding(500, 8)(tokens))
+    x = keras.layers.Concatenate()([x, e])
+    x = Scale()(x)
+    model = keras.Model([image, tokens], keras.layers.Dense(3)(x))
+    # Non-trivial BatchNormalization statistics, as after training.
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    bn.moving_mean.assign(np.linspace(-1, 1, 4).astype("float32"))
+    bn.moving_variance.assign(np.linspace(1, 2, 4).astype("float32"))
+    return model
+
+
+def weights(model) -> list[np.ndarray]:
+    return [np.asarray(v) for v in model.weights]
+
+
+def layout(path) -> list[tuple]:
+    found = []
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: found.append(
+                (name, getattr(obj, "shape", None), str(getattr(obj, "dtype", "")), dict(obj.attrs))
+            )
+        )
+    return found
+
+
+@pytest.fixture
+def sliced(monkeypatch):
+    """Slices of 1 KB: every variable above 256 floats moves in several slices."""
+    monkeypatch.setattr(weights_h5, "SLICE_BYTES", 1024)
+
+
+def test_keras_reads_keepbest_files_and_keepbest_reads_keras_files(tmp_path, sliced):
+    source = build_model(seed=1)
+    ours, theirs = tmp_path / "ours.weights.h5", tmp_path / "keras.weights.h5"
+    weights_h5.save(source, ours)
+    source.save_weights(theirs)
+    assert layout(ours) == layout(theirs)  # the same groups, datasets, shapes, dtypes, attrs
+
+    read_by_keras = build_model(seed=2)
+    read_by_keras.load_weights(ours)
+    read_by_keepbest = build_model(seed=3)
+    weights_h5.load(read_by_keepbest, theirs)
+    round_trip = build_model(seed=4)
+    weights_h5.load(round_trip, ours)
+    expected = weights(source)
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(expected, weights(build_model(5)), strict=True)
+    )
+    for model in (read_by_keras, read_by_keepbest, round_trip):
+        for want, got in zip(expected, weights(model), strict=True):
+            assert np.array_equal(want, got)
+
+
+def test_a_file_that_does_not_fit_is_refused_with_keras_message(tmp_path, sliced):
+    import keras
+
+    path = tmp_path / "m.weights.h5"
+    wide = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32), keras.layers.Dense(2)])
+    weights_h5.save(wide, path)
+    narrow = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16), keras.layers.Dense(2)])
+    with pytest.raises(
+        ValueError, match=r"variable\.shape=\(64, 16\), Received: value\.shape=\(64, 32\)"
+    ):
+        weights_h5.load(narrow, path)
+
+
+def test_the_layout_is_pinned_to_the_installed_keras(monkeypatch, tmp_path):
+    from keras.src.saving import saving_lib
+
+    assert weights_h5.mismatches() == []
+
+    def changed(self, key, value):  # a Keras upgrade that writes differently
+        return None
+
+    monkeypatch.setattr(saving_lib.H5IOStore, "__setitem__", changed)
+    assert weights_h5.mismatches() == ["saving_lib.H5IOStore.__setitem__"]
+    with pytest.raises(KeepbestError, match=r"changed saving_lib\.H5IOStore\.__setitem__"):
+        weights_h5.save(build_model(seed=1), tmp_path / "x.weights.h5")
+
+
+MEMORY = textwrap.dedent(
+    """
+    import sys
+    import numpy as np, keras
+    from keepbest import weights_h5
+
+    def hwm_and_rss():
+        fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return [int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS")]
+
+    def measured(action):
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
+        before = hwm_and_rss()[1]
+        action()
+        return hwm_and_rss()[0] - before
+
+    rows = int(sys.argv[2])
+    model = keras.Sequential([keras.Input((4096,)), keras.layers.Dense(rows, use_bias=False)])
+    model.build((None, 4096))
+    path = sys.argv[1]
+    save = measured(lambda: weights_h5.save(model, path))
+    load = measured(lambda: weights_h5.load(model, path))
+    print(save, load)
+    """
+)
+
+
+def test_saving_and_loading_hold_no_copy_of_a_large_variable(tmp_path):
+    """Peak memory above the model, for a 64 MiB and a 256 MiB variable: small (slices
+    of 8 MiB), and not growing with the variable. Keras' own save_weights and
+    load_weights each peak at two or three times the variable."""
+    extra = {}
+    for rows in (4096, 16384):  # a 4096 x rows float32 kernel: 64 MiB, 256 MiB
+        done = subprocess.run(
+            [sys.executable, "-c", MEMORY, str(tmp_path / f"{rows}.weights.h5"), str(rows)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        extra[rows] = [float(v) for v in done.stdout.split()]
+    for save, load in extra.values():
+        assert save < 40 and load < 64, extra  # MiB
+    assert extra[16384][1] < extra[4096][1] + 24, extra  # flat, not 4x
