@@ -88,3 +88,53 @@ def run_with_file_size_limit(config: Path, limit: int, epochs: int):
         timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+# Measured independently of keepbest's loading and measuring code: plain Keras rebuilds
+# the model from model.json, loads best.weights.h5, and evaluates numpy arrays that this
+# script makes from the bundled digits file (pixels / 16, a channel axis, and the
+# documented split: a permutation seeded with the config's seed, the first
+# round(n * split) samples for validation, each part in file order).
+INDEPENDENT = textwrap.dedent(
+    """
+    import sys
+    import keras
+    import numpy as np
+    from importlib.resources import files
+    run_dir, monitor, seed, split, batch_size = sys.argv[1:6]
+    with np.load(files("keepbest.datasets") / "digits.npz") as npz:
+        x, y = (npz["x"].astype("float32") / 16.0)[..., None], npz["y"].astype("int64")
+    order = np.random.default_rng(int(seed)).permutation(len(y))
+    count = round(len(y) * float(split)) if float(split) else 0
+    validation, training = np.sort(order[:count]), np.sort(order[count:])
+    model = keras.models.model_from_json(open(f"{run_dir}/model.json").read())
+    model.load_weights(f"{run_dir}/best.weights.h5")
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rows = validation if monitor.startswith("val_") else training
+    values = model.evaluate(x[rows], y[rows], batch_size=int(batch_size), verbose=0,
+                            return_dict=True)
+    print(repr(values[monitor.removeprefix("val_")]))
+    """
+)
+
+
+def remeasure_independently(run_dir, monitor: str, seed=0, split=0.2, batch_size=128) -> float:
+    """The monitored value of the run's best.weights.h5, measured in a new interpreter
+    by plain Keras on arrays built here (see INDEPENDENT)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            INDEPENDENT,
+            str(run_dir),
+            monitor,
+            str(seed),
+            str(split),
+            str(batch_size),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1])

@@ -16,8 +16,13 @@ from keepbest.rundir.record import BestRecord, read_record, recover, verify_chec
 
 def test_previous_best_survives_a_failed_save(write_config, tmp_path):
     # hidden 1024: the weights file is ~300 KB, far above the limit set below.
+    # Resume states only at the end (every 10000 steps): the best's write fails first.
     path = write_config(
-        small_config(model={"builder": "mlp", "kwargs": {"hidden": [1024]}}, train={"epochs": 1})
+        small_config(
+            model={"builder": "mlp", "kwargs": {"hidden": [1024]}},
+            train={"epochs": 1},
+            resume={"every_steps": 10000, "max_overhead": None},
+        )
     )
     assert run_cli("train", "--config", str(path), cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "runs" / "t"
@@ -26,7 +31,7 @@ def test_previous_best_survives_a_failed_save(write_config, tmp_path):
 
     done = run_with_file_size_limit(path, 100_000, epochs=4)
     assert done.returncode == 6, done.stderr
-    assert "could not save the best checkpoint of epoch 2" in done.stderr
+    assert "could not save the best checkpoint of step 24 (epoch 2)" in done.stderr
     assert "the previous best is intact" in done.stderr
     assert "Traceback" not in done.stderr
 

@@ -274,6 +274,27 @@ CASES = [
             "did you mean 'learning_rate'?",
         ),
     ),
+    Case(
+        "every-steps-beyond-the-run",
+        small_config(checkpoint={"monitor": "val_loss", "every_steps": 1000}),
+        (
+            "checkpoint.every_steps: 1000 is more than the run's 36 steps (3 epochs of 12), "
+            "so nothing would ever be evaluated; use at most 36, or more train.epochs",
+        ),
+    ),
+    Case(
+        "warm-up-in-epochs-with-every-steps",
+        small_config(checkpoint={"monitor": "val_loss", "every_steps": 5, "start_from_epoch": 1}),
+        (
+            "checkpoint.start_from_epoch: with checkpoint.every_steps the warm-up is counted "
+            "in steps; set checkpoint.start_from_step instead",
+        ),
+    ),
+    Case(
+        "no-resume-cadence",
+        {**small_config(), "resume": {"max_overhead": None}},
+        ("resume.max_overhead: null leaves no cadence for resume states",),
+    ),
 ]
 
 

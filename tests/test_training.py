@@ -6,67 +6,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import keepbest
-from conftest import REPO, run_cli, small_config
+from conftest import REPO, remeasure_independently, run_cli, small_config
 from keepbest.config import load_config
 from keepbest.errors import MonitorError, NoBestError
 from keepbest.rundir.history import read_history
 from keepbest.rundir.record import read_record, verify_checksum
-
-# Measured independently of keepbest's loading and measuring code: plain Keras rebuilds
-# the model from model.json, loads best.weights.h5, and evaluates numpy arrays that this
-# script makes from the bundled digits file (pixels / 16, a channel axis, and the
-# documented split: a permutation seeded with the config's seed, the first
-# round(n * split) samples for validation, each part in file order).
-INDEPENDENT = textwrap.dedent(
-    """
-    import sys
-    import keras
-    import numpy as np
-    from importlib.resources import files
-    run_dir, monitor, seed, split, batch_size = sys.argv[1:6]
-    with np.load(files("keepbest.datasets") / "digits.npz") as npz:
-        x, y = (npz["x"].astype("float32") / 16.0)[..., None], npz["y"].astype("int64")
-    order = np.random.default_rng(int(seed)).permutation(len(y))
-    count = round(len(y) * float(split)) if float(split) else 0
-    validation, training = np.sort(order[:count]), np.sort(order[count:])
-    model = keras.models.model_from_json(open(f"{run_dir}/model.json").read())
-    model.load_weights(f"{run_dir}/best.weights.h5")
-    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    rows = validation if monitor.startswith("val_") else training
-    values = model.evaluate(x[rows], y[rows], batch_size=int(batch_size), verbose=0,
-                            return_dict=True)
-    print(repr(values[monitor.removeprefix("val_")]))
-    """
-)
-
-
-def remeasure_independently(run_dir, monitor: str, seed=0, split=0.2, batch_size=128) -> float:
-    """The monitored value of the run's best.weights.h5, measured in a new interpreter
-    by plain Keras on arrays built here (see INDEPENDENT)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            INDEPENDENT,
-            str(run_dir),
-            monitor,
-            str(seed),
-            str(split),
-            str(batch_size),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    return float(done.stdout.strip().splitlines()[-1])
 
 
 def best_epoch_by_rule(rows, key, mode):
@@ -248,20 +197,22 @@ def test_all_nan_run_fails_clearly_and_saves_nothing(write_config, tmp_path):
 
 def test_monitor_missing_at_run_time_is_reported_before_any_write(tmp_path):
     """A monitor that only the run can refute (here: no such metric) fails at the first
-    epoch end, listing what is logged, before the checkpoint is written."""
+    evaluation point, listing what is logged, before the checkpoint is written."""
     import keras
     import numpy as np
 
     from keepbest.callbacks.best import BestCheckpoint
     from keepbest.measure import MeasureData
-    from keepbest.monitor import Monitor
+    from keepbest.monitor import Monitor, Schedule
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y = np.random.rand(32, 4).astype("float32"), np.random.randint(0, 2, 32)
-    best = BestCheckpoint(tmp_path, Monitor("val_auc", "max"), MeasureData((x, y), None))
+    history = model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0).history
+    logs = {key: values[-1] for key, values in history.items()}  # what the epoch end logged
+    best = BestCheckpoint(tmp_path, Monitor("val_auc", "max"), MeasureData(None, None), Schedule())
     with pytest.raises(MonitorError, match="it logs accuracy, loss, val_accuracy, val_loss"):
-        model.fit(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[best])
+        best.judge(model, epoch=1, step=1, logs=logs)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -56,6 +56,7 @@ def _make_run(root: Path) -> Path:
         run.path,
         lambda path: keras.saving.save_weights(model, path),
         epoch=1,
+        step=1,
         monitor="val_loss",
         mode="min",
         value=1.0,

@@ -70,6 +70,7 @@ def save_times(workload: str, reps: int, root: str) -> dict:
             run_dir,
             write,
             epoch=epoch,
+            step=epoch,
             monitor="val_loss",
             mode="min",
             value=1.0 / epoch,

@@ -75,6 +75,52 @@ class Monitor:
         return value > reference + self.min_delta
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When a run is judged: at every epoch end, or (``every_steps``) at the global
+    optimizer steps N, 2N, 3N, ... wherever they fall. Patience and warm-up count
+    evaluation points: epochs, or multiples of N. ``start_from`` is the warm-up in
+    those units: ``checkpoint.start_from_epoch`` epochs, or the points at or before
+    ``checkpoint.start_from_step``.
+
+    Example:
+
+        >>> every_500 = Schedule(every_steps=500, start_from_step=1000)
+        >>> every_500.is_point(1500), every_500.ordinal(epoch=3, step=1500), every_500.start_from
+        (True, 3, 2)
+        >>> Schedule().ordinal(epoch=3, step=1500), Schedule().unit
+        (3, 'epochs')
+    """
+
+    every_steps: int | None = None
+    start_from_epoch: int = 0
+    start_from_step: int = 0
+
+    @property
+    def by_steps(self) -> bool:
+        return self.every_steps is not None
+
+    @property
+    def unit(self) -> str:
+        return "evaluations" if self.by_steps else "epochs"
+
+    @property
+    def start_from(self) -> int:
+        """Warm-up evaluation points: neither saved as best nor counted for patience."""
+        if self.by_steps:
+            return self.start_from_step // self.every_steps
+        return self.start_from_epoch
+
+    def is_point(self, step: int) -> bool:
+        """Whether global step ``step`` is an evaluation point (in step mode)."""
+        return self.by_steps and step > 0 and step % self.every_steps == 0
+
+    def ordinal(self, epoch: int, step: int) -> int:
+        """How many evaluation points there have been up to and including this one
+        (``epoch`` is 1-based)."""
+        return step // self.every_steps if self.by_steps else epoch
+
+
 def patience_exhausted(
     done: int, best_at: int | None, patience: int | None, start_from: int
 ) -> int | None:

@@ -58,13 +58,18 @@ class TrainResult:
     model: object
     stop_reason: str | None
     complete_before: str | None = None  # set when the run had finished before this call
+    by_steps: bool = False  # evaluated every N steps (else at epoch ends)
 
     def summary(self) -> str:
         r = self.record
         diff = r.verified_value - r.value
         exact = "exact" if diff == 0 else f"diff {diff:+.3g}"
+        last = self.history[-1] if self.history else {}
+        where = f"epoch {r.epoch} of {int(last.get('epoch', r.epoch))}"
+        if self.by_steps:
+            where = f"step {r.step} (epoch {r.epoch}) of {int(last.get('step', r.step))} steps"
         lines = [
-            f"best {r.monitor} = {r.value:.6g} at epoch {r.epoch} of {len(self.history)}",
+            f"best {r.monitor} = {r.value:.6g} at {where}",
             f"verified after reload: {r.verified_value:.6g} ({exact})",
             f"checkpoint: {self.run_dir / r.checkpoint}",
         ]
@@ -140,6 +145,7 @@ def train(
     require_tensorboard(cfg)
     pipelines = load_pipelines(cfg)
     data = MeasureData.from_pipelines(pipelines)
+    _check_every_steps(cfg, pipelines.steps_per_epoch)
     keras.utils.set_random_seed(cfg.seed)
     with distribution.scope():  # a builder that fails here leaves no trace on disk
         model = build_model(cfg, pipelines.spec, builder)
@@ -157,6 +163,18 @@ def train(
         return _train_locked(
             cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
         )
+
+
+def _check_every_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> None:
+    """``every_steps`` must leave at least one evaluation point in the run."""
+    every, total = cfg.checkpoint.every_steps, cfg.train.epochs * steps_per_epoch
+    if every is not None and every > total:
+        with reported_against(cfg):
+            raise ConfigError(
+                f"checkpoint.every_steps: {every} is more than the run's {total} steps "
+                f"({cfg.train.epochs} epochs of {steps_per_epoch}), so nothing would ever be "
+                f"evaluated; use at most {total}, or more train.epochs"
+            )
 
 
 def _check_monitor_is_logged(cfg: ExperimentConfig, model, data) -> None:
@@ -185,11 +203,12 @@ def _train_locked(
 
     from keepbest.callbacks.best import BestCheckpoint
     from keepbest.callbacks.history import HistoryCSV
-    from keepbest.callbacks.points import NotifyObservers
-    from keepbest.callbacks.report import EpochReport
-    from keepbest.callbacks.resume import ResumeCheckpoint
-    from keepbest.callbacks.tensorboard import tensorboard_callback
+    from keepbest.callbacks.loop import EarlyStop, TrainingLoop
+    from keepbest.callbacks.report import Report
+    from keepbest.callbacks.resume import Cadence, ResumeWriter
+    from keepbest.callbacks.tensorboard import TensorBoardLog
     from keepbest.cluster.slurm import requeue_self, should_requeue
+    from keepbest.data.pipelines import batch_fingerprint
     from keepbest.monitor import Monitor
     from keepbest.rundir.record import recover
     from keepbest.rundir.resume_store import ResumeStore, build_metrics, restore
@@ -215,6 +234,7 @@ def _train_locked(
             )
     ck = cfg.checkpoint
     monitor = Monitor(ck.monitor, ck.mode, ck.min_delta, ck.baseline)
+    schedule = ck.schedule()
 
     finished = completion(cfg, state, record) if state else None
     if finished:
@@ -222,50 +242,83 @@ def _train_locked(
             raise NoBestError(f"{run.path} finished ({finished}) without any best checkpoint")
         model, record = _verify(model, run, record, monitor, data, cfg, chief)
         stop_reason = finished if state.manifest.stop_kind else None
-        return TrainResult(run.path, record, state.history, model, stop_reason, finished)
+        return TrainResult(
+            run.path, record, state.history, model, stop_reason, finished, schedule.by_steps
+        )
 
     if chief:
         run.write_setup(cfg, pipelines.spec, model)
-    start_epoch, first_batch, metric_values, rows = 0, 0, None, []
+    steps = pipelines.steps_per_epoch
+
+    def fingerprint(step: int) -> str:
+        return batch_fingerprint(pipelines.train_stream(step))
+
+    start_epoch, first_batch, metric_values, rows, notes = 0, 0, None, [], []
     if state:
         metric_values = restore(model, state)
         if metric_values:
             build_metrics(model, next(iter(pipelines.train_eval)))
         start_epoch, first_batch = state.progress.epoch, state.progress.batch
-        rows = state.history
-        where = f"epoch {start_epoch + 1}"
-        if first_batch:
-            where += f", batch {first_batch + 1}"
+        rows, notes = state.history, list(state.manifest.notes)
         best_so_far = "no best yet"
         if record:
-            best_so_far = f"best {record.monitor} {record.value:.6g} at epoch {record.epoch}"
+            at = f"step {record.step}" if schedule.by_steps else f"epoch {record.epoch}"
+            best_so_far = f"best {record.monitor} {record.value:.6g} at {at}"
+        where = f"epoch {start_epoch + 1}" + (f", batch {first_batch + 1}" if first_batch else "")
         log.info("resuming at %s, %s", where, best_so_far)
+        if state.manifest.next_batch and state.manifest.next_batch != fingerprint(
+            state.manifest.global_step
+        ):
+            notes.append(_inexact_resume(cfg, state.manifest.global_step))
+            log.warning("%s", notes[-1])
 
     best = BestCheckpoint(
         run.path,
         monitor,
         data,
+        schedule,
         patience=ck.patience,
-        start_from_epoch=ck.start_from_epoch,
         stop_on_nonfinite=ck.stop_on_nonfinite,
         record=record,
+        so_far=state.manifest.best if state else None,
         writes=chief,
     )
     history = HistoryCSV(run.history_file, rows, writes=chief)
     if state:
         history.rewrite()
-    steps = pipelines.steps_per_epoch
-    resume = ResumeCheckpoint(
-        store, stop, best, history, steps, first_batch, metric_values, distribution
+    resume = ResumeWriter(
+        store,
+        history,
+        Cadence(cfg.resume.every_steps, cfg.resume.every_seconds, cfg.resume.max_overhead),
+        start_step=start_epoch * steps + first_batch,
+        last_cost=state.manifest.write_seconds if state else None,
+        writes=chief,
     )
-    report = EpochReport(best, cfg.train.epochs, every_epoch=not progress_bar)
-    callbacks = [best, history, resume] + ([report] if chief else [])
-    if observers and chief:
-        callbacks.append(NotifyObservers(best, observers))
-    if cfg.logging.tensorboard and chief:  # after `best`, to log epoch_end_* values too
-        callbacks.insert(1, tensorboard_callback(run.path))
-    if progress_bar:  # Keras' bar must end each epoch's line before EpochReport writes
-        callbacks.insert(-1, keras.callbacks.ProgbarLogger())
+    resume.notes = best.notes = notes  # one list: what a state and best.json remember
+    listeners = []
+    if chief:
+        listeners.append(Report(cfg.train.epochs, every_point=not progress_bar))
+        if cfg.logging.tensorboard:
+            listeners.append(TensorBoardLog(run.path))
+        listeners += list(observers)
+    loop = TrainingLoop(
+        best=best,
+        history=history,
+        resume=resume,
+        stop=stop,
+        steps_per_epoch=steps,
+        distribution=distribution,
+        listeners=listeners,
+        first_batch=first_batch,
+        metric_values=metric_values,
+        fingerprint=fingerprint,
+    )
+    callbacks = [loop]
+    if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's
+        callbacks.insert(0, keras.callbacks.ProgbarLogger())
+    # At epoch ends Keras' own validation pass serves the epoch-end evaluation points;
+    # with every_steps the points measure validation themselves, and Keras must not.
+    validation = None if schedule.by_steps else pipelines.validation
 
     def fit(first_epoch: int, last_epoch: int, start_batch: int, steps_per_epoch: int) -> None:
         model.fit(
@@ -273,7 +326,7 @@ def _train_locked(
             steps_per_epoch=steps_per_epoch,
             initial_epoch=first_epoch,
             epochs=last_epoch,
-            validation_data=pipelines.validation,
+            validation_data=validation,
             callbacks=callbacks,
             verbose=1 if progress_bar and chief else 0,
             shuffle=False,  # the stream is already shuffled per (seed, epoch)
@@ -284,8 +337,11 @@ def _train_locked(
             start = start_epoch * steps + first_batch
             fit(start_epoch, start_epoch + 1, start, steps - first_batch)
             start_epoch += 1
-        if start_epoch < cfg.train.epochs and not model.stop_training:
+        if start_epoch < cfg.train.epochs:
             fit(start_epoch, cfg.train.epochs, start_epoch * steps, steps)
+        loop.finish(cfg.train.epochs)
+    except EarlyStop:
+        pass  # the loop saved the state that says so; the best is verified below
     except StopRequested as stopped:
         note = "run the same command to resume"
         if should_requeue(cfg.resume.requeue) and chief:
@@ -294,14 +350,27 @@ def _train_locked(
 
     if best.best_epoch is None:
         raise NoBestError(
-            f"no epoch qualified as best {monitor.name} "
+            f"no {'evaluation' if schedule.by_steps else 'epoch'} qualified as best {monitor.name} "
             f"({best.stop_reason or 'none was finite and beat the baseline'}); "
             "nothing was saved: check the learning rate, or checkpoint.baseline"
         )
     distribution.barrier()  # the chief's last best checkpoint is on disk for everyone
     record = best.record if chief else read_record(run.path)
     model, record = _verify(model, run, record, monitor, data, cfg, chief)
-    return TrainResult(run.path, record, history.rows, model, best.stop_reason)
+    return TrainResult(
+        run.path, record, history.rows, model, best.stop_reason, by_steps=schedule.by_steps
+    )
+
+
+def _inexact_resume(cfg: ExperimentConfig, step: int) -> str:
+    """The one line that says a resume could not be bit-exact, and how to fix that."""
+    source = getattr(cfg.data, "factory", None) or f"data source {cfg.data.source}"
+    return (
+        f"resumed at step {step}, but {source} gave a first batch other than the one the "
+        "interrupted run would have seen next: this run is not bit-exact from here on; "
+        "make the dataset deterministic (a fixed shuffle seed, "
+        "reshuffle_each_iteration=False, or return arrays and let keepbest shuffle)"
+    )
 
 
 def _verify(model, run: RunDir, record: BestRecord, monitor, data, cfg, chief=True):

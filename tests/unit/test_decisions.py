@@ -96,3 +96,64 @@ def test_stop_reasons_have_one_wording():
 )
 def test_values_match_is_relative_only(measured, recorded, tolerance, expected):
     assert values_match(measured, recorded, tolerance) is expected
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_evaluation_points_every_n_steps_and_their_ordinals():
+    from keepbest.monitor import Schedule
+
+    every = Schedule(every_steps=20, start_from_step=45)
+    assert [step for step in range(1, 101) if every.is_point(step)] == [20, 40, 60, 80, 100]
+    assert not every.is_point(0)
+    assert [every.ordinal(epoch=1, step=s) for s in (20, 40, 60)] == [1, 2, 3]
+    assert every.start_from == 2  # the points at steps 20 and 40 are warm-up
+    assert every.unit == "evaluations"
+    epochs = Schedule(start_from_epoch=3)
+    assert not epochs.is_point(20)  # points are epoch ends, which the loop knows
+    assert (epochs.ordinal(epoch=4, step=92), epochs.start_from, epochs.unit) == (4, 3, "epochs")
+
+
+# --------------------------------------------------------------------------- cadence
+
+
+@pytest.mark.parametrize(
+    ("cadence", "steps", "seconds", "last_cost", "expected"),
+    [
+        # the budget alone: as soon as the time since the last state pays for it
+        ({}, 1, 0.001, None, True),  # no state yet (or its cost unknown): write one
+        ({}, 10, 19.9, 1.0, False),  # 1 s of writing needs 20 s of training at 5%
+        ({}, 10, 20.0, 1.0, True),
+        ({"max_overhead": 0.5}, 1, 2.0, 1.0, True),
+        ({}, 0, 100.0, 1.0, False),  # no step since the last state: nothing new to save
+        # a fixed cadence, with the budget still applying
+        ({"every_steps": 100}, 99, 1000.0, 1.0, False),
+        ({"every_steps": 100}, 100, 1000.0, 1.0, True),
+        ({"every_steps": 100}, 100, 10.0, 1.0, False),  # wanted, but over the budget
+        ({"every_seconds": 60.0}, 5, 59.0, 0.1, False),
+        ({"every_seconds": 60.0}, 5, 60.0, 0.1, True),
+        ({"every_steps": 100, "every_seconds": 60.0}, 5, 61.0, 0.1, True),  # either one
+        # a fixed cadence alone
+        ({"every_steps": 100, "max_overhead": None}, 100, 0.5, 30.0, True),
+        ({"every_seconds": 1.0, "max_overhead": None}, 3, 0.5, 30.0, False),
+    ],
+)
+def test_resume_cadence(cadence, steps, seconds, last_cost, expected):
+    from keepbest.callbacks.resume import Cadence
+
+    assert Cadence(**cadence).due(steps, seconds, last_cost) is expected
+
+
+def test_a_cadence_config_needs_some_cadence(tmp_path):
+    from keepbest.config import load_config
+    from keepbest.errors import ConfigError
+
+    base = {"name": "t", "data": {"source": "digits", "validation": {"split": 0.2}}}
+    with pytest.raises(ConfigError, match=r"resume\.max_overhead: null leaves no cadence"):
+        load_config({**base, "resume": {"max_overhead": None}})
+    assert load_config({**base, "resume": {"max_overhead": None, "every_seconds": 600}})
+    with pytest.raises(ConfigError, match=r"set checkpoint\.start_from_step instead"):
+        load_config({**base, "checkpoint": {"every_steps": 10, "start_from_epoch": 1}})
+    with pytest.raises(ConfigError, match=r"applies with checkpoint\.every_steps only"):
+        load_config({**base, "checkpoint": {"start_from_step": 10}})

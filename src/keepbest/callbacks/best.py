@@ -1,25 +1,28 @@
-"""The heart of keepbest: keep the best epoch on disk, judged on exactly the saved weights.
+"""The heart of keepbest: keep the best weights on disk, judged on exactly the saved weights.
 
 Like ``ModelCheckpoint(save_best_only=True)`` plus ``EarlyStopping``, with three
 differences that matter:
 
 - the monitored value is measured on the weights being saved (``keepbest.measure``): a
-  training-set monitor gets an end-of-epoch evaluation pass, never Keras' running mean;
+  training-set monitor gets an evaluation pass over the training data, never Keras'
+  running mean;
 - the best weights live only on disk, written by ``keepbest.rundir.record.commit_best``
   (atomic, fsync'ed, sha256 recorded); no copy is ever held in memory;
-- patience counts epochs since the best *on disk*, and a non-finite value never wins.
+- patience counts evaluation points since the best *on disk*, and a non-finite value
+  never wins.
+
+``judge`` is called at each evaluation point (``keepbest.callbacks.loop`` decides when);
+it needs no Keras callback machinery of its own.
 
 Example:
 
-    >>> import keras
     >>> from keepbest.callbacks.best import BestCheckpoint
-    >>> from keepbest.measure import MeasureData
-    >>> from keepbest.monitor import Monitor
-    >>> best = BestCheckpoint(run_dir, Monitor("val_loss", "min"), MeasureData(val, None),
-    ...                       patience=5)                                    # doctest: +SKIP
-    >>> model.fit(x, y, validation_data=val, epochs=50, callbacks=[best])  # doctest: +SKIP
-    >>> best.best_epoch, best.best_value                                    # doctest: +SKIP
-    (17, 0.0831)
+    >>> from keepbest.monitor import Monitor, Schedule
+    >>> best = BestCheckpoint(run_dir, Monitor("val_loss", "min"), data, Schedule(),
+    ...                       patience=5)                                 # doctest: +SKIP
+    >>> verdict = best.judge(model, epoch=3, step=69, logs=logs)           # doctest: +SKIP
+    >>> verdict.saved, best.best_epoch, best.best_value                   # doctest: +SKIP
+    (True, 3, 0.0831)
 """
 
 from __future__ import annotations
@@ -30,9 +33,18 @@ from pathlib import Path
 
 import keras
 
+from keepbest import weights_h5
 from keepbest.measure import MeasureData, measure_point
-from keepbest.monitor import Monitor, StopKind, patience_exhausted, resolve_mode, stop_reason
+from keepbest.monitor import (
+    Monitor,
+    Schedule,
+    StopKind,
+    patience_exhausted,
+    resolve_mode,
+    stop_reason,
+)
 from keepbest.rundir.record import BestRecord, commit_best
+from keepbest.rundir.resume_store import BestSoFar
 
 
 def library_versions() -> dict[str, str]:
@@ -44,16 +56,28 @@ def library_versions() -> dict[str, str]:
 
 
 def save_weights(model, path: Path) -> None:
-    """The model's weights (not the optimizer's) as a Keras ``.weights.h5`` file."""
-    keras.saving.save_weights(model, path, objects_to_skip=[model.optimizer])
+    """The model's weights (not the optimizer's) as a Keras ``.weights.h5`` file, written a
+    slice at a time (``keepbest.weights_h5``)."""
+    weights_h5.save(model, path, skip=[model.optimizer])
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Save the best epoch durably, measured on the saved weights; stop on patience.
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """What an evaluation point decided."""
 
-    ``record`` is the best already on disk (a resumed run); an epoch that reproduces it
-    exactly (the replay of an epoch whose checkpoint landed before a kill) counts as saved.
-    With ``writes=False`` (a non-chief worker) it takes the same decisions, writes nothing.
+    value: float  # the monitored value measured on the current weights
+    saved: bool  # these weights are the best checkpoint (now, or already: a replay)
+    stop_kind: StopKind | None = None
+    stop_reason: str | None = None
+
+
+class BestCheckpoint:
+    """Judge each evaluation point on its measured value; save a new best durably; decide
+    to stop on patience or a non-finite value.
+
+    ``record`` is the best already on disk (a resumed run); a point that reproduces it
+    exactly (the replay of a point whose checkpoint landed before a kill) counts as
+    saved. With ``writes=False`` (a non-chief worker) it decides the same, writes nothing.
     """
 
     def __init__(
@@ -61,70 +85,116 @@ class BestCheckpoint(keras.callbacks.Callback):
         run_dir: Path,
         monitor: Monitor,
         data: MeasureData,
+        schedule: Schedule,
         patience: int | None = None,
-        start_from_epoch: int = 0,
         stop_on_nonfinite: bool = True,
         record: BestRecord | None = None,
+        so_far: BestSoFar | None = None,
         writes: bool = True,
     ):
-        super().__init__()
+        """``record`` is the best on disk; ``so_far`` the best as of the point training
+        continues from (a resume state's; None for a fresh start). A record newer than
+        that (its commit landed, the state after it did not) is replayed, not written
+        again."""
         self.run_dir = Path(run_dir)
         self.monitor = monitor
         self.data = data
+        self.schedule = schedule
         self.patience = patience
-        self.start_from_epoch = start_from_epoch
         self.stop_on_nonfinite = stop_on_nonfinite
         self.writes = writes
         self.record = record
-        self.best_value = record.value if record else None
-        self.best_epoch = record.epoch if record else None
+        known = so_far
+        self.best_value = known.value if known else None
+        self.best_epoch = known.epoch if known else None
+        self.best_step = known.step if known else None
+        # A best already on disk that this run has not reached again yet.
+        self.ahead = record if record is not None and not _same(record, known) else None
         self.mode = record.mode if record else (None if monitor.mode == "auto" else monitor.mode)
-        self.saved_this_epoch = False
         self.stop_kind: StopKind | None = None
         self.stop_reason: str | None = None
+        self.notes: list[str] = list(record.notes) if record else []  # kept in best.json
         self._versions = library_versions()
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs if logs is not None else {}
-        logs.update(measure_point(self.model, self.monitor, self.data, logs))
+    def so_far(self) -> BestSoFar | None:
+        """The best as of now, for a resume state."""
+        if self.best_epoch is None:
+            return None
+        return BestSoFar(epoch=self.best_epoch, step=self.best_step, value=self.best_value)
+
+    def judge(self, model, epoch: int, step: int, logs: dict[str, float]) -> Verdict:
+        """Measure the current weights (``epoch`` is 1-based, ``step`` the global step),
+        add what was measured and ``best_saved`` to ``logs``, save a new best."""
+        logs.update(measure_point(model, self.monitor, self.data, logs))
         value = float(logs[self.monitor.log_key])
         if self.mode is None:
-            self.mode = resolve_mode(self.monitor.name, self.monitor.mode, self.model)
+            self.mode = resolve_mode(self.monitor.name, self.monitor.mode, model)
         monitor = dataclasses.replace(self.monitor, mode=self.mode)
-        number = epoch + 1
-        replay = self.best_epoch == number and value == self.best_value
-        self.saved_this_epoch = replay
-        improved = (
-            not replay
-            and epoch >= self.start_from_epoch
-            and monitor.improves(value, self.best_value)
-        )
-        if improved and self.writes:
+        ordinal = self.schedule.ordinal(epoch, step)
+        improved = ordinal > self.schedule.start_from and monitor.improves(value, self.best_value)
+        on_disk = False
+        if self.ahead is not None and self._at(self.ahead, epoch, step):
+            # The replay of the point whose checkpoint is on disk: the same value means the
+            # same weights (else this resume diverged, and the point is judged afresh).
+            on_disk = value == self.ahead.value
+            self.ahead = None
+        elif self.ahead is not None and self._past(self.ahead, epoch, step):
+            self.ahead = None  # the replay never met it: judge afresh from here on
+        if improved and self.writes and self.ahead is None and not on_disk:
             self.record = commit_best(
                 self.run_dir,
-                lambda path: save_weights(self.model, path),
-                epoch=number,
+                lambda path: save_weights(model, path),
+                epoch=epoch,
+                step=step,
                 monitor=monitor.name,
                 mode=monitor.mode,
                 value=value,
                 versions=self._versions,
+                notes=self.notes,
             )
         if improved:
-            self.best_value, self.best_epoch = value, number
-            self.saved_this_epoch = True
-        logs["best_saved"] = 1.0 if self.saved_this_epoch else 0.0
-        self._maybe_stop(number, value)
+            self.best_value, self.best_epoch, self.best_step = value, epoch, step
+        logs["best_saved"] = 1.0 if improved else 0.0
+        self._decide_stop(epoch, step, ordinal, value)
+        return Verdict(value, improved, self.stop_kind, self.stop_reason)
 
-    def _maybe_stop(self, number: int, value: float) -> None:
-        waited = patience_exhausted(number, self.best_epoch, self.patience, self.start_from_epoch)
+    def _at(self, record: BestRecord, epoch: int, step: int) -> bool:
+        if record.step is not None:
+            return record.step == step
+        return not self.schedule.by_steps and record.epoch == epoch  # a record without step
+
+    def _past(self, record: BestRecord, epoch: int, step: int) -> bool:
+        if record.step is not None:
+            return step > record.step
+        return epoch > record.epoch
+
+    def best_ordinal(self) -> int | None:
+        if self.best_epoch is None:
+            return None
+        if self.schedule.by_steps and self.best_step is None:
+            return None
+        return self.schedule.ordinal(self.best_epoch, self.best_step or 0)
+
+    def _decide_stop(self, epoch: int, step: int, ordinal: int, value: float) -> None:
         name = self.monitor.name
         if self.stop_on_nonfinite and not math.isfinite(value):
+            where = f"at step {step}" if self.schedule.by_steps else f"at epoch {epoch}"
             self.stop_kind = "nonfinite"
-            self.stop_reason = stop_reason(
-                "nonfinite", name, value=value, where=f"at epoch {number}"
-            )
-        elif waited is not None:
+            self.stop_reason = stop_reason("nonfinite", name, value=value, where=where)
+            return
+        waited = patience_exhausted(
+            ordinal, self.best_ordinal(), self.patience, self.schedule.start_from
+        )
+        if waited is not None:
             self.stop_kind = "patience"
-            self.stop_reason = stop_reason("patience", name, waited=waited, patience=self.patience)
-        if self.stop_reason:
-            self.model.stop_training = True
+            self.stop_reason = stop_reason(
+                "patience", name, waited=waited, patience=self.patience, unit=self.schedule.unit
+            )
+
+
+def _same(record: BestRecord, known: BestSoFar | None) -> bool:
+    return known is not None and (record.epoch, record.step, record.value) == (
+        known.epoch,
+        known.step,
+        known.value,
+    )

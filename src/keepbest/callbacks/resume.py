@@ -1,113 +1,121 @@
-"""Write the resume state at every epoch end, and on a stop request after the current batch.
+"""Resume states as training goes, on a cadence that bounds what they cost.
 
-Place it after ``BestCheckpoint`` and ``HistoryCSV``: the state it writes at an epoch end
-includes that epoch's history row and stop decision. On a stop request it saves, then
-raises ``StopRequested`` to leave ``fit`` without a wasted validation pass.
+A resume state (``keepbest.rundir.resume_store``) lets a killed run continue bit for bit;
+writing one costs time (about 1.3 s for a 100M-parameter model). ``Cadence`` decides when
+the next one is due, from the steps and the wall time since the last one and what that
+one cost:
+
+- ``max_overhead`` (default 0.05): a state is written only once the time since the last
+  one is at least (the last one's write time / max_overhead), so state writes take at
+  most about 5% of the run, whatever the model and the epoch length;
+- ``every_steps`` / ``every_seconds``: a fixed cadence; a state is wanted once either is
+  reached. Combined with ``max_overhead`` the budget still applies (it may postpone a
+  wanted state); set ``max_overhead: null`` for the fixed cadence alone.
+
+Whatever the cadence, a state is always written on a stop signal, before an early stop,
+and at the end of training. A ``kill -9`` repeats at most the training since the last
+state.
 
 Example:
 
-    >>> from keepbest.callbacks.resume import ResumeCheckpoint
-    >>> resume = ResumeCheckpoint(store, stop, best, history, steps_per_epoch=23)  # doctest: +SKIP
-    >>> model.fit(..., callbacks=[best, history, resume])                        # doctest: +SKIP
+    >>> from keepbest.callbacks.resume import Cadence
+    >>> budget = Cadence(max_overhead=0.05)
+    >>> budget.due(steps_since=10, seconds_since=10.0, last_cost=1.0)  # 1 s / 0.05 = 20 s
+    False
+    >>> budget.due(steps_since=25, seconds_since=20.0, last_cost=1.0)
+    True
+    >>> Cadence(every_steps=100, max_overhead=None).due(100, 0.1, last_cost=5.0)
+    True
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
+import time
+from collections.abc import Callable
 
-import keras
-import numpy as np
-
-from keepbest.callbacks.best import BestCheckpoint
 from keepbest.callbacks.history import HistoryCSV
-from keepbest.cluster.distribute import Distribution
-from keepbest.rundir.resume_store import Progress, ResumeStore
-from keepbest.signals import StopRequested, StopSignals
-
-log = logging.getLogger(__name__)
+from keepbest.rundir.resume_store import BestSoFar, Progress, ResumeStore
 
 
-class ResumeCheckpoint(keras.callbacks.Callback):
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+    every_steps: int | None = None
+    every_seconds: float | None = None
+    max_overhead: float | None = 0.05
+
+    def due(self, steps_since: int, seconds_since: float, last_cost: float | None) -> bool:
+        """Whether a state is due now: ``steps_since`` and ``seconds_since`` the last one,
+        which took ``last_cost`` seconds to write (None: no state written yet, or its cost
+        is unknown)."""
+        if steps_since <= 0:
+            return False
+        fixed = self.every_steps is not None or self.every_seconds is not None
+        wanted = not fixed or (
+            (self.every_steps is not None and steps_since >= self.every_steps)
+            or (self.every_seconds is not None and seconds_since >= self.every_seconds)
+        )
+        if not wanted:
+            return False
+        if self.max_overhead is None or last_cost is None:
+            return True
+        return seconds_since >= last_cost / self.max_overhead
+
+
+class ResumeWriter:
+    """Writes resume states to ``store`` when ``due`` says so (or when told to), timing
+    each write for the cadence. With ``writes=False`` (a non-chief worker) it writes
+    nothing and is never due."""
+
     def __init__(
         self,
         store: ResumeStore,
-        stop: StopSignals,
-        best: BestCheckpoint,
         history: HistoryCSV,
-        steps_per_epoch: int,
-        first_batch: int = 0,
-        metric_values: dict[str, np.ndarray] | None = None,
-        distribution: Distribution | None = None,
+        cadence: Cadence,
+        start_step: int = 0,
+        last_cost: float | None = None,
+        writes: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ):
-        """``first_batch`` and ``metric_values`` describe a mid-epoch resume: the batches
-        of the first epoch already done, and Keras' metric accumulators at that point.
-
-        With several workers only the chief writes, and a stop request is honoured at
-        the next epoch end once any worker has one (the workers must stop together)."""
-        super().__init__()
-        self.distribution = distribution or Distribution()
         self.store = store
-        self.stop = stop
-        self.best = best
         self.history = history
-        self.steps_per_epoch = steps_per_epoch
-        self._batch_offset = first_batch
-        self._metric_values = metric_values
-        self._current_epoch = 0
-        self._announced = False
+        self.cadence = cadence
+        self.writes = writes
+        self.clock = clock
+        self.last_step = start_step
+        self.last_cost = last_cost
+        self.last_end = clock()
+        self.notes: list[str] = []  # carried in every state (e.g. inexact resumes)
 
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._current_epoch = epoch
-        if self._metric_values is not None:
-            # fit() has just reset the metrics; continue the interrupted epoch's means.
-            variables = {variable.path: variable for variable in self.model.metrics_variables}
-            missing = self._metric_values.keys() - variables.keys()
-            if missing:
-                raise RuntimeError(f"metric variables {sorted(missing)} were not built")
-            for path, value in self._metric_values.items():
-                variables[path].assign(value)
-            self._metric_values = None
+    def due(self, step: int) -> bool:
+        if not self.writes:
+            return False
+        return self.cadence.due(step - self.last_step, self.clock() - self.last_end, self.last_cost)
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        # Checked before the next batch rather than after each one: Keras dispatches
-        # batch-end callbacks in a background thread only when none overrides them.
-        done = self._batch_offset + batch
-        mid_epoch_stop = not self.distribution.multi_worker
-        if mid_epoch_stop and self.stop.requested and 0 < done < self.steps_per_epoch:
-            self._announce_stop()
-            self._save(Progress(epoch=self._current_epoch, batch=done))
-            raise StopRequested(
-                f"stopped by {self.stop.received[0]} in epoch {self._current_epoch + 1} "
-                f"after batch {done} of {self.steps_per_epoch}"
-            )
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._batch_offset = 0
-        if self.stop.requested:
-            self._announce_stop()
-        self._save(Progress(epoch=epoch + 1, batch=0), stop_kind=self.best.stop_kind)
-        if self.stop.requested:
-            self._announce_stop()  # (the signal may have come while saving)
-        if self.distribution.any(self.stop.requested):
-            by = self.stop.received[0] if self.stop.requested else "another worker's signal"
-            raise StopRequested(f"stopped by {by} after epoch {epoch + 1}")
-
-    def _announce_stop(self) -> None:
-        if self._announced:
+    def save(
+        self,
+        model,
+        progress: Progress,
+        step: int,
+        stop_kind: str | None = None,
+        next_batch: str | None = None,
+        best: BestSoFar | None = None,
+    ) -> None:
+        """Write a state now (the chief only); ``next_batch`` fingerprints the batch a run
+        resumed from it should see first."""
+        if not self.writes:
             return
-        self._announced = True
-        log.warning(
-            "%s received: saving the resume state, then stopping (Ctrl-C again stops at once)",
-            self.stop.received[0],
-        )
-
-    def _save(self, progress: Progress, stop_kind: str | None = None) -> None:
-        if not self.distribution.is_chief:
-            return
+        started = self.clock()
         self.store.save(
-            self.model,
+            model,
             progress,
-            global_step=int(self.model.optimizer.iterations.numpy()),
+            global_step=step,
             history=self.history.rows,
             stop_kind=stop_kind,
+            next_batch=next_batch,
+            notes=self.notes,
+            best=best,
         )
+        self.last_end = self.clock()
+        self.last_cost = self.last_end - started
+        self.last_step = step

@@ -1,14 +1,18 @@
 """Optional TensorBoard logging (``logging: {tensorboard: true}``), into the run dir.
 
-Keras' TensorBoard callback needs the ``tensorboard`` package to write summaries, and
-without it fails only at the end of the first epoch. ``require_tensorboard`` makes that a
-config error before any work is done. Logs go to ``run_dir/tensorboard`` (``train`` and
-``validation`` subfolders), with every value keepbest logs, ``epoch_end_*`` included.
+At each evaluation point every logged value is written as a scalar: validation values
+(``val_*``) under ``tensorboard/validation``, the others (Keras' running means and the
+measured ``epoch_end_*``) under ``tensorboard/train``. Tags and the x axis follow the
+run's evaluation points: ``epoch_<metric>`` over the epoch index (as Keras' own
+TensorBoard callback writes them), or, with ``checkpoint.every_steps``, ``step_<metric>``
+over the global step. It needs the ``tensorboard`` package, which
+``require_tensorboard`` checks before any work is done.
 
 Example:
 
-    >>> from keepbest.callbacks.tensorboard import tensorboard_callback
-    >>> model.fit(..., callbacks=[best, tensorboard_callback(run_dir)])   # doctest: +SKIP
+    >>> from keepbest.callbacks.tensorboard import TensorBoardLog
+    >>> log = TensorBoardLog(run_dir)                 # doctest: +SKIP
+    >>> log(point)                                     # doctest: +SKIP
 
     $ tensorboard --logdir runs/digits-mlp/tensorboard
 """
@@ -18,8 +22,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from keepbest.callbacks.points import EvaluationPoint
 from keepbest.config import ExperimentConfig, reported_against
 from keepbest.errors import ConfigError
+from keepbest.monitor import VALIDATION_PREFIX
 from keepbest.rundir.layout import RunDir
 
 
@@ -33,9 +39,27 @@ def require_tensorboard(cfg: ExperimentConfig) -> None:
             )
 
 
-def tensorboard_callback(run_dir: Path):
-    """Keras' TensorBoard callback writing to ``run_dir/tensorboard``; place it after
-    ``BestCheckpoint`` so that it logs the end-of-epoch values too."""
-    import keras
+class TensorBoardLog:
+    """Writes each evaluation point's values as TensorBoard scalars."""
 
-    return keras.callbacks.TensorBoard(log_dir=str(RunDir(run_dir).tensorboard_dir))
+    def __init__(self, run_dir: Path):
+        import tensorflow as tf
+
+        folder = RunDir(run_dir).tensorboard_dir
+        self._train = tf.summary.create_file_writer(str(folder / "train"))
+        self._validation = tf.summary.create_file_writer(str(folder / "validation"))
+
+    def __call__(self, point: EvaluationPoint) -> None:
+        import tensorflow as tf
+
+        prefix = "step_" if point.by_steps else "epoch_"
+        x = point.step if point.by_steps else point.epoch - 1
+        for key, value in point.values.items():
+            if key == "best_saved":
+                continue
+            validation = key.startswith(VALIDATION_PREFIX)
+            writer = self._validation if validation else self._train
+            with writer.as_default():
+                tf.summary.scalar(prefix + key.removeprefix(VALIDATION_PREFIX), value, step=x)
+        self._train.flush()
+        self._validation.flush()

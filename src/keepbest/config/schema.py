@@ -34,6 +34,7 @@ from pydantic.functional_validators import AfterValidator
 
 from keepbest.config.references import did_you_mean
 from keepbest.errors import ConfigError
+from keepbest.monitor import Schedule
 from keepbest.signals import DEFAULT_SIGNALS, StopSignalName
 
 BUILTIN_BUILDERS = ("mlp", "cnn")
@@ -227,6 +228,7 @@ class CheckpointConfig(Section):
     monitor: str = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
     min_delta: float = Field(0.0, ge=0)
+    # counted in evaluation points: epochs, or evaluations when every_steps is set
     patience: Count | None = None
     start_from_epoch: StrictInt = Field(0, ge=0)
     baseline: float | None = None
@@ -235,6 +237,11 @@ class CheckpointConfig(Section):
     # bounds a training-set monitor's end-of-epoch pass (and its verification) to the
     # first N batches of the fixed-order training data; None: the whole training set
     train_eval_steps: Count | None = None
+    # evaluate (and consider a new best) at global optimizer steps N, 2N, ... instead of
+    # at epoch ends; None: at every epoch end
+    every_steps: Count | None = None
+    # with every_steps: evaluation points at or before this global step are warm-up
+    start_from_step: StrictInt = Field(0, ge=0)
 
     @field_validator("monitor")
     @classmethod
@@ -243,12 +250,43 @@ class CheckpointConfig(Section):
             raise ValueError("expected a metric name such as 'val_loss' or 'accuracy'")
         return value
 
+    @model_validator(mode="after")
+    def _warm_up_in_the_schedule_s_unit(self) -> CheckpointConfig:
+        if self.every_steps is not None and self.start_from_epoch:
+            raise ConfigError(
+                "checkpoint.start_from_epoch: with checkpoint.every_steps the warm-up is "
+                "counted in steps; set checkpoint.start_from_step instead"
+            )
+        if self.every_steps is None and self.start_from_step:
+            raise ConfigError(
+                "checkpoint.start_from_step: applies with checkpoint.every_steps only; "
+                "use checkpoint.start_from_epoch, or set checkpoint.every_steps"
+            )
+        return self
+
+    def schedule(self) -> Schedule:
+        """When this run is judged (``keepbest.monitor.Schedule``)."""
+        return Schedule(self.every_steps, self.start_from_epoch, self.start_from_step)
+
 
 class ResumeConfig(Section):
-    """How a run reacts to interruption (see keepbest.signals and keepbest.rundir.resume_store)."""
+    """How a run reacts to interruption (see keepbest.signals and keepbest.callbacks.resume)."""
 
     signals: list[StopSignalName] = Field(default_factory=lambda: list(DEFAULT_SIGNALS))
     requeue: bool | Literal["auto"] = "auto"  # auto: under Slurm (SLURM_JOB_ID is set)
+    # resume-state cadence (keepbest.callbacks.resume.Cadence): a fixed one, and a budget
+    every_steps: Count | None = None
+    every_seconds: float | None = Field(None, gt=0)
+    max_overhead: float | None = Field(0.05, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _some_cadence(self) -> ResumeConfig:
+        if self.max_overhead is None and self.every_steps is None and self.every_seconds is None:
+            raise ConfigError(
+                "resume.max_overhead: null leaves no cadence for resume states; set "
+                "resume.every_steps or resume.every_seconds, or a max_overhead such as 0.05"
+            )
+        return self
 
 
 class DistributeConfig(Section):

@@ -180,3 +180,21 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
         num_train_eval=num_train_eval,
         num_validation=len(val) if isinstance(val, Arrays) else None,
     )
+
+
+def batch_fingerprint(dataset) -> str:
+    """The sha256 of the first batch of ``dataset`` (every tensor's bytes, in order): a
+    fresh stream's first batch, to check that a resumed run sees the batch the
+    interrupted run would have seen next."""
+    import hashlib
+
+    import numpy as np
+    import tensorflow as tf
+
+    digest = hashlib.sha256()
+    for element in dataset.take(1):
+        for tensor in tf.nest.flatten(element):
+            array = np.asarray(tensor)
+            digest.update(f"{array.dtype}{array.shape}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()

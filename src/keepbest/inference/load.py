@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from keepbest import weights_h5
 from keepbest.config.schema import BUILTIN_BUILDERS
 from keepbest.errors import ConfigError, CorruptFileError, KeepbestError
 from keepbest.rundir.layout import RunDir
@@ -148,7 +149,7 @@ def load_best_weights(model, run_dir: str | Path, record: BestRecord, weights: P
     try:
         with warnings.catch_warnings(record=True) as noted:
             warnings.simplefilter("always")
-            model.load_weights(weights, objects_to_skip=skip)
+            weights_h5.load(model, weights, skip=skip)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CorruptFileError(

@@ -1,8 +1,11 @@
-"""``history.csv``: one row per completed epoch. Reading it needs no TensorFlow.
+"""``history.csv``: one row per evaluation point (each epoch end, or every N steps).
+Reading it needs no TensorFlow.
 
-Columns are ``epoch`` (1-based), every logged value (Keras' running means such as
-``loss``, the end-of-epoch values ``epoch_end_*``, ``val_*``), ``best_saved`` and
-``seconds``. ``keepbest.callbacks.history.HistoryCSV`` writes it during training.
+Columns are ``epoch`` (1-based) and ``step`` (the global optimizer step), every logged
+value (Keras' running means such as ``loss``, the measured values ``epoch_end_*`` and
+``val_*``), ``best_saved`` and ``seconds`` since the previous point (runs trained before
+keepbest had ``every_steps`` have no ``step`` column).
+``keepbest.callbacks.history.HistoryCSV`` writes it during training.
 
 Example:
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from keepbest.atomic import write_text_atomic
 
+_INTEGERS = ("epoch", "step")
+
 
 def rows_to_csv(rows: list[dict[str, float]]) -> str:
     columns: list[str] = []
@@ -32,13 +37,13 @@ def rows_to_csv(rows: list[dict[str, float]]) -> str:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """The rows of a history.csv, numbers as floats (``epoch`` as int)."""
+    """The rows of a history.csv, numbers as floats (``epoch`` and ``step`` as ints)."""
     if not Path(path).is_file():
         return []
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return [
-        {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)}
+        {k: (int(v) if k in _INTEGERS else float(v)) for k, v in row.items() if v not in ("", None)}
         for row in rows
     ]
 

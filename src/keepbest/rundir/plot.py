@@ -27,7 +27,7 @@ from keepbest.monitor import EPOCH_END_PREFIX
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.record import BestRecord, read_record_or_none
 
-_NOT_METRICS = ("epoch", "best_saved", "seconds")
+_NOT_METRICS = ("epoch", "step", "best_saved", "seconds")
 _VALIDATION = "val_"
 
 

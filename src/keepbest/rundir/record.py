@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,7 +38,8 @@ from keepbest.rundir.layout import PENDING_FILE, RECORD_FILE, WEIGHTS_FILE
 class BestRecord(BaseModel):
     """What ``best.json`` says about the best checkpoint (all paths relative)."""
 
-    epoch: int  # 1-based
+    epoch: int  # 1-based: the epoch the saved weights' last step fell in
+    step: int | None = None  # the global optimizer step of the saved weights (older runs: None)
     monitor: str
     mode: str
     value: float
@@ -48,6 +49,7 @@ class BestRecord(BaseModel):
     verified_at: str | None = None
     saved_at: str
     versions: dict[str, str]
+    notes: list[str] = []  # e.g. a resume that could not be bit-exact (a factory's data)
 
     @property
     def verified(self) -> bool:
@@ -129,10 +131,12 @@ def commit_best(
     write_weights: Callable[[Path], None],
     *,
     epoch: int,
+    step: int,
     monitor: str,
     mode: str,
     value: float,
     versions: dict[str, str],
+    notes: Sequence[str] = (),
 ) -> BestRecord:
     """Durably replace the best checkpoint and its record (see the module docstring)."""
     target = run_dir / WEIGHTS_FILE
@@ -142,6 +146,7 @@ def commit_best(
         write_weights(tmp)
         record = BestRecord(
             epoch=epoch,
+            step=step,
             monitor=monitor,
             mode=mode,
             value=value,
@@ -149,6 +154,7 @@ def commit_best(
             sha256=sync_and_hash(tmp),
             saved_at=_now(),
             versions=versions,
+            notes=list(notes),
         )
         write_json_atomic(run_dir / PENDING_FILE, record.model_dump())
         os.replace(tmp, target)
@@ -162,7 +168,7 @@ def commit_best(
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         raise CheckpointWriteError(
-            f"could not save the best checkpoint of epoch {epoch} to {target} "
+            f"could not save the best checkpoint of step {step} (epoch {epoch}) to {target} "
             f"({type(exc).__name__}: {exc}); the previous best is intact"
         ) from exc
     return record

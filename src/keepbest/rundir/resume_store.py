@@ -33,7 +33,10 @@ import dataclasses
 import logging
 import math
 import re
+import time
 import zipfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -62,15 +65,28 @@ class Progress(BaseModel):
     batch: int = 0
 
 
+class BestSoFar(BaseModel):
+    """The best checkpoint as training knew it when a state was written."""
+
+    epoch: int
+    step: int | None = None
+    value: float
+
+
 class StateManifest(BaseModel):
     progress: Progress
     global_step: int
-    stop_kind: str | None = None  # why training stopped at this epoch end, if it did
+    stop_kind: str | None = None  # why training stopped here, if it did
     history: list[dict[str, int | float]]
     weights_file: str
     sha256: str
     signature: list[str]  # variable paths and shapes, checked before restoring
     metric_paths: list[str] = []  # Keras metric accumulators saved by a mid-epoch stop
+    write_seconds: float | None = None  # how long writing the .npz took (for the cadence)
+    next_batch: str | None = None  # fingerprint of the batch a resumed run must see first
+    notes: list[str] = []  # carried from state to state, e.g. a resume that was not exact
+    best: BestSoFar | None = None  # the best as of this state (best.json may be newer)
+    saved_at: str | None = None  # UTC, ISO 8601
 
 
 @dataclasses.dataclass
@@ -145,8 +161,12 @@ class ResumeStore:
         global_step: int,
         history: list[dict[str, float]],
         stop_kind: str | None = None,
+        next_batch: str | None = None,
+        notes: Sequence[str] = (),
+        best: BestSoFar | None = None,
     ) -> StateManifest:
         """Write a complete new state, then drop all but it and its predecessor."""
+        started = time.monotonic()
         self.folder.mkdir(exist_ok=True)
         stem = f"state-{global_step:012d}"
         weights = self.folder / f"{stem}.npz"
@@ -171,6 +191,11 @@ class ResumeStore:
                 sha256=out.hexdigest(),
                 signature=_signature(groups),
                 metric_paths=[variable.path for variable in groups.get("metrics", [])],
+                write_seconds=round(time.monotonic() - started, 6),
+                next_batch=next_batch,
+                notes=list(notes),
+                best=best,
+                saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             tmp.replace(weights)
             fsync_dir(self.folder)

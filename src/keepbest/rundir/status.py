@@ -48,18 +48,22 @@ class RunStatus:
 def completion(cfg: ExperimentConfig, state: ResumeState, record: BestRecord | None) -> str | None:
     """Why a run whose newest resume state is ``state`` is finished under ``cfg`` (all
     epochs done, or it stopped early and may not go on), or None if it is not."""
-    progress = state.progress
-    if progress.batch:
-        return None
     ck = cfg.checkpoint
-    if progress.epoch >= cfg.train.epochs:
-        return f"all {cfg.train.epochs} epochs are done"
+    schedule = ck.schedule()
+    progress = state.progress
     if state.manifest.stop_kind == "nonfinite" and ck.stop_on_nonfinite:
         return stop_reason("nonfinite", ck.monitor)
-    best_at = record.epoch if record else None
-    waited = patience_exhausted(progress.epoch, best_at, ck.patience, ck.start_from_epoch)
+    if progress.batch == 0 and progress.epoch >= cfg.train.epochs:
+        return f"all {cfg.train.epochs} epochs are done"
+    done = schedule.ordinal(progress.epoch, state.manifest.global_step)
+    best = state.manifest.best or record  # the best as of the state (older states: best.json)
+    best_at = None
+    if best is not None and (best.step is not None or not schedule.by_steps):
+        best_at = schedule.ordinal(best.epoch, best.step or 0)
+    waited = patience_exhausted(done, best_at, ck.patience, schedule.start_from)
     if waited is not None:
-        return stop_reason("patience", ck.monitor, waited=waited, patience=ck.patience)
+        unit = schedule.unit
+        return stop_reason("patience", ck.monitor, waited=waited, patience=ck.patience, unit=unit)
     return None
 
 
