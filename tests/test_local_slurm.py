@@ -301,3 +301,34 @@ def test_requeue_of_a_two_node_job_runs_both_tasks_again(
     log = (tmp_path / "job.log").read_text()
     assert "(restart 0) on n[1-2] (n1)" in log and "(restart 1) on n[1-2] (n1)" in log, log
     assert elapsed < 20, f"requeue -> running took {elapsed:.1f} s"
+
+
+def test_multinode_up_again_is_a_no_op_and_bad_node_counts_are_refused(
+    slurm_multinode: SlurmCluster, tmp_path: Path
+) -> None:
+    from slurm_fixture import SCRIPT  # already imported as a plugin
+
+    def script(*args: str) -> subprocess.CompletedProcess:
+        command = ["bash", str(SCRIPT), *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    directory = str(slurm_multinode.dir)
+    again = script("up", "--nodes", "2", directory)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == (
+        f"export SLURM_CONF={directory}/etc/slurm.conf\nexport PATH={directory}/bin:$PATH\n"
+    )
+    assert script("status", directory).returncode == 0
+    refused = {
+        ("up", "--nodes", "3", directory): "runs with 2 node(s); run 'down' first",
+        ("up", "--nodes", "0", str(tmp_path)): "--nodes wants 1..99, got '0'",
+        ("up", "--nodes=two", str(tmp_path)): "--nodes wants 1..99, got 'two'",
+        ("down", "--nodes", "2", str(tmp_path)): "--nodes applies to 'up' only",
+        ("up", "--nodes", "2", "relative/dir"): "DIR must be an absolute path",
+    }
+    for args, message in refused.items():
+        done = script(*args)
+        assert (done.returncode, done.stdout) == (1, ""), args
+        assert done.stderr.count("\n") == 1 and message in done.stderr, (args, done.stderr)
+    assert list(tmp_path.iterdir()) == []  # nothing was created for refused commands
+    assert script("status", directory).returncode == 0  # the running cluster is unharmed

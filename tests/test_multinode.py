@@ -5,7 +5,10 @@ same run on two devices of one process."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,6 +55,93 @@ def submit(cluster: SlurmCluster, folder: Path, *args: str) -> str:
         f"--export=ALL,KEEPBEST_PYTHON={sys.executable},TF_CPP_MIN_LOG_LEVEL=2",
         *args,
     )
+
+
+# What keepbest's workers see of Slurm, without Slurm: slurm_resolver in one fresh interpreter
+# (TensorFlow loads once), for each case only that case's SLURM_* variables, on a host without
+# nvidia-smi and without CUDA_VISIBLE_DEVICES.
+RESOLVE = """
+import json, os, sys
+from keepbest.cluster.distribute import slurm_resolver
+from keepbest.errors import ConfigError
+
+results = []
+for case in json.loads(sys.argv[1]):
+    for key in [key for key in os.environ if key.startswith("SLURM_")]:
+        del os.environ[key]
+    os.environ.update(case)
+    try:
+        resolver = slurm_resolver(port_base=23456)
+    except ConfigError as exc:
+        results.append({"error": str(exc)})
+        continue
+    results.append({
+        "spec": resolver.cluster_spec().as_dict(),
+        "task": [resolver.task_type, resolver.task_id],
+        "accelerators": resolver.num_accelerators(),
+    })
+print(json.dumps(results))
+"""
+
+STEP = {"SLURM_JOB_ID": "7", "SLURM_STEP_NUM_TASKS": "2"}
+CASES = {
+    # srun -N2 --ntasks-per-node=1, seen by task 1
+    "two nodes": {
+        **STEP,
+        "SLURM_PROCID": "1",
+        "SLURM_STEP_NODELIST": "n[1-2]",
+        "SLURM_STEP_TASKS_PER_NODE": "1(x2)",
+    },
+    # srun -N1 -n2 (the single-node fallback), seen by task 0
+    "one node": {
+        **STEP,
+        "SLURM_PROCID": "0",
+        "SLURM_STEP_NODELIST": "localhost",
+        "SLURM_STEP_TASKS_PER_NODE": "2",
+    },
+    # the batch script itself: no SLURM_STEP_* variables
+    "batch script": {"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_JOB_NODELIST": "n[1-2]"},
+}
+
+
+@pytest.fixture(scope="module")
+def resolved() -> dict[str, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env["PATH"] = os.path.dirname(sys.executable)  # no nvidia-smi there
+    done = subprocess.run(
+        [sys.executable, "-c", RESOLVE, json.dumps(list(CASES.values()))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(zip(CASES, json.loads(done.stdout), strict=True))
+
+
+def test_slurm_resolver_lays_out_the_step_on_a_host_without_gpus(resolved) -> None:
+    """One task per node: the same port on every node; two tasks on one node: two ports. No
+    accelerators (TensorFlow's own resolver fails here: nvidia-smi missing, or 0 GPUs)."""
+    assert resolved["two nodes"] == {
+        "spec": {"worker": ["n1:23456", "n2:23456"]},
+        "task": ["worker", 1],
+        "accelerators": {},
+    }
+    assert resolved["one node"] == {
+        "spec": {"worker": ["localhost:23456", "localhost:23457"]},
+        "task": ["worker", 0],
+        "accelerators": {},
+    }
+
+
+def test_slurm_resolver_outside_a_step_is_one_clear_error(resolved) -> None:
+    error = resolved["batch script"]["error"]
+    assert error.startswith(
+        "distribute.strategy: multi_worker in Slurm job 7 needs one worker per task started "
+        "with srun (SLURM_STEP_NUM_TASKS not found"
+    )
+    assert "\n" not in error
 
 
 def test_two_node_job_trains_one_verified_best_equal_to_mirrored(

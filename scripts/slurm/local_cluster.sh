@@ -182,26 +182,24 @@ log_tail() {
 }
 
 install_packages() {
-    local missing=() b
-    for b in slurmctld slurmd sbatch sinfo munged; do
+    local missing=() packages=(slurmctld slurmd slurm-client munge) b needed
+    needed=(slurmctld slurmd sbatch sinfo munged)
+    # N >= 2: ip (iproute2) for the links; nsenter, unshare, mount and hostname are essential
+    # Debian packages (util-linux, mount, hostname).
+    ((NODES > 1)) && needed+=(ip nsenter unshare mount hostname) && packages+=(iproute2)
+    for b in "${needed[@]}"; do
         command -v "$b" >/dev/null || missing+=("$b")
     done
-    if ((NODES > 1)); then
-        for b in ip nsenter unshare mount hostname; do
-            command -v "$b" >/dev/null || die "$b is needed for --nodes $NODES (iproute2," \
-                "util-linux) and missing"
-        done
-    fi
     ((${#missing[@]} == 0)) && return 0
     command -v apt-get >/dev/null ||
-        die "missing ${missing[*]} and no apt-get to install slurmctld slurmd slurm-client munge"
-    log "installing slurmctld slurmd slurm-client munge (missing: ${missing[*]})"
+        die "missing ${missing[*]} and no apt-get to install ${packages[*]}"
+    log "installing ${packages[*]} (missing: ${missing[*]})"
     # apt's chatter goes to stderr: stdout is reserved for the export line.
     DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || die "apt-get update failed"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        slurmctld slurmd slurm-client munge >&2 || die "apt-get install of Slurm failed"
-    for b in slurmctld slurmd sbatch sinfo munged; do
-        command -v "$b" >/dev/null || die "$b still not on PATH after installing Slurm"
+        "${packages[@]}" >&2 || die "apt-get install of ${packages[*]} failed"
+    for b in "${needed[@]}"; do
+        command -v "$b" >/dev/null || die "$b still not on PATH after installing ${packages[*]}"
     done
 }
 
@@ -434,6 +432,7 @@ EOF
 in_node() {
     local name=$1
     shift
+    # shellcheck disable=SC2016  # expanded by the inner bash
     nsenter --net="$NS/$name" unshare --mount --uts --propagation private -- \
         bash -c 'mount --bind "$1" /etc/hosts && hostname "$2" && shift 2 && exec "$@"' \
         in_node "$B/etc/hosts" "$name" "$@"
