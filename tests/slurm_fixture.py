@@ -1,17 +1,20 @@
-"""A real single-node Slurm cluster on localhost, shared by a whole test session.
+"""Real Slurm clusters on this machine, each shared by a whole test session.
 
 Mocked Slurm cannot show what matters for requeue-and-resume (signal delivery, requeue timing,
 SLURM_RESTART_COUNT), so tests that need Slurm get a real one from
-``scripts/slurm/local_cluster.sh``. Use it from a test module with::
+``scripts/slurm/local_cluster.sh``: ``slurm_cluster`` (one node, ``localhost``) and
+``slurm_multinode`` (two nodes ``n1`` and ``n2``, each a slurmd in its own network namespace,
+so tf.distribute workers on both can use the same port; clients run through the wrappers in
+``DIR/bin``, which the fixture puts first on ``PATH``). Use them from a test module with::
 
     pytest_plugins = ["slurm_fixture"]
 
 (``tests/`` is no package and the repository root is not on ``sys.path`` under a plain
 ``pytest``, so ``from tests.slurm_fixture import ...`` would only work with ``python -m pytest``.)
 
-Without Slurm (not installable, no root, not Linux) the fixture skips, unless ``CI`` is set
-(``true``, ``1``, ...): CI
-must never pass by silently skipping the Slurm tests.
+Without Slurm (not installable, no root, not Linux, no network namespaces) the fixtures skip,
+unless ``CI`` is set (``true``, ``1``, ...): CI must never pass by silently skipping the Slurm
+tests.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class SlurmCluster:
 
     dir: Path
     env: dict[str, str]
+    nodes: int = 1
 
     @property
     def slurm_conf(self) -> str:
@@ -136,9 +140,9 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"local Slurm cluster unavailable: {reason}")
 
 
-def _script(action: str, directory: Path, timeout: float) -> subprocess.CompletedProcess:
+def _script(action: str, directory: Path, timeout: float, *options: str):
     return subprocess.run(
-        ["bash", str(SCRIPT), action, str(directory)],
+        ["bash", str(SCRIPT), action, *options, str(directory)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -172,30 +176,57 @@ def cluster_processes(directory: Path) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """Bring the cluster up once per session (installing Slurm if needed); tear it down after."""
+def cluster_mounts(directory: Path) -> list[str]:
+    """Mount points under DIRECTORY (the network namespaces of a multi-node cluster)."""
+    prefix = f"{directory}/"
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in mounts if line.split()[4].startswith(prefix)]
+
+
+def _cluster(directory: Path, nodes: int) -> Iterator[SlurmCluster]:
+    """Bring a cluster of NODES nodes up under DIRECTORY, yield it, tear it down and check that
+    nothing of it is left (processes, namespace mounts)."""
     if not sys.platform.startswith("linux"):
         _unavailable(f"needs Linux, this is {sys.platform}")
-    directory = tmp_path_factory.mktemp("slurm")
+    options = ("--nodes", str(nodes)) if nodes > 1 else ()
     try:
-        up = _script("up", directory, timeout=900)
+        up = _script("up", directory, 900, *options)
     except subprocess.TimeoutExpired:
         _script("down", directory, timeout=120)
         _unavailable("local_cluster.sh up did not finish in 900 s")
     if up.returncode != 0:
         _script("down", directory, timeout=120)
         _unavailable(f"local_cluster.sh up failed ({up.returncode}): {up.stderr.strip()[-2000:]}")
-    match = re.fullmatch(r"export SLURM_CONF=(\S+)", up.stdout.strip())
+    expected = r"export SLURM_CONF=(\S+)"
+    if nodes > 1:
+        expected += rf"\nexport PATH={re.escape(str(directory))}/bin:\$PATH"
+    match = re.fullmatch(expected, up.stdout.strip())
     if match is None:
         _script("down", directory, timeout=120)
         _unavailable(f"unexpected output from local_cluster.sh up: {up.stdout!r}")
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_PREFIXES)}
     env["SLURM_CONF"] = match.group(1)
+    if nodes > 1:
+        env["PATH"] = f"{directory}/bin{os.pathsep}{env.get('PATH', os.defpath)}"
     try:
-        yield SlurmCluster(dir=directory, env=env)
+        yield SlurmCluster(dir=directory, env=env, nodes=nodes)
     finally:
         down = _script("down", directory, timeout=300)
         assert down.returncode == 0, f"local_cluster.sh down failed: {down.stderr}"
         left = cluster_processes(directory)
         assert not left, f"processes left after local_cluster.sh down: {left}"
+        mounts = cluster_mounts(directory)
+        assert not mounts, f"mounts left after local_cluster.sh down: {mounts}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One node, ``localhost``: bring it up once per session (installing Slurm if needed)."""
+    yield from _cluster(tmp_path_factory.mktemp("slurm"), nodes=1)
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """Two nodes, ``n1`` and ``n2`` (addresses 10.199.0.11 and .12 inside the cluster's own
+    network namespaces; each node resolves both names): once per session."""
+    yield from _cluster(tmp_path_factory.mktemp("slurmmn"), nodes=2)

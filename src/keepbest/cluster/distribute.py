@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -94,6 +95,40 @@ if not ready:
 """
 
 
+def slurm_resolver(port_base: int):
+    """The workers of this Slurm job step: one per task, ``<node>:<port_base + local index>``.
+
+    TensorFlow's ``SlurmClusterResolver`` lays out the cluster, but it cannot count zero GPUs:
+    without ``CUDA_VISIBLE_DEVICES`` it runs ``nvidia-smi`` (FileNotFoundError on a host
+    without it) and ``gpus_per_node=0`` fails (``range() arg 3 must not be zero``). On such a
+    host it lays out the cluster with one pretend GPU per task, exported nowhere
+    (``auto_set_gpu=False``), and the strategy gets the layout with no accelerators. An empty
+    ``CUDA_VISIBLE_DEVICES`` means no GPU too (TensorFlow would count one).
+    """
+    import tensorflow as tf
+
+    from keepbest.errors import ConfigError
+
+    slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
+    try:
+        if os.environ.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-smi"):
+            return slurm(port_base=port_base)
+        tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+        layout = slurm(
+            port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False
+        )
+        spec = layout.cluster_spec()
+    except RuntimeError as exc:  # e.g. SLURM_STEP_NUM_TASKS missing: the batch script itself
+        raise ConfigError(
+            f"distribute.strategy: multi_worker in Slurm job {os.environ.get('SLURM_JOB_ID')} "
+            f"needs one worker per task started with srun ({exc})"
+        ) from None
+    task_type, task_id = layout.get_task_info()
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        spec, task_type=task_type, task_id=task_id, num_accelerators={}, rpc_layer="grpc"
+    )
+
+
 def _connect(settings):
     """MultiWorkerMirroredStrategy, created within ``connect_timeout`` or not at all."""
     import tensorflow as tf
@@ -107,7 +142,7 @@ def _connect(settings):
                 "distribute.strategy: multi_worker needs TF_CONFIG or a Slurm job "
                 "(SLURM_JOB_ID) to know its workers"
             )
-        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(port_base=settings.port_base)
+        resolver = slurm_resolver(settings.port_base)
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=settings.collective_timeout
     )
