@@ -224,7 +224,8 @@ def tune_command(
 
     if trials is None and not best:
         raise InputError("--trials: give the study's number of trials, e.g. --trials 20")
-    _import_tensorflow_quietly()  # checking the space builds optimizers and metrics
+    if not best:
+        _import_tensorflow_quietly()  # checking the space builds optimizers and metrics
     tuner = Tuner.prepare(
         config_path,
         space_path,
@@ -236,6 +237,7 @@ def tune_command(
         seed,
         startup_trials,
         overrides,
+        check=not best,
     )
     if best:
         click.echo(str(tuner.open(create=False).best_run_dir()))

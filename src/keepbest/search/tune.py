@@ -370,20 +370,38 @@ def open_storage(label: str, where: str = "--storage"):
             return optuna.storages.RDBStorage(label)
         except Exception as exc:
             raise InputError(
-                f"{where}: cannot open the Optuna storage {label} ({describe_exception(exc)})"
+                f"{where}: cannot open the Optuna storage {label} ({type(exc).__name__}: {exc})"
             ) from None
     path = Path(label)
     if path.is_dir():
         raise InputError(f"{where}: {path} is a folder, not a journal file")
     if not path.parent.is_dir():
         raise InputError(f"{where}: folder not found: {path.parent}")
+    _check_journal(path, where)
     try:
         backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
-        return optuna.storages.JournalStorage(backend)
+        return optuna.storages.JournalStorage(backend)  # reads the journal
     except Exception as exc:
         raise InputError(
-            f"{where}: {path} is not an Optuna journal ({describe_exception(exc)}); "
+            f"{where}: {path} is not an Optuna journal ({type(exc).__name__}: {exc}); "
             "move it away or give another --storage"
+        ) from None
+
+
+def _check_journal(path: Path, where: str) -> None:
+    """An existing file must start like an Optuna journal (a JSON line with an op_code):
+    Optuna would append to any file it is given."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as handle:
+            first = json.loads(handle.readline())
+        if not isinstance(first, dict) or "op_code" not in first:
+            raise ValueError("its first line is no journal entry")
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{where}: {path} is not an Optuna journal ({exc}); move it away or give "
+            "another --storage"
         ) from None
 
 
@@ -443,9 +461,11 @@ class Tuner:
         seed: int | None = None,
         startup_trials: int = 5,
         overrides: Sequence[str] = (),
+        check: bool = True,
     ) -> Tuner:
         """Check everything (config, space, every key, the study's folder) before
-        anything is written; ``InputError`` lists the problems."""
+        anything is written; ``InputError`` lists the problems. ``check=False`` skips
+        trying the space on the config (for reading a study, not running trials)."""
         base = load_config(config, overrides)
         name = study or base.name
         if not RUN_NAME_PATTERN.match(name):
@@ -465,7 +485,8 @@ class Tuner:
                     "one process); use mirrored or none, and parallel workers instead"
                 )
         study_dir = base.output_dir / name
-        check_space(config, overrides, dims, study_dir)
+        if check:
+            check_space(config, overrides, dims, study_dir)
         budget = trials if trials is not None else 0
         if sampler == "grid":
             continuous = [dim.key for dim in dims if dim.grid() is None]
@@ -540,9 +561,14 @@ class Tuner:
                 "run keepbest tune without --best first"
             ) from None
         except Exception as exc:
+            what = f"{type(exc).__name__}: {exc}"
+            if journal:
+                raise InputError(
+                    f"--storage: {label} is not an Optuna journal ({what}); move it away "
+                    "or give another --storage"
+                ) from None
             raise InputError(
-                f"--storage: cannot open study {self.study_name!r} in {label} "
-                f"({describe_exception(exc)})"
+                f"--storage: cannot open study {self.study_name!r} in {label} ({what})"
             ) from None
         if study.direction.name.lower() != direction:
             raise InputError(
