@@ -737,13 +737,18 @@ class Tuner:
                     note = "run the same command to resume"
                     if should_requeue(self.base.resume.requeue):
                         note = requeue_self()
+                    _stopping(self.base.resume.signals)
                     raise StoppedForResume(
                         f"stopped by {stop.received[0]} between trials of study "
                         f"{self.study_name!r}; {note}"
                     )
                 if claim is None:
                     return outcomes
-                outcome = self.run_trial(claim)
+                try:
+                    outcome = self.run_trial(claim)
+                except StoppedForResume:
+                    _stopping(self.base.resume.signals)
+                    raise
                 if outcome.state == "busy":
                     skip.add(outcome.number)
                 outcomes.append(outcome)
@@ -778,6 +783,17 @@ class Tuner:
                 f"{best.value:.6g} (verified), {self.study_dir / best.user_attrs['run_dir']}"
             )
         return line
+
+
+def _stopping(names: Sequence[str]) -> None:
+    """The worker is stopping, its state saved: further stop signals (Slurm's requeue
+    sends SIGTERM) are ignored, so that they cannot cut its exit short; a second Ctrl-C
+    still stops at once."""
+    import signal
+
+    for name in names:
+        if name != "SIGINT":
+            signal.signal(signal.Signals[name], signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- summary
