@@ -127,6 +127,7 @@ def train(
 
     import keras
 
+    from keepbest.callbacks.mlflow_tracking import require_mlflow, tracking
     from keepbest.callbacks.tensorboard import require_tensorboard
     from keepbest.cluster.distribute import Distribution
     from keepbest.data.pipelines import load_pipelines
@@ -138,6 +139,7 @@ def train(
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
     require_tensorboard(cfg)
+    require_mlflow(cfg)
     pipelines = load_pipelines(cfg)
     data = MeasureData.from_pipelines(pipelines)
     keras.utils.set_random_seed(cfg.seed)
@@ -153,10 +155,13 @@ def train(
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     lock = RunLock(run.path) if chief else contextlib.nullcontext()
-    with lock, StopSignals(cfg.resume.signals) as stop:
-        return _train_locked(
+    with lock, StopSignals(cfg.resume.signals) as stop, tracking(cfg, run, chief) as tracker:
+        observers = [*tracker.observers, *observers]  # MLflow first: it logs pruned points
+        result = _train_locked(
             cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
         )
+        tracker.finish(result.record)
+        return result
 
 
 def _check_monitor_is_logged(cfg: ExperimentConfig, model, data) -> None:
@@ -260,8 +265,8 @@ def _train_locked(
     )
     report = EpochReport(best, cfg.train.epochs, every_epoch=not progress_bar)
     callbacks = [best, history, resume] + ([report] if chief else [])
-    if observers and chief:
-        callbacks.append(NotifyObservers(best, observers))
+    if observers and chief:  # before `resume`: a stop at an epoch end still tells them
+        callbacks.insert(2, NotifyObservers(best, observers))
     if cfg.logging.tensorboard and chief:  # after `best`, to log epoch_end_* values too
         callbacks.insert(1, tensorboard_callback(run.path))
     if progress_bar:  # Keras' bar must end each epoch's line before EpochReport writes

@@ -46,7 +46,8 @@ Observer = Callable[[EvaluationPoint], Any]
 
 class NotifyObservers(keras.callbacks.Callback):
     """Calls each observer at every evaluation point; place it after ``BestCheckpoint``
-    and the writers, so that an observer sees the point's saved state."""
+    and ``HistoryCSV``, so that an observer sees the point's saved state, and before
+    ``ResumeCheckpoint``, whose stop at an epoch end would otherwise skip the point."""
 
     def __init__(self, best, observers: Sequence[Observer]):
         super().__init__()
