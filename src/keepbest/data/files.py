@@ -226,25 +226,26 @@ def numeric_columns(
                 return x
         body = body.rows()  # some field is no finite number: find it, line by line
     x = np.empty((len(body), len(columns)), dtype="float32")
-    for i, (line, row) in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(
-                f"{where}: {path.name} line {line} has {len(row)} fields, "
-                f"the header has {len(header)}"
-            )
-        for j, column in enumerate(columns):
-            try:
-                x[i, j] = float(row[column])
-            except ValueError:
+    with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: reported below
+        for i, (line, row) in enumerate(body):
+            if len(row) != len(header):
                 raise DataError(
-                    f"{where}: {path.name} line {line}, column {names[j]!r}: "
-                    f"{row[column]!r} is not a number{hint}"
-                ) from None
-            if not np.isfinite(x[i, j]):
-                raise DataError(
-                    f"{where}: {path.name} line {line}, column {names[j]!r}: "
-                    f"{row[column]!r} is not a finite number (fill in missing values)"
+                    f"{where}: {path.name} line {line} has {len(row)} fields, "
+                    f"the header has {len(header)}"
                 )
+            for j, column in enumerate(columns):
+                try:
+                    x[i, j] = float(row[column])
+                except ValueError:
+                    raise DataError(
+                        f"{where}: {path.name} line {line}, column {names[j]!r}: "
+                        f"{row[column]!r} is not a number{hint}"
+                    ) from None
+                if not np.isfinite(x[i, j]):
+                    raise DataError(
+                        f"{where}: {path.name} line {line}, column {names[j]!r}: "
+                        f"{row[column]!r} is not a finite number (fill in missing values)"
+                    )
     return x
 
 

@@ -35,6 +35,7 @@ Example space (``space.yaml``)::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -466,6 +467,8 @@ class Tuner:
         """Check everything (config, space, every key, the study's folder) before
         anything is written; ``InputError`` lists the problems. ``check=False`` skips
         trying the space on the config (for reading a study, not running trials)."""
+        if importlib.util.find_spec("optuna") is None:
+            raise InputError("keepbest tune needs Optuna: pip install 'keepbest[tune]'")
         base = load_config(config, overrides)
         name = study or base.name
         if not RUN_NAME_PATTERN.match(name):
