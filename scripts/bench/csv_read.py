@@ -76,7 +76,7 @@ def measure(quick: bool) -> list[Row]:
     return [
         Row(
             "csv",
-            f"CSV of {ROWS // 1000}k rows ({FEATURES} float columns + label, "
+            f"CSV of {ROWS / 1e6:g}M rows ({FEATURES} float columns + label, "
             f"{size / 2**20:.0f} MiB): header, features, labels; pyarrow vs the csv module "
             "(same arrays)",
             seconds(old),
