@@ -165,6 +165,92 @@ def sweep_command(
         )
 
 
+@cli.command("tune")
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option(
+    "--space",
+    "space_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="YAML mapping of dotted config keys to distributions.",
+)
+@click.option("--trials", type=click.IntRange(min=1), help="The study's total number of trials.")
+@click.option(
+    "--study", "study_name", help="The study's name and folder (default: the config's name)."
+)
+@click.option(
+    "--storage",
+    help="An Optuna storage URL (sqlite:///study.db) or a journal file; default: "
+    "optuna.journal in the study's folder.",
+)
+@click.option(
+    "--sampler", type=click.Choice(["tpe", "random", "grid"]), default="tpe", show_default=True
+)
+@click.option(
+    "--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True
+)
+@click.option("--seed", type=int, help="The sampler's seed (default: the config's seed).")
+@click.option(
+    "--startup-trials",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Complete trials before the median pruner prunes and TPE models the space.",
+)
+@overrides_option
+@click.option("--best", is_flag=True, help="Print the best trial's run dir and exit.")
+def tune_command(
+    config_path: str,
+    space_path: str,
+    trials: int | None,
+    study_name: str | None,
+    storage: str | None,
+    sampler: str,
+    pruner: str,
+    seed: int | None,
+    startup_trials: int,
+    overrides: tuple[str, ...],
+    best: bool,
+) -> None:
+    """Search CONFIG's hyperparameters over --space with Optuna; every trial is a run dir
+    whose objective is its verified best value.
+
+    Several processes (or Slurm array tasks) with the same arguments share the study and
+    its --trials. A signal stops the worker after saving (exit 75); running it again
+    resumes the interrupted trial. --best prints the best trial's run dir.
+    """
+    from keepbest.errors import InputError
+    from keepbest.search.tune import Tuner
+
+    if trials is None and not best:
+        raise InputError("--trials: give the study's number of trials, e.g. --trials 20")
+    if not best:
+        _import_tensorflow_quietly()  # checking the space builds optimizers and metrics
+    tuner = Tuner.prepare(
+        config_path,
+        space_path,
+        trials,
+        study_name,
+        storage,
+        sampler,
+        pruner,
+        seed,
+        startup_trials,
+        overrides,
+        check=not best,
+    )
+    if best:
+        click.echo(str(tuner.open(create=False).best_run_dir()))
+        return
+    tuner.open()
+    outcomes = tuner.work()
+    click.echo(tuner.summary())
+    failed = [o for o in outcomes if o.state == "failed"]
+    if outcomes and len(failed) == len(outcomes):
+        error = failed[0].error
+        raise type(error)(f"all {len(outcomes)} trials of this worker failed; the first: {error}")
+
+
 RUN_DIR = click.Path(exists=True, file_okay=False)
 
 
@@ -266,13 +352,17 @@ def plot_command(run_dir: str, out: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def summary_command(runs_dir: str, as_json: bool) -> None:
     """A table of the runs under RUNS_DIR, best first: the swept values, best epoch,
-    monitored value, verified, status (done / resumable / running / failed)."""
+    monitored value, verified, status (done / resumable / running / failed). For a
+    study's folder (keepbest tune): every trial, its sampled values and Optuna state."""
     import dataclasses
     import json
 
     from keepbest.rundir.table import format_table, summarize
+    from keepbest.search.tune import summarize_study
 
-    rows = summarize(runs_dir)
+    rows = summarize_study(runs_dir)  # a study's folder: every trial, with Optuna's state
+    if rows is None:
+        rows = summarize(runs_dir)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
     else:

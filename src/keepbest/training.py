@@ -132,6 +132,7 @@ def train(
 
     import keras
 
+    from keepbest.callbacks.mlflow_tracking import require_mlflow, tracking
     from keepbest.callbacks.tensorboard import require_tensorboard
     from keepbest.cluster.distribute import Distribution
     from keepbest.data.pipelines import load_pipelines
@@ -143,6 +144,7 @@ def train(
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
     require_tensorboard(cfg)
+    require_mlflow(cfg)
     pipelines = load_pipelines(cfg)
     data = MeasureData.from_pipelines(pipelines)
     _check_every_steps(cfg, pipelines.steps_per_epoch)
@@ -159,10 +161,13 @@ def train(
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     lock = RunLock(run.path) if chief else contextlib.nullcontext()
-    with lock, StopSignals(cfg.resume.signals) as stop:
-        return _train_locked(
+    with lock, StopSignals(cfg.resume.signals) as stop, tracking(cfg, run, chief) as tracker:
+        observers = [*tracker.observers, *observers]  # MLflow first: it logs pruned points
+        result = _train_locked(
             cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
         )
+        tracker.finish(result.record)
+        return result
 
 
 def _check_every_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> None:

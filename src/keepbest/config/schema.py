@@ -305,10 +305,31 @@ class DistributeConfig(Section):
         return self
 
 
+class MlflowConfig(Section):
+    """MLflow tracking of the run (see keepbest.callbacks.mlflow_tracking)."""
+
+    # None: MLflow's own default (MLFLOW_TRACKING_URI); a relative sqlite:/// or file:
+    # path starts at the config file's folder, like every path in the config
+    tracking_uri: str | None = None
+    experiment: str | None = None  # None: MLflow's default experiment
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        for prefix in ("sqlite:///", "file:"):
+            path = value.removeprefix(prefix)
+            if value.startswith(prefix) and path and not path.startswith(("/", ":memory:")):
+                return prefix + str(_base_dir(info).resolve() / path)
+        return value
+
+
 class LoggingConfig(Section):
-    """Extra logs in the run dir (``history.csv`` is always written)."""
+    """Extra logs (``history.csv`` is always written)."""
 
     tensorboard: bool = False  # TensorBoard event files in run_dir/tensorboard
+    mlflow: MlflowConfig | None = None  # an MLflow run per run dir
 
 
 class ExperimentConfig(Section):

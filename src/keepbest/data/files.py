@@ -79,24 +79,133 @@ def read_npz(
     return arrays
 
 
-def read_csv_table(path: Path, delimiter: str, where: str) -> tuple[list[str], list[tuple]]:
-    """The header and the (line number, fields) of each non-empty data row."""
+class CsvRows:
+    """The data rows of a CSV file as pyarrow read them: one column of field text per
+    header column, turned into numbers a whole column at a time (``numeric_columns``).
+
+    Iterating gives ``(line number, fields)`` per non-empty row, as the csv module
+    does; those rows (and the line numbers that messages name) come from reading the
+    file again with the csv module, which only the error paths need.
+    """
+
+    def __init__(self, path: Path, delimiter: str, where: str, columns: list, count: int):
+        self.path = path
+        self.delimiter = delimiter
+        self.where = where
+        self.columns = columns  # pyarrow ChunkedArrays of strings
+        self.count = count
+        self._rows: list[tuple] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def rows(self) -> list[tuple]:
+        """``(line number, fields)`` of each data row, read by the csv module."""
+        if self._rows is None:
+            self._rows = _csv_module_rows(self.path, self.delimiter, self.where)[1:]
+        return self._rows
+
+    def __iter__(self):
+        return iter(self.rows())
+
+    def __getitem__(self, index):
+        return self.rows()[index]
+
+    def numbers(self, column: int) -> np.ndarray | None:
+        """The column as float64, or None if pyarrow does not take every field for a
+        number (the csv path then finds the field and says what is wrong with it)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        text = self.columns[column]
+        for attempt in (text, None):
+            try:
+                if attempt is None:  # " 2": Python's float() takes spaces around a number
+                    attempt = pc.utf8_trim(text, characters=" \t")
+                return pc.cast(attempt, pa.float64()).to_numpy()
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+        return None
+
+    def text(self, column: int) -> list[str]:
+        return self.columns[column].to_pylist()
+
+
+def _csv_module_rows(path: Path, delimiter: str, where: str) -> list[tuple]:
+    """``(line number, fields)`` of every non-empty row, by Python's csv module."""
     try:
         # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle, delimiter=delimiter)
-            rows = [(reader.line_num, row) for row in reader if row]
+            return [(reader.line_num, row) for row in reader if row]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{where}: cannot read {path} ({exc})") from None
-    if len(rows) < 2:
+
+
+def _arrow_columns(path: Path, delimiter: str) -> tuple[list, int] | None:
+    """Every column as text (the header row included), parsed by pyarrow; None where
+    pyarrow's reading could differ from the csv module's (a row whose field count
+    differs from the first row's, a file pyarrow refuses), or pyarrow is missing."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+    except ImportError:
+        return None
+    with open(path, "rb") as handle:  # a bound on the column count: the first line's
+        first = b""
+        while not first.strip(b"\r\n") and (line := handle.readline()):
+            first = line
+    ragged = []
+
+    def invalid(row) -> str:
+        ragged.append(row)
+        return "skip"
+
+    names = [f"f{i}" for i in range(first.count(delimiter.encode()) + 1)]
+    try:
+        table = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(autogenerate_column_names=True),
+            parse_options=pcsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=invalid
+            ),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    if ragged or any(t != pa.string() for t in table.schema.types):
+        return None
+    return [table.column(i) for i in range(table.num_columns)], table.num_rows
+
+
+def read_csv_table(path: Path, delimiter: str, where: str) -> tuple[list[str], CsvRows | list]:
+    """The header and the data rows (``CsvRows``, or ``(line number, fields)`` tuples
+    for a file with rows of different lengths, which ``numeric_columns`` reports)."""
+    try:
+        read = _arrow_columns(path, delimiter) if path.is_file() else None
+    except OSError:
+        read = None
+    if read is None:
+        rows = _csv_module_rows(path, delimiter, where)
+        if len(rows) < 2:
+            raise DataError(f"{where}: {path.name} needs a header row and at least one data row")
+        return [name.strip() for name in rows[0][1]], rows[1:]
+    columns, count = read
+    if count < 2:
         raise DataError(f"{where}: {path.name} needs a header row and at least one data row")
-    return [name.strip() for name in rows[0][1]], rows[1:]
+    header = [column[0].as_py().strip() for column in columns]
+    # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first name
+    header[0] = header[0].removeprefix("\ufeff").strip()
+    body = CsvRows(path, delimiter, where, [column.slice(1) for column in columns], count - 1)
+    return header, body
 
 
 def numeric_columns(
     path: Path,
     header: list[str],
-    body: list[tuple],
+    body: CsvRows | list[tuple],
     names: list[str],
     where: str,
     hint: str = "",
@@ -104,27 +213,58 @@ def numeric_columns(
     """The columns ``names`` of a CSV table as a float32 matrix, one row per data row;
     every field must be a finite number (``hint`` says how to fix one that is not)."""
     columns = [header.index(name) for name in names]
-    x = np.empty((len(body), len(columns)), dtype="float32")
-    for i, (line, row) in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(
-                f"{where}: {path.name} line {line} has {len(row)} fields, "
-                f"the header has {len(header)}"
-            )
+    if isinstance(body, CsvRows):
+        x = np.empty((len(body), len(columns)), dtype="float32")
         for j, column in enumerate(columns):
-            try:
-                x[i, j] = float(row[column])
-            except ValueError:
+            numbers = body.numbers(column)
+            if numbers is None:
+                break
+            with np.errstate(over="ignore"):
+                x[:, j] = numbers  # float64 -> float32, rounded as float(field) is
+        else:
+            if np.isfinite(x).all():
+                return x
+        body = body.rows()  # some field is no finite number: find it, line by line
+    x = np.empty((len(body), len(columns)), dtype="float32")
+    with np.errstate(over="ignore"):  # 1e39 becomes inf in float32: reported below
+        for i, (line, row) in enumerate(body):
+            if len(row) != len(header):
                 raise DataError(
-                    f"{where}: {path.name} line {line}, column {names[j]!r}: "
-                    f"{row[column]!r} is not a number{hint}"
-                ) from None
-            if not np.isfinite(x[i, j]):
-                raise DataError(
-                    f"{where}: {path.name} line {line}, column {names[j]!r}: "
-                    f"{row[column]!r} is not a finite number (fill in missing values)"
+                    f"{where}: {path.name} line {line} has {len(row)} fields, "
+                    f"the header has {len(header)}"
                 )
+            for j, column in enumerate(columns):
+                try:
+                    x[i, j] = float(row[column])
+                except ValueError:
+                    raise DataError(
+                        f"{where}: {path.name} line {line}, column {names[j]!r}: "
+                        f"{row[column]!r} is not a number{hint}"
+                    ) from None
+                if not np.isfinite(x[i, j]):
+                    raise DataError(
+                        f"{where}: {path.name} line {line}, column {names[j]!r}: "
+                        f"{row[column]!r} is not a finite number (fill in missing values)"
+                    )
     return x
+
+
+def target_column(
+    path: Path, header: list[str], body: CsvRows | list[tuple], target: str, where: str
+) -> np.ndarray:
+    """The column ``target`` as text, stripped, one per data row; none may be empty."""
+    column = header.index(target)
+    if isinstance(body, CsvRows):
+        texts = [text.strip() for text in body.text(column)]
+        if all(texts):
+            return np.array(texts)
+        body = body.rows()
+    texts = []
+    for line, row in body:
+        if not row[column].strip():
+            raise DataError(f"{where}: {path.name} line {line}: the target {target!r} is empty")
+        texts.append(row[column].strip())
+    return np.array(texts)
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -42,6 +42,7 @@ from keepbest.data.files import (
     numeric_columns,
     read_csv_table,
     read_npz,
+    target_column,
 )
 from keepbest.data.labels import (
     as_features,
@@ -199,15 +200,7 @@ class CsvSource(Source):
                 )
         hint = " (list numeric columns in data.features)"
         x = numeric_columns(path, header, body, features, where, hint)
-        target = header.index(data.target)
-        targets = []
-        for line, row in body:
-            if not row[target].strip():
-                raise DataError(
-                    f"{where}: {path.name} line {line}: the target {data.target!r} is empty"
-                )
-            targets.append(row[target].strip())
-        return Arrays(x, np.array(targets)), features
+        return Arrays(x, target_column(path, header, body, data.target, where)), features
 
     def read(self) -> Loaded:
         data = self.settings

@@ -11,6 +11,7 @@
         history.csv        one row per evaluation (keepbest.rundir.history)
         resume/            the newest resume state and its predecessor
         tensorboard/       TensorBoard event files (logging.tensorboard)
+        mlflow.json        the run's MLflow run id and tracking URI (logging.mlflow)
         curves.png         keepbest plot's default output
         .lock              who is training here (keepbest.rundir.lock)
 
@@ -46,6 +47,7 @@ PENDING_FILE = "best.json.pending"
 HISTORY_FILE = "history.csv"
 RESUME_DIR = "resume"
 TENSORBOARD_DIR = "tensorboard"
+MLFLOW_FILE = "mlflow.json"
 PLOT_FILE = "curves.png"
 LOCK_FILE = ".lock"
 SET_ASIDE_MARKER = ".old-"
@@ -93,6 +95,10 @@ class RunDir:
     @property
     def tensorboard_dir(self) -> Path:
         return self.path / TENSORBOARD_DIR
+
+    @property
+    def mlflow_file(self) -> Path:
+        return self.path / MLFLOW_FILE
 
     @property
     def plot_file(self) -> Path:

@@ -39,7 +39,7 @@ class SweepRun:
 
     @property
     def overrides(self) -> list[str]:
-        return [f"{key}={_as_yaml(value)}" for key, value in self.values.items()]
+        return assignments(self.values)
 
 
 def _as_yaml(value: Any) -> str:
@@ -53,6 +53,24 @@ def _label(value: Any) -> str:
     if isinstance(value, dict):
         return "-".join(f"{k}{_label(v)}" for k, v in value.items())
     return re.sub(r"[^A-Za-z0-9.+-]", "_", str(value))
+
+
+def assignments(values: dict[str, Any]) -> list[str]:
+    """``--set`` overrides that give each dotted key its value."""
+    return [f"{key}={_as_yaml(value)}" for key, value in values.items()]
+
+
+def placed_config(
+    config: str | Path,
+    overrides: tuple[str, ...] | list[str],
+    values: dict[str, Any],
+    folder: Path,
+    name: str,
+) -> ExperimentConfig:
+    """``config`` with ``overrides``, then ``values`` (dotted key -> value) applied as
+    ``--set`` overrides, living in ``folder/name``; validated (``ConfigError``)."""
+    placement = [f"output_dir={_as_yaml(str(folder))}", f"name={_as_yaml(name)}"]
+    return load_config(config, [*overrides, *assignments(values), *placement])
 
 
 def read_grid(path: str | Path) -> dict[str, list]:
@@ -96,13 +114,8 @@ def expand_sweep(
     for index, combination in enumerate(itertools.product(*grid.values())):
         values = dict(zip(keys, combination, strict=True))
         name = ",".join(f"{short[k]}={_label(v)}" for k, v in values.items())
-        placement = [
-            f"output_dir={_as_yaml(str(base.output_dir / base.name))}",
-            f"name={_as_yaml(name)}",
-        ]
-        assignments = [f"{k}={_as_yaml(v)}" for k, v in values.items()]
         try:
-            resolved = load_config(config, [*overrides, *assignments, *placement])
+            resolved = placed_config(config, overrides, values, base.output_dir / base.name, name)
         except ConfigError as exc:
             problems += [f"run {index} ({name}): {line}" for line in exc.problems]
             continue

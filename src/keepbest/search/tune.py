@@ -1,0 +1,895 @@
+"""Hyperparameter search on Optuna: ``keepbest tune``, whose every trial is a verified run.
+
+A space file maps dotted config keys to distributions; each trial samples one value per
+key, applies them as ``--set`` overrides (``keepbest.search.sweep.placed_config``) and
+trains an ordinary run dir under the study's folder, ``output_dir/<study>/<NNN>-<values>``.
+A trial's objective is its run's *verified* best value (``best.json``'s
+``verified_value``), in the monitor's direction. Pruning sees the value measured at
+each evaluation point (``EvaluationPoint.value``, reported at the global optimizer
+step), never Keras' running mean.
+
+Workers share a study through Optuna's storage: by default a journal file in the study's
+folder (``optuna.journal``), which works on a file system several machines share; or
+any Optuna storage URL (``sqlite:///study.db`` on one machine). Claiming a trial (asking
+Optuna for a new one, or adopting an interrupted one) happens under a lock file in the
+study's folder, so ``--trials N`` is the study's total, whatever the number of workers.
+A trial interrupted by a signal stays RUNNING with its resume state on disk: the Slurm
+array task that owned it (same ``SLURM_JOB_ID`` after requeue), or a worker on the same
+host once its process is gone, resumes it in the same run dir; it is counted once. A
+trial that crashes is marked failed with its error.
+
+Example space (``space.yaml``)::
+
+    optimizer.learning_rate: {log_uniform: [1.0e-4, 1.0e-1]}
+    model.kwargs.dropout: {uniform: [0.0, 0.5]}
+    model.kwargs.hidden: {choice: [[64], [128, 64]]}
+    data.batch_size: {int: [16, 128, 16]}
+
+    >>> from keepbest.search.tune import parse_space
+    >>> [d.key for d in parse_space({"optimizer.learning_rate": {"log_uniform": [1e-4, 0.1]}})]
+    ['optimizer.learning_rate']
+    >>> parse_space({"model.kwargs.hidden": {"choice": [[64], [128, 64]]}})[0].labels
+    ('[64]', '[128, 64]')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import math
+import os
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from keepbest.config import ExperimentConfig, load_config, parse_yaml, reported_against
+from keepbest.config.messages import short_repr
+from keepbest.config.references import describe_exception, did_you_mean
+from keepbest.config.schema import RUN_NAME_PATTERN
+from keepbest.errors import (
+    ConfigError,
+    InputError,
+    KeepbestError,
+    NoBestError,
+    RunBusyError,
+    StoppedForResume,
+)
+from keepbest.rundir.layout import RunDir
+from keepbest.search.sweep import _as_yaml, _label, _short_names, placed_config
+
+if TYPE_CHECKING:
+    from keepbest.rundir.table import SummaryRow
+
+log = logging.getLogger(__name__)
+
+STUDY_FILE = "study.json"  # in the study's folder: the study's name and storage
+JOURNAL_FILE = "optuna.journal"  # the default storage
+CLAIM_LOCK = "tune"  # Optuna's open-lock adds ".lock": tune.lock
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "none")
+KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
+# The objective and the study's own layout cannot vary between trials.
+FIXED_KEYS = {
+    "name": "each trial's run dir is named by keepbest",
+    "output_dir": "trials live in the study's folder",
+    "checkpoint.monitor": "it is the objective; use the same monitor for every trial",
+    "checkpoint.mode": "it is the objective's direction",
+}
+_EXAMPLES = (
+    "{log_uniform: [1.0e-4, 0.1]}, {uniform: [0.0, 0.5]}, {int: [16, 128, 16]} "
+    "or {choice: [[64], [128, 64]]}"
+)
+
+
+# --------------------------------------------------------------------------- the space
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searched config key and its distribution."""
+
+    key: str
+    kind: str  # one of KINDS
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple = ()
+
+    @property
+    def labels(self) -> tuple:
+        """The choices as Optuna stores them: scalars as they are, anything else (a list,
+        a mapping) as its YAML text."""
+        if all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices):
+            return self.choices
+        return tuple(_as_yaml(c) for c in self.choices)
+
+    def distribution(self):
+        from optuna import distributions
+
+        if self.kind == "choice":
+            return distributions.CategoricalDistribution(list(self.labels))
+        if self.kind in ("int", "log_int"):
+            step = int(self.step or 1)
+            log_scale = self.kind == "log_int"
+            return distributions.IntDistribution(
+                int(self.low), int(self.high), log=log_scale, step=step
+            )
+        log_scale = self.kind == "log_uniform"
+        return distributions.FloatDistribution(
+            float(self.low), float(self.high), log=log_scale, step=self.step
+        )
+
+    def value(self, param: Any) -> Any:
+        """The config value of Optuna's ``param``."""
+        if self.kind == "choice":
+            return self.choices[self.labels.index(param)]
+        return param
+
+    def corners(self) -> list:
+        """The values checked against the config before any trial: every choice, or both
+        ends of the range."""
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind in ("int", "log_int"):
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
+
+    def grid(self) -> list | None:
+        """The points a grid search visits (Optuna's representation), or None if the
+        range is continuous."""
+        if self.kind == "choice":
+            return list(self.labels)
+        if self.kind in ("int", "log_int"):
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        if self.step is None:
+            return None
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        return [round(self.low + i * self.step, 12) for i in range(count)]
+
+    def describe(self) -> dict:
+        return {"key": self.key, "kind": self.kind, "distribution": str(self.distribution())}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _dimension(key: str, spec: Any) -> Dimension:
+    """One space entry; ``ValueError`` says what is wrong with it."""
+    parts = key.split(".")
+    if not all(parts):
+        raise ValueError("expected a dotted config key such as optimizer.learning_rate")
+    if key in FIXED_KEYS:
+        raise ValueError(f"cannot be searched: {FIXED_KEYS[key]}")
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ValueError(f"expected one distribution, e.g. {_EXAMPLES} (got {short_repr(spec)})")
+    ((kind, args),) = spec.items()
+    kind = str(kind)
+    if kind not in KINDS:
+        hint = did_you_mean(kind, KINDS) or f"; expected one of {', '.join(KINDS)}"
+        raise ValueError(f"unknown distribution {kind!r}{hint}")
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ValueError(
+                f"choice: expected a non-empty list of values (got {short_repr(args)})"
+            )
+        dim = Dimension(key, kind, choices=tuple(args))
+        labels = [repr(label) for label in dim.labels]
+        for index, label in enumerate(labels):
+            if label in labels[:index]:
+                raise ValueError(f"choice: {short_repr(args[index])} is listed twice")
+        return dim
+    integer = kind in ("int", "log_int")
+    shape = "[low, high] or [low, high, step]"
+    if not isinstance(args, list) or len(args) not in (2, 3) or not all(map(_number, args)):
+        raise ValueError(f"{kind}: expected {shape} of numbers (got {short_repr(args)})")
+    if integer and not all(isinstance(a, int) or float(a).is_integer() for a in args):
+        raise ValueError(f"{kind}: expected whole numbers (got {short_repr(args)})")
+    low, high = args[0], args[1]
+    step = args[2] if len(args) == 3 else None
+    if not low < high:
+        raise ValueError(f"{kind}: low ({low}) must be below high ({high})")
+    if kind.startswith("log_") and low <= 0:
+        raise ValueError(f"{kind}: low must be above 0 on a log scale (got {low})")
+    if step is not None and step <= 0:
+        raise ValueError(f"{kind}: step must be above 0 (got {step})")
+    if step is not None and kind.startswith("log_") and step != 1:
+        raise ValueError(f"{kind}: a log scale takes no step; use int or uniform for a step")
+    if integer:
+        low, high = int(low), int(high)
+        step = int(step) if step is not None else None
+    return Dimension(key, kind, low, high, step)
+
+
+def parse_space(raw: Any, origin: str = "space") -> list[Dimension]:
+    """The dimensions of a space mapping; ``ConfigError`` lists every problem."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(
+            f"{origin}: expected a mapping of dotted config keys to distributions, e.g. "
+            "optimizer.learning_rate: {log_uniform: [1.0e-4, 0.1]}"
+        )
+    dims, problems = [], []
+    for key, spec in raw.items():
+        try:
+            dims.append(_dimension(str(key), spec))
+        except ValueError as exc:
+            problems.append(f"{origin}: {key}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return dims
+
+
+def read_space(path: str | Path) -> list[Dimension]:
+    space_path = Path(path)
+    if space_path.is_dir():
+        raise ConfigError(f"--space: {space_path} is a folder, not a file")
+    if not space_path.is_file():
+        raise ConfigError(f"--space: file not found: {space_path}")
+    try:
+        text = space_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--space: cannot read {space_path} ({exc})") from None
+    return parse_space(parse_yaml(text, str(space_path)), str(space_path))
+
+
+def check_space(
+    config: str | Path, overrides: Sequence[str], dims: list[Dimension], folder: Path
+) -> None:
+    """Apply every choice and both ends of every range to the config, one key at a time,
+    then the first value of every key together, like ``--set``; each config is also
+    checked the way ``train`` checks one before it reads data (builder kwargs,
+    optimizer, loss, metrics). A bad key or value fails here, before any trial runs,
+    naming the dotted path."""
+    from keepbest.models import compile_args, resolve_builder
+
+    tries = [
+        ({dim.key: value}, f"{dim.key}={_as_yaml(value)}")
+        for dim in dims
+        for value in dim.corners()
+    ]
+    if len(dims) > 1:
+        first = {dim.key: dim.corners()[0] for dim in dims}
+        tries.append((first, ", ".join(f"{k}={_as_yaml(v)}" for k, v in first.items())))
+    problems: list[str] = []
+    seen: set[str] = set()
+    for values, shown in tries:
+        try:
+            cfg = placed_config(config, overrides, values, folder, "trial")
+            resolve_builder(cfg)
+            compile_args(cfg)
+        except ConfigError as exc:
+            for line in exc.problems:
+                if line not in seen:
+                    seen.add(line)
+                    problems.append(f"--space {shown}: {line}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def trial_name(number: int, dims: list[Dimension], values: dict[str, Any]) -> str:
+    """A run dir name that reads: ``007-learning_rate=0.00312,hidden=128-64``."""
+    short = _short_names([dim.key for dim in dims])
+    parts = ",".join(f"{short[k]}={_label(_rounded(v))}" for k, v in values.items())
+    name = f"{number:03d}-{parts}"
+    return name if len(name) <= 200 else name[:200].rstrip(",=")
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.3g}")
+    return value
+
+
+def objective_direction(cfg: ExperimentConfig) -> str:
+    """``min`` or ``max``: the monitor's direction, known before any model exists."""
+    ck = cfg.checkpoint
+    if ck.mode != "auto":
+        return ck.mode
+    metric = ck.monitor.removeprefix("val_")
+    if metric == "loss" or metric.endswith("_loss"):
+        return "min"
+    import keras
+
+    try:
+        direction = getattr(keras.metrics.get(metric), "_direction", None)
+    except (ValueError, TypeError):
+        direction = None
+    if direction not in ("up", "down"):
+        with reported_against(cfg):
+            raise ConfigError(
+                f"checkpoint.mode: cannot tell whether {ck.monitor!r} should go up or down "
+                "before a model is built; set checkpoint.mode to min or max"
+            )
+    return "max" if direction == "up" else "min"
+
+
+# --------------------------------------------------------------------------- the study
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """Who trains a trial: a Slurm job (stable across requeues) or a process on a host."""
+
+    host: str
+    pid: int
+    slurm_job: str | None
+
+    @classmethod
+    def current(cls) -> Owner:
+        return cls(socket.gethostname(), os.getpid(), os.environ.get("SLURM_JOB_ID"))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def may_adopt(self, attrs: dict | None) -> bool:
+        """Whether a RUNNING trial owned by ``attrs`` is left for this worker to resume:
+        its Slurm job is this one (requeued), or its process on this host is gone."""
+        if not attrs:  # asked, but its worker died before naming it
+            return True
+        if self.slurm_job and attrs.get("slurm_job") == self.slurm_job:
+            return True
+        return attrs.get("host") == self.host and not _alive(attrs.get("pid"))
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _storage_label(storage: str | None, study_dir: Path) -> str:
+    """The storage as written to study.json: a URL, or an absolute journal path."""
+    if storage is None:
+        return str(study_dir / JOURNAL_FILE)
+    if "://" in storage:
+        prefix = "sqlite:///"
+        path = storage.removeprefix(prefix)
+        if storage.startswith(prefix) and path and not path.startswith("/"):
+            return prefix + str(Path(path).resolve())
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def open_storage(label: str, where: str = "--storage"):
+    """An Optuna storage for ``label`` (a URL, or a journal file path)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    if "://" in label:
+        try:
+            return optuna.storages.RDBStorage(label)
+        except Exception as exc:
+            raise InputError(
+                f"{where}: cannot open the Optuna storage {label} ({type(exc).__name__}: {exc})"
+            ) from None
+    path = Path(label)
+    if path.is_dir():
+        raise InputError(f"{where}: {path} is a folder, not a journal file")
+    if not path.parent.is_dir():
+        raise InputError(f"{where}: folder not found: {path.parent}")
+    _check_journal(path, where)
+    try:
+        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return optuna.storages.JournalStorage(backend)  # reads the journal
+    except Exception as exc:
+        raise InputError(
+            f"{where}: {path} is not an Optuna journal ({type(exc).__name__}: {exc}); "
+            "move it away or give another --storage"
+        ) from None
+
+
+def _check_journal(path: Path, where: str) -> None:
+    """An existing file must start like an Optuna journal (a JSON line with an op_code):
+    Optuna would append to any file it is given."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with open(path, "rb") as handle:
+            first = json.loads(handle.readline())
+        if not isinstance(first, dict) or "op_code" not in first:
+            raise ValueError("its first line is no journal entry")
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"{where}: {path} is not an Optuna journal ({exc}); move it away or give "
+            "another --storage"
+        ) from None
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclasses.dataclass
+class Claim:
+    trial: Any  # optuna.trial.Trial
+    name: str
+    resumed: bool
+
+
+@dataclasses.dataclass
+class Outcome:
+    number: int
+    name: str
+    state: str  # complete, pruned, failed, busy
+    detail: str
+    error: KeepbestError | None = None
+
+
+@dataclasses.dataclass
+class Tuner:
+    """One worker's view of a study: the base config, the space, the Optuna study."""
+
+    config: Path
+    overrides: tuple[str, ...]
+    base: ExperimentConfig
+    dims: list[Dimension]
+    study_name: str
+    study_dir: Path
+    storage_label: str
+    direction: str
+    budget: int
+    sampler: str
+    pruner: str
+    seed: int | None
+    startup_trials: int
+    study: Any = None  # optuna.Study once opened
+
+    # ----------------------------------------------------------------- opening
+
+    @classmethod
+    def prepare(
+        cls,
+        config: str | Path,
+        space: str | Path,
+        trials: int | None,
+        study: str | None = None,
+        storage: str | None = None,
+        sampler: str = "tpe",
+        pruner: str = "median",
+        seed: int | None = None,
+        startup_trials: int = 5,
+        overrides: Sequence[str] = (),
+        check: bool = True,
+    ) -> Tuner:
+        """Check everything (config, space, every key, the study's folder) before
+        anything is written; ``InputError`` lists the problems. ``check=False`` skips
+        trying the space on the config (for reading a study, not running trials)."""
+        if importlib.util.find_spec("optuna") is None:
+            raise InputError("keepbest tune needs Optuna: pip install 'keepbest[tune]'")
+        base = load_config(config, overrides)
+        name = study or base.name
+        if not RUN_NAME_PATTERN.match(name):
+            raise ConfigError(
+                f"--study: {name!r}: use letters, digits and . _ , = + - only "
+                "(it names the study's folder)"
+            )
+        if sampler not in SAMPLERS:
+            raise InputError(f"--sampler: {sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        if pruner not in PRUNERS:
+            raise InputError(f"--pruner: {pruner!r}: expected one of {', '.join(PRUNERS)}")
+        dims = read_space(space)
+        if base.distribute.strategy == "multi_worker":
+            with reported_against(base):
+                raise ConfigError(
+                    "distribute.strategy: multi_worker runs are not tuned (each trial is "
+                    "one process); use mirrored or none, and parallel workers instead"
+                )
+        study_dir = base.output_dir / name
+        if check:
+            check_space(config, overrides, dims, study_dir)
+        budget = trials if trials is not None else 0
+        if sampler == "grid":
+            continuous = [dim.key for dim in dims if dim.grid() is None]
+            if continuous:
+                raise ConfigError(
+                    [
+                        f"{space}: {key}: --sampler grid needs a finite set of values; give "
+                        "the range a step, e.g. {uniform: [0.0, 0.5, 0.1]}, or use choice"
+                        for key in continuous
+                    ]
+                )
+            size = math.prod(len(dim.grid()) for dim in dims)
+            if trials is not None and trials > size:
+                log.info("the grid has %d points: the study stops after %d trials", size, size)
+                budget = size
+        if study_dir.is_file():
+            raise InputError(f"--study: {study_dir} is a file, not a folder")
+        if RunDir(study_dir).has_run():
+            raise InputError(
+                f"--study: {study_dir} is the run dir of a single run; give the study "
+                "another name with --study"
+            )
+        return cls(
+            config=Path(config),
+            overrides=tuple(overrides),
+            base=base,
+            dims=dims,
+            study_name=name,
+            study_dir=study_dir,
+            storage_label=_storage_label(storage, study_dir),
+            direction=objective_direction(base),
+            budget=budget,
+            sampler=sampler,
+            pruner=pruner,
+            seed=base.seed if seed is None else seed,
+            startup_trials=startup_trials,
+        )
+
+    def _space_attr(self) -> list:
+        return [dim.describe() for dim in self.dims]
+
+    def open(self, create: bool = True) -> Tuner:
+        """Create (or join) the study; refuse one that searches another space or
+        direction. With ``create=False`` the study must exist."""
+        import optuna
+
+        _quiet_optuna()
+        label = self.storage_label
+        journal = "://" not in label
+        if not create and journal and not Path(label).is_file():
+            raise InputError(
+                f"--study: no study {self.study_name!r} yet ({label} does not exist); "
+                "run keepbest tune without --best first"
+            )
+        if create:
+            self.study_dir.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(label)
+        direction = "minimize" if self.direction == "min" else "maximize"
+        try:
+            if create:
+                study = optuna.create_study(
+                    storage=storage,
+                    study_name=self.study_name,
+                    direction=direction,
+                    load_if_exists=True,
+                )
+            else:
+                study = optuna.load_study(study_name=self.study_name, storage=storage)
+        except KeyError:
+            raise InputError(
+                f"--study: {label} holds no study {self.study_name!r}; "
+                "run keepbest tune without --best first"
+            ) from None
+        except Exception as exc:
+            what = f"{type(exc).__name__}: {exc}"
+            if journal:
+                raise InputError(
+                    f"--storage: {label} is not an Optuna journal ({what}); move it away "
+                    "or give another --storage"
+                ) from None
+            raise InputError(
+                f"--storage: cannot open study {self.study_name!r} in {label} ({what})"
+            ) from None
+        if study.direction.name.lower() != direction:
+            raise InputError(
+                f"--study: {self.study_name!r} in {label} was created to "
+                f"{study.direction.name.lower()}, but {self.base.checkpoint.monitor} is to be "
+                f"{direction}d; use another --study"
+            )
+        space = study.user_attrs.get("keepbest_space")
+        if space is None and create:
+            study.set_user_attr("keepbest_space", self._space_attr())
+            study.set_user_attr("keepbest_monitor", self.base.checkpoint.monitor)
+        elif space is not None and space != self._space_attr():
+            raise InputError(
+                f"--space: study {self.study_name!r} in {label} searches another space "
+                f"({', '.join(d['key'] for d in space)}); use its space file or another --study"
+            )
+        if create:
+            from keepbest.atomic import write_json_atomic
+
+            meta = self.study_dir / STUDY_FILE
+            payload = {"study": self.study_name, "storage": label}
+            if not meta.is_file() or json.loads(meta.read_text(encoding="utf-8")) != payload:
+                write_json_atomic(meta, payload)
+        study.pruner = self._make_pruner()
+        self.study = study
+        return self
+
+    def _make_pruner(self):
+        import optuna
+
+        if self.pruner == "none":
+            return optuna.pruners.NopPruner()
+        return optuna.pruners.MedianPruner(n_startup_trials=self.startup_trials)
+
+    def _make_sampler(self, number: int):
+        """The sampler for trial ``number``, seeded with ``seed + number``: a trial's
+        random draws depend on its number, not on which worker asked for it."""
+        import optuna
+
+        seed = None if self.seed is None else self.seed + number
+        if self.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if self.sampler == "grid":
+            grid = {dim.key: dim.grid() for dim in self.dims}
+            return optuna.samplers.GridSampler(grid, seed=self.seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup_trials)
+
+    # ----------------------------------------------------------------- claiming
+
+    def _lock(self):
+        from optuna.storages.journal import JournalFileOpenLock
+
+        return JournalFileOpenLock(str(self.study_dir / CLAIM_LOCK), grace_period=60)
+
+    def claim(self, me: Owner, skip: set[int] = frozenset()) -> Claim | None:
+        """Under the study's lock: adopt an interrupted trial this worker may resume, or
+        ask Optuna for a new one while the study has fewer than ``budget`` trials;
+        None when there is nothing left to do."""
+        import optuna
+
+        lock = self._lock()
+        lock.acquire()
+        try:
+            trials = self.study.get_trials(deepcopy=False)
+            for frozen in trials:
+                running = frozen.state == optuna.trial.TrialState.RUNNING
+                owner = frozen.user_attrs.get("keepbest_owner")
+                if running and frozen.number not in skip and me.may_adopt(owner):
+                    trial = optuna.trial.Trial(self.study, frozen._trial_id)
+                    name = frozen.user_attrs.get("run_dir") or self._name(frozen.number, trial)
+                    trial.set_user_attr("run_dir", name)
+                    trial.set_user_attr("keepbest_owner", me.to_dict())
+                    return Claim(trial, name, resumed=owner is not None)
+            if len(trials) >= self.budget:
+                return None
+            self.study.sampler = self._make_sampler(len(trials))
+            trial = self.study.ask({dim.key: dim.distribution() for dim in self.dims})
+            name = self._name(trial.number, trial)
+            trial.set_user_attr("run_dir", name)
+            trial.set_user_attr("keepbest_owner", me.to_dict())
+            return Claim(trial, name, resumed=False)
+        finally:
+            lock.release()
+
+    def _values(self, trial) -> dict[str, Any]:
+        params = trial.params
+        return {dim.key: dim.value(params[dim.key]) for dim in self.dims}
+
+    def _name(self, number: int, trial) -> str:
+        return trial_name(number, self.dims, self._values(trial))
+
+    # ----------------------------------------------------------------- training
+
+    def run_trial(self, claim: Claim) -> Outcome:
+        """Train (or resume) the claimed trial and tell Optuna how it ended."""
+        import keras
+        import optuna
+
+        from keepbest.training import train
+
+        trial, name = claim.trial, claim.name
+        number = trial.number
+        values = self._values(trial)
+        shown = ", ".join(f"{k}={_as_yaml(v)}" for k, v in values.items())
+        log.info("== trial %d: %s (%s)", number, "resuming" if claim.resumed else "new", shown)
+        try:
+            cfg = placed_config(self.config, self.overrides, values, self.study_dir, name)
+        except ConfigError as exc:
+            return self._fail(trial, name, exc)
+
+        def report(point) -> None:
+            trial.report(point.value, point.step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"at step {point.step} (epoch {point.epoch}): {point.monitor} {point.value:.6g}"
+                )
+
+        keras.backend.clear_session()  # layer names as a fresh `keepbest train` gives them
+        try:
+            result = train(cfg, observers=[report])
+        except optuna.TrialPruned as pruned:
+            trial.set_user_attr("pruned", str(pruned))
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info("trial %d pruned %s", number, pruned)
+            return Outcome(number, name, "pruned", str(pruned))
+        except StoppedForResume:
+            raise  # the trial stays RUNNING, owned by this worker: it resumes later
+        except RunBusyError as exc:
+            log.warning("trial %d: %s; leaving it to that process", number, exc)
+            return Outcome(number, name, "busy", str(exc))
+        except KeepbestError as exc:
+            return self._fail(trial, name, exc)
+        except Exception as exc:
+            return self._fail(trial, name, KeepbestError(describe_exception(exc)))
+        record = result.record
+        trial.set_user_attr("best_epoch", record.epoch)
+        trial.set_user_attr("verified_value", record.verified_value)
+        self.study.tell(trial, record.verified_value)
+        detail = f"{record.monitor} {record.verified_value:.6g} at epoch {record.epoch}, verified"
+        log.info("trial %d complete: %s", number, detail)
+        return Outcome(number, name, "complete", detail)
+
+    def _fail(self, trial, name: str, exc: KeepbestError) -> Outcome:
+        import optuna
+
+        message = str(exc).replace("\n", "; ")
+        trial.set_user_attr("error", message)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        log.warning("trial %d (%s) failed: %s", trial.number, name, message)
+        return Outcome(trial.number, name, "failed", message, exc)
+
+    def work(self) -> list[Outcome]:
+        """Claim and train trials until the study has ``budget`` of them. A stop signal
+        between trials ends the worker like one during a trial (exit 75, Slurm
+        requeue); a claimed trial that has not started stays RUNNING for later."""
+        from keepbest.cluster.slurm import requeue_self, should_requeue
+        from keepbest.signals import StopSignals
+
+        me = Owner.current()
+        outcomes: list[Outcome] = []
+        skip: set[int] = set()
+        with StopSignals(self.base.resume.signals) as stop:
+            while True:
+                claim = None if stop.requested else self.claim(me, skip)
+                if stop.requested:
+                    note = "run the same command to resume"
+                    if should_requeue(self.base.resume.requeue):
+                        note = requeue_self()
+                    _stopping(self.base.resume.signals)
+                    raise StoppedForResume(
+                        f"stopped by {stop.received[0]} between trials of study "
+                        f"{self.study_name!r}; {note}"
+                    )
+                if claim is None:
+                    return outcomes
+                try:
+                    outcome = self.run_trial(claim)
+                except StoppedForResume:
+                    _stopping(self.base.resume.signals)
+                    raise
+                if outcome.state == "busy":
+                    skip.add(outcome.number)
+                outcomes.append(outcome)
+
+    # ----------------------------------------------------------------- results
+
+    def best_run_dir(self) -> Path:
+        """The run dir of the study's best complete trial."""
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            raise NoBestError(
+                f"study {self.study_name!r} has no complete trial yet; run keepbest tune"
+            ) from None
+        return self.study_dir / best.user_attrs["run_dir"]
+
+    def summary(self) -> str:
+        import optuna
+
+        trials = self.study.get_trials(deepcopy=False)
+        counts = {}
+        for frozen in trials:
+            state = frozen.state.name.lower()
+            counts[state] = counts.get(state, 0) + 1
+        states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        line = f"study {self.study_name!r}: {len(trials)} of {self.budget} trials ({states})"
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if complete:
+            best = self.study.best_trial
+            line += (
+                f"\nbest: trial {best.number}, {self.base.checkpoint.monitor} "
+                f"{best.value:.6g} (verified), {self.study_dir / best.user_attrs['run_dir']}"
+            )
+        return line
+
+
+def _stopping(names: Sequence[str]) -> None:
+    """The worker is stopping, its state saved: further stop signals (Slurm's requeue
+    sends SIGTERM) are ignored, so that they cannot cut its exit short; a second Ctrl-C
+    still stops at once."""
+    import signal
+
+    for name in names:
+        if name != "SIGINT":
+            signal.signal(signal.Signals[name], signal.SIG_IGN)
+
+
+# --------------------------------------------------------------------------- summary
+
+_STATE_ORDER = {"complete": 0, "running": 1, "pruned": 2, "fail": 3, "waiting": 4}
+
+
+def summarize_study(folder: str | Path) -> list[SummaryRow] | None:
+    """``keepbest summary`` rows for a study's folder, or None if ``folder`` holds no
+    study: every trial with its sampled values and Optuna state, complete trials first
+    (best first), then running, pruned and failed ones."""
+    from keepbest.rundir.status import run_status
+    from keepbest.rundir.table import SummaryRow
+
+    folder = Path(folder)
+    meta_file = folder / STUDY_FILE
+    if not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        name, label = meta["study"], meta["storage"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"RUNS_DIR: {meta_file} is not a keepbest study file ({exc})") from None
+    try:
+        import optuna
+    except ImportError:
+        return None
+    _quiet_optuna()
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(label, str(meta_file)))
+    except KeyError:
+        raise InputError(f"RUNS_DIR: {label} holds no study {name!r}") from None
+    mode = "min" if study.direction.name == "MINIMIZE" else "max"
+    keys = [d["key"] for d in study.user_attrs.get("keepbest_space", [])]
+    monitor = study.user_attrs.get("keepbest_monitor")
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        dims = {d.key: d for d in _dims_of(trial)}
+        swept: dict[str, Any] = {"trial": trial.number}
+        for key in keys:
+            param = trial.params.get(key)
+            dim = dims.get(key)
+            swept[key] = dim.value(param) if dim and param is not None else param
+        run = folder / trial.user_attrs.get("run_dir", f"{trial.number:03d}")
+        status = run_status(run) if RunDir(run).has_run() else None
+        record = status.record if status else None
+        state = trial.state.name.lower()
+        value = trial.value if state == "complete" else (record.value if record else None)
+        text = {"fail": "failed", "complete": "complete"}.get(state, state)
+        detail = status.detail if status else "no run dir"
+        if state == "pruned":
+            text = f"pruned {trial.user_attrs.get('pruned', '')}".strip()
+        elif state == "fail":
+            detail = trial.user_attrs.get("error", "failed")
+        elif state == "running" and status:
+            text = f"running ({status.state})"
+        rows.append(
+            SummaryRow(
+                name=run.name,
+                swept=swept,
+                status=text,
+                monitor=record.monitor if record else monitor,
+                mode=mode,
+                best_epoch=record.epoch if record else None,
+                value=value,
+                verified=bool(record and record.verified),
+                detail=detail,
+            )
+        )
+
+    def rank(row: SummaryRow) -> tuple:
+        state = row.status.split()[0]
+        order = _STATE_ORDER.get({"failed": "fail"}.get(state, state), 5)
+        if row.value is None or not math.isfinite(row.value):
+            return (order, 1, 0.0, row.swept["trial"])
+        return (order, 0, row.value if mode == "min" else -row.value, row.swept["trial"])
+
+    return sorted(rows, key=rank)
+
+
+def _dims_of(trial) -> list[Dimension]:
+    """Dimensions rebuilt from a trial's distributions (to turn a choice's label back
+    into its value)."""
+    from optuna.distributions import CategoricalDistribution
+
+    dims = []
+    for key, dist in trial.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            choices = tuple(
+                parse_yaml(c, key) if isinstance(c, str) and c[:1] in "[{" else c
+                for c in dist.choices
+            )
+            dim = Dimension(key, "choice", choices=choices)
+            if dim.labels == tuple(dist.choices):
+                dims.append(dim)
+    return dims
