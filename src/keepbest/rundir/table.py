@@ -5,16 +5,17 @@ runs (found by comparing their saved configs, so any set of runs works, not only
 of one ``keepbest sweep``). Runs judged by different monitors or modes (``val_loss``
 (min) and ``val_accuracy`` (max)) are never ranked against each other: each monitor gets
 its own table, best first. Paths are shown relative to the summarized folder. By default
-the table fits the given width (long cells shortened, swept columns that do not fit
-listed below it); ``width=None`` (``--wide``) shows everything. Reads records and
-statuses only; needs no TensorFlow.
+a table fits the given width: the swept keys that vary within it, by their last name
+(``learning_rate``), long values shortened, as many columns as fit (the narrowest first),
+and the ones that do not fit listed below it; ``width=None`` (``--wide``) shows every
+swept key in full. Reads records and statuses only; needs no TensorFlow.
 
 Example:
 
     >>> from keepbest.rundir.table import SummaryRow, format_table
     >>> rows = [SummaryRow("lr=0.1", {"optimizer.learning_rate": 0.1}, "done", "val_loss",
     ...                    "min", 4, 0.25, True, "done")]
-    >>> print(format_table(rows, width=80))
+    >>> print(format_table(rows, width=None))
     val_loss (min), best first:
     run     optimizer.learning_rate  epoch  value  verified  status
     lr=0.1  0.1                      4      0.25   yes       done
@@ -170,7 +171,17 @@ def _shorten(text: str, limit: int | None) -> str:
     return "…" + text[-(limit - 1) :]
 
 
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its last part (``learning_rate``), unless that is ambiguous."""
+    last = [key.rpartition(".")[2] for key in keys]
+    return {
+        key: name if last.count(name) == 1 else key for key, name in zip(keys, last, strict=True)
+    }
+
+
 def _table(rows: list[SummaryRow], width: int | None) -> str:
+    """One group's table. Narrow (``width``): the swept keys that vary within the group,
+    by short names, as many as fit, long values shortened; wide: every swept key."""
     limit = None if width is None else _MAX_CELL
     fixed_head = ["run", "epoch", "value", "verified", "status"]
     fixed = [
@@ -183,21 +194,25 @@ def _table(rows: list[SummaryRow], width: int | None) -> str:
         ]
         for row in rows
     ]
+    keys = list(rows[0].swept)
+    if width is not None:
+        keys = [key for key in keys if len({repr(row.swept[key]) for row in rows}) > 1]
+    names = _short_names(keys) if width is not None else {key: key for key in keys}
     columns = {
-        key: [key, *(_shorten(_cell(row.swept[key]), limit) for row in rows)]
-        for key in rows[0].swept
+        key: [names[key], *(_shorten(_cell(row.swept[key]), limit) for row in rows)] for key in keys
     }
     widths = [max(len(line[i]) for line in [fixed_head, *fixed]) for i in range(len(fixed_head))]
     used = sum(widths) + len(_GAP) * (len(widths) - 1)
     shown, hidden = [], []
-    for key, cells in columns.items():
-        column_width = max(len(cell) for cell in cells)
-        if width is None or used + len(_GAP) + column_width <= width:
+    column_widths = {key: max(len(cell) for cell in cells) for key, cells in columns.items()}
+    for key in sorted(columns, key=column_widths.get):  # as many columns as fit
+        if width is None or used + len(_GAP) + column_widths[key] <= width:
             shown.append(key)
-            used += len(_GAP) + column_width
+            used += len(_GAP) + column_widths[key]
         else:
             hidden.append(key)
-    header = [fixed_head[0], *shown, *fixed_head[1:]]
+    shown = [key for key in columns if key in shown]  # in the keys' order
+    header = [fixed_head[0], *(names[key] for key in shown), *fixed_head[1:]]
     body = [
         [line[0], *(columns[key][i + 1] for key in shown), *line[1:]]
         for i, line in enumerate(fixed)
@@ -208,7 +223,8 @@ def _table(rows: list[SummaryRow], width: int | None) -> str:
         for line in [header, *body]
     )
     if hidden:
-        note = f"(--wide also shows {len(hidden)} swept keys: {', '.join(hidden)})"
+        count = f"{len(hidden)} more swept key" + ("s" if len(hidden) > 1 else "")
+        note = f"(--wide also shows {count}: {', '.join(hidden)})"
         text += "\n" + (note if len(note) <= width else note[: width - 2] + "…)")
     return text
 
