@@ -71,7 +71,7 @@ def test_digits_are_read_raw_and_preprocessed_in_the_pipeline(tmp_path):
     spec = pipes.spec
     assert (spec.raw_shape, spec.raw_dtype, spec.raw_range) == ((8, 8), "uint8", (0.0, 16.0))
     assert (spec.input_shape, spec.num_classes, spec.class_names) == ((8, 8, 1), 10, None)
-    assert spec.preprocessing.describe() == "x * 0.0625, then a channel axis added"
+    assert spec.preprocessing.describe() == "x * 0.0625, then add a channel axis"
     x, y = first_batch(pipes.train_eval)
     with np.load(DIGITS) as npz:
         expected = npz["x"][:500].astype("float32")[..., None] / np.float32(16)
@@ -94,7 +94,7 @@ def test_a_spec_from_before_preprocessing_was_recorded_reads_as_before():
         '"image_size": [4, 6], "color_mode": "rgb"}'
     )
     assert images.raw_shape == (None, None, 3)
-    assert images.preprocessing.describe() == "resized to 4x6 (bilinear), then x * 0.00392157"
+    assert images.preprocessing.describe() == "resize to 4x6 (bilinear), then x * 0.00392157"
 
 
 # --------------------------------------------------------------------------- npz

@@ -384,7 +384,7 @@ def test_predict_warns_about_inputs_outside_the_training_range(digits_run, tmp_p
     assert line == (
         "warning: --input: bytes.npz: values range 0..256, far outside the training inputs' "
         "0..16; the predictions may be wrong: give values as the training files hold them "
-        "(the model applies x * 0.0625, then a channel axis added itself)"
+        "(the model preprocesses them itself: x * 0.0625, then add a channel axis)"
     )
     assert "Traceback" not in done.stderr and (tmp_path / "p.csv").is_file()
 
@@ -648,7 +648,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> str:
             [
                 "expects input of shape (N, 8, 8), got (5, 8, 8, 1)",
                 "it looks preprocessed already: give the raw values, as in the training files "
-                "(the model applies x * 0.0625, then a channel axis added itself)",
+                "(the model preprocesses them itself: x * 0.0625, then add a channel axis)",
             ],
         ),
         (

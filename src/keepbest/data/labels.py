@@ -126,7 +126,7 @@ def check_features(x: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
         if x.ndim and not spec.steps.is_identity and shape_fits(x.shape[1:], spec.input_shape):
             hint = (
                 f"; it looks preprocessed already: give the raw values, as in the training "
-                f"files (the model applies {spec.steps.describe()} itself)"
+                f"files (the model preprocesses them itself: {spec.steps.describe()})"
             )
         elif (
             x.ndim

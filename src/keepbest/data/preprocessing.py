@@ -22,7 +22,7 @@ Example:
     >>> from keepbest.data.preprocessing import Preprocessing
     >>> digits = Preprocessing(scale=1 / 16, add_channel=True)
     >>> digits.model_input_shape((8, 8)), digits.describe()
-    ((8, 8, 1), 'x * 0.0625, then a channel axis added')
+    ((8, 8, 1), 'x * 0.0625, then add a channel axis')
     >>> Preprocessing.from_dict(digits.to_dict()) == digits, Preprocessing().is_identity
     (True, True)
 """
@@ -58,14 +58,14 @@ class Preprocessing:
         return shape
 
     def describe(self) -> str:
-        """The steps in words, e.g. ``resized to 32x32 (bilinear), then x * 0.00392157``."""
+        """The steps in words, e.g. ``resize to 32x32 (bilinear), then x * 0.00392157``."""
         steps = []
         if self.resize is not None:
-            steps.append(f"resized to {self.resize[0]}x{self.resize[1]} (bilinear)")
+            steps.append(f"resize to {self.resize[0]}x{self.resize[1]} (bilinear)")
         if self.scale is not None:
             steps.append(f"x * {self.scale:.6g}")
         if self.add_channel:
-            steps.append("a channel axis added")
+            steps.append("add a channel axis")
         return ", then ".join(steps) if steps else "none"
 
     def to_dict(self) -> dict[str, Any]:

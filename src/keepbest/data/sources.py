@@ -20,7 +20,7 @@ Example:
     >>> len(train), len(val), spec.raw_shape, spec.input_shape, spec.num_classes
     (1438, 359, (8, 8), (8, 8, 1), 10)
     >>> spec.raw_range, spec.preprocessing.describe()
-    ((0.0, 16.0), 'x * 0.0625, then a channel axis added')
+    ((0.0, 16.0), 'x * 0.0625, then add a channel axis')
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ def range_problem(x: np.ndarray, spec: DataSpec) -> str | None:
     trained = f"{trained_low:g}..{trained_high:g}"
     fix = "give values as the training files hold them"
     if not spec.steps.is_identity:
-        fix += f" (the model applies {spec.steps.describe()} itself)"
+        fix += f" (the model preprocesses them itself: {spec.steps.describe()})"
     if low < trained_low - span / 2 or high > trained_high + span / 2:
         return (
             f"values range {low:g}..{high:g}, far outside the training inputs' {trained}; "

@@ -17,8 +17,8 @@ Example:
     ...                    "min", 4, 0.25, True, "done")]
     >>> print(format_table(rows, width=None))
     val_loss (min), best first:
-    run     optimizer.learning_rate  epoch  value  verified  status
-    lr=0.1  0.1                      4      0.25   yes       done
+    run     optimizer.learning_rate  best epoch  value  verified  status
+    lr=0.1  0.1                      4           0.25   yes       done
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _table(rows: list[SummaryRow], width: int | None) -> str:
     """One group's table. Narrow (``width``): the swept keys that vary within the group,
     by short names, as many as fit, long values shortened; wide: every swept key."""
     limit = None if width is None else _MAX_CELL
-    fixed_head = ["run", "epoch", "value", "verified", "status"]
+    fixed_head = ["run", "best epoch", "value", "verified", "status"]
     fixed = [
         [
             _shorten(row.name, None if limit is None else 2 * limit),
