@@ -371,6 +371,22 @@ def test_evaluate_takes_the_bundled_digits_file_itself(digits_run, tmp_path):
     assert result["metrics"]["loss"] == expected["loss"]
 
 
+def test_evaluate_refuses_a_preprocessed_file_before_loading_the_model(digits_run, tmp_path):
+    from keepbest.inference.evaluate import evaluate_run
+
+    x, y = digits(50)
+    np.savez(tmp_path / "scaled.npz", x=x[..., None] / 16.0, y=y)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "scaled.npz").read_bytes()[:300])
+    for name, words in (
+        ("scaled.npz", "the model expects input of shape (N, 8, 8), the file has (50, 8, 8, 1)"),
+        ("cut.npz", "cannot read"),
+    ):
+        with pytest.raises(DataError) as caught:
+            evaluate_run(digits_run, tmp_path / name)
+        [line] = caught.value.problems
+        assert words in line, line
+
+
 def test_predict_warns_about_inputs_outside_the_training_range(digits_run, tmp_path):
     from keepbest.inference.predict import range_problem
 
