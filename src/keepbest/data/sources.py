@@ -109,7 +109,7 @@ class Source:
             raise DataError(f"--data: {path} does not exist")
         arrays, _, found = read_sources(self.cfg.model_copy(update={"data": settings}))
         where = f"--data: {path.name}"
-        if not shape_fits(found.raw_shape, spec.raw_shape) and found.image_size is None:
+        if not shape_fits(found.raw_shape, spec.raw_shape):
             raise DataError(
                 f"{where}: the model expects input of shape {shape_text(spec.raw_shape)}, "
                 f"the file has {shape_text(found.raw_shape, len(arrays))}"

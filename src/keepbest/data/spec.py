@@ -111,8 +111,8 @@ def shape_text(shape: tuple[int | None, ...], samples: int | None = None) -> str
     return "(" + ", ".join(["N" if samples is None else str(samples), *sizes]) + ")"
 
 
-def shape_fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+def shape_fits(shape: tuple[int | None, ...], expected: tuple[int | None, ...]) -> bool:
     """Whether one sample's ``shape`` is ``expected`` (where ``None`` fits any size)."""
     return len(shape) == len(expected) and all(
-        e is None or int(s) == e for s, e in zip(shape, expected, strict=True)
+        e is None or (s is not None and int(s) == e) for s, e in zip(shape, expected, strict=True)
     )

@@ -117,14 +117,14 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
     ``data_file`` in the run's data format."""
     from keepbest.data.pipelines import fixed_order, load_pipelines
     from keepbest.data.sources import read_like_run
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, read_spec
     from keepbest.measure import MeasureData, evaluate_metrics, tolerance
     from keepbest.monitor import Monitor
 
     run = RunDir(run_dir)
     record = read_record(run.path)
     if data_file is not None:
-        cfg, spec = run.read_config(), run.read_spec()
+        cfg, spec = run.read_config(), read_spec(run.path)
         arrays = read_like_run(cfg, spec, Path(data_file))
         model = load_best(run.path, raw_inputs=False)  # the pipeline preprocesses
         metrics = evaluate_metrics(model, fixed_order(arrays, spec, cfg.data.batch_size))

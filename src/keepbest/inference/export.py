@@ -70,14 +70,14 @@ def export_model(
     run_dir: str | Path, out: str | Path, format: ExportFormat = "keras", overwrite: bool = False
 ) -> Export:
     """Write the run's best model to ``out`` in ``format``, checked by reloading it."""
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, read_spec
 
     out = Path(out)
     _check_target(out, format, overwrite)
     run = RunDir(run_dir)
     record = read_record(run.path)
     model = load_best(run.path, compile=False)
-    probe = probe_batch(run.read_spec())
+    probe = probe_batch(read_spec(run.path))
     expected = np.asarray(model.predict_on_batch(probe))
     tmp = temp_path_for(out)
     try:

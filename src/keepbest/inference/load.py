@@ -52,7 +52,7 @@ def rebuild_model(run: RunDir):
     from keepbest.models import build_model
 
     if not run.model_file.is_file():
-        return build_model(run.read_config(), run.read_spec())
+        return build_model(run.read_config(), read_spec(run.path))
     try:
         return _deserialize(run.model_file)
     except (TypeError, ValueError, KeyError) as exc:
@@ -61,7 +61,7 @@ def rebuild_model(run: RunDir):
     if cfg.model.builder in BUILTIN_BUILDERS:
         raise KeepbestError(problem)
     try:  # the builder's module may define (and register) the custom classes
-        return build_model(cfg, run.read_spec())
+        return build_model(cfg, read_spec(run.path))
     except ConfigError as exc:
         raise KeepbestError(
             f"{problem}; rebuilding it with {cfg.model.builder} failed too: {exc.problems[-1]}"

@@ -57,14 +57,14 @@ def predict_file(
 ) -> Predictions:
     """Predict every sample of ``input_path`` with the run's best model; write them to
     ``output_path`` (.npz or .csv)."""
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, read_spec
 
     run, output = RunDir(run_dir), Path(output_path)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"--output: {output.name} must end in .npz or .csv")
     if not output.parent.is_dir():
         raise InputError(f"--output: the folder {output.parent} does not exist")
-    cfg, spec = run.read_config(), run.read_spec()
+    cfg, spec = run.read_config(), read_spec(run.path)
     features = read_features(cfg, spec, Path(input_path))
     if features.names is None:
         problem = range_problem(features.x, spec)
