@@ -177,6 +177,36 @@ def _env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
+# --------------------------------------------------------------------------- show
+
+
+def test_show_says_what_the_model_takes_and_its_classes(tmp_path):
+    from keepbest.data.preprocessing import Preprocessing
+    from keepbest.data.spec import DataSpec
+    from keepbest.rundir.show import describe_run
+
+    run = make_run(tmp_path, "images", "val_loss", "min", 0.2)
+    spec = DataSpec(
+        input_shape=(16, 16, 3),
+        num_classes=3,
+        target_shape=(),
+        class_names=["cat", "dog", "emu"],
+        raw_shape=(None, None, 3),
+        raw_dtype="uint8",
+        raw_range=(0.0, 255.0),
+        preprocessing=Preprocessing(resize=(16, 16), scale=1 / 255),
+    )
+    run.spec_file.write_text(spec.to_json())
+    lines = describe_run(run.path).highlights
+    assert lines["inputs"] == (
+        "(N, any, any, 3) uint8, 0..255; preprocessing: resize to 16x16 (bilinear), "
+        "then x * 0.00392157"
+    )
+    assert lines["classes"] == "cat, dog, emu (3)"
+    run.spec_file.write_text('{"input_shape": ')  # damaged: said, not a traceback
+    assert describe_run(run.path).highlights["inputs"] == "data_spec.json cannot be read"
+
+
 # --------------------------------------------------------------------------- plot
 
 
