@@ -57,6 +57,46 @@ def data_error(folder: Path, data: dict, **sections) -> str:
     return line.removeprefix(f"{path}: ")
 
 
+# --------------------------------------------------------------------------- digits
+
+
+DIGITS = Path(__file__).resolve().parents[1] / "src" / "keepbest" / "datasets" / "digits.npz"
+
+
+def test_digits_are_read_raw_and_preprocessed_in_the_pipeline(tmp_path):
+    """The spec records the file's raw format and the preprocessing; the pipeline's batches
+    are the file's values / 16 with a channel axis, computed here independently."""
+    data = {"source": "digits", "batch_size": 500, "shuffle": False}
+    pipes = pipelines(tmp_path, data)
+    spec = pipes.spec
+    assert (spec.raw_shape, spec.raw_dtype, spec.raw_range) == ((8, 8), "uint8", (0.0, 16.0))
+    assert (spec.input_shape, spec.num_classes, spec.class_names) == ((8, 8, 1), 10, None)
+    assert spec.preprocessing.describe() == "x * 0.0625, then add a channel axis"
+    x, y = first_batch(pipes.train_eval)
+    with np.load(DIGITS) as npz:
+        expected = npz["x"][:500].astype("float32")[..., None] / np.float32(16)
+        assert y.tolist() == npz["y"][:500].tolist()
+    assert x.dtype == np.float32 and x.shape == (500, 8, 8, 1)
+    np.testing.assert_array_equal(x, expected)
+    # data_spec.json round trip keeps all of it
+    from keepbest.data.spec import DataSpec
+
+    assert DataSpec.from_json(spec.to_json()) == spec
+
+
+def test_a_spec_from_before_preprocessing_was_recorded_reads_as_before():
+    from keepbest.data.spec import DataSpec
+
+    old = DataSpec.from_json('{"input_shape": [8, 8, 1], "num_classes": 10, "target_shape": []}')
+    assert (old.raw_shape, old.preprocessing, old.steps.is_identity) == ((8, 8, 1), None, True)
+    images = DataSpec.from_json(
+        '{"input_shape": [4, 6, 3], "num_classes": 2, "target_shape": [], '
+        '"image_size": [4, 6], "color_mode": "rgb"}'
+    )
+    assert images.raw_shape == (None, None, 3)
+    assert images.preprocessing.describe() == "resize to 4x6 (bilinear), then x * 0.00392157"
+
+
 # --------------------------------------------------------------------------- npz
 
 
@@ -75,6 +115,8 @@ def test_npz_with_validation_file(tmp_path):
     spec = pipes.spec
     assert (spec.input_shape, spec.num_classes, spec.target_shape) == ((3,), 5, ())
     assert spec.class_names is None
+    assert (spec.raw_shape, spec.raw_dtype, spec.raw_range) == ((3,), "float64", (0.0, 29.0))
+    assert spec.preprocessing.is_identity
     assert (pipes.num_train, pipes.num_validation, pipes.steps_per_epoch) == (10, 4, 3)
     x, y = first_batch(pipes.train_stream(0))
     assert (x.shape, x.dtype, y.shape, y.dtype) == ((4, 3), np.float32, (4,), np.int64)
@@ -228,11 +270,14 @@ def test_image_dir_decodes_through_the_pipeline(tmp_path):
     spec = pipes.spec
     assert (spec.input_shape, spec.num_classes, spec.class_names) == ((4, 6, 3), 2, ["cat", "dog"])
     assert (spec.image_size, spec.color_mode) == ((4, 6), "rgb")
+    assert (spec.raw_shape, spec.raw_dtype, spec.raw_range) == ((None, None, 3), "uint8", (0, 255))
     x, y = first_batch(pipes.train_stream(0))
     assert (x.shape, x.dtype, y.dtype) == ((5, 4, 6, 3), np.float32, np.int64)
     assert y.tolist() == [0, 0, 1, 1, 1]
-    levels = np.round(x.mean(axis=(1, 2, 3)) * 255).tolist()
-    assert levels == [10, 20, 10, 20, 30]
+    # uniform images: resizing keeps the level, scaling is x * float32(1 / 255)
+    levels = [10, 20, 10, 20, 30]
+    expected = np.float32(levels) * np.float32(1 / 255)
+    np.testing.assert_array_equal(x.reshape(5, -1), np.repeat(expected[:, None], 72, axis=1))
 
     gray = pipelines(
         tmp_path / "gray", {**data, "path": str(tmp_path / "images"), "color_mode": "grayscale"}
@@ -295,6 +340,22 @@ def unbatched():
 
 def broken():
     return {}["missing"]
+
+
+def named(n=6, info=None):
+    x = np.arange(n * 2, dtype="float32").reshape(n, 2)
+    return (x, np.arange(n) % 3), None, info
+
+
+def named_datasets(names):
+    x = np.ones((6, 2), "float32")
+    train = tf.data.Dataset.from_tensor_slices((x, np.arange(6) % 3)).batch(3)
+    return train, None, {"class_names": names}
+
+
+def texts_in_declared_order():
+    x = np.zeros((4, 1), "float32")
+    return (x, np.array(["b", "a", "c", "a"])), None, {"class_names": ["c", "b", "a"]}
 """
 
 
@@ -337,8 +398,8 @@ def test_factory_returning_datasets(tmp_path):
         (
             "wrong_type",
             "data.factory: factory_bad:wrong_type must return (train, validation), each an "
-            "(x, y) tuple of arrays or a batched tf.data.Dataset (validation may be None); "
-            "got dict",
+            "(x, y) tuple of arrays or a batched tf.data.Dataset (validation may be None), "
+            "optionally followed by a dict of class_names and feature_names; got dict",
         ),
         (
             "unbatched",
@@ -360,6 +421,79 @@ def test_factory_problems(tmp_path, function, message):
     with pytest.raises(InputError) as caught:
         load_pipelines(load_config(path))
     assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_factory_names_its_classes_and_features(tmp_path):
+    info = {"class_names": ["red", "green", "blue"], "feature_names": ["h", "w"]}
+    path = factory_config(tmp_path, "named", "factory_named", kwargs={"info": info})
+    spec = load_pipelines(load_config(path)).spec
+    assert (spec.class_names, spec.feature_names, spec.num_classes) == (
+        ["red", "green", "blue"],
+        ["h", "w"],
+        3,
+    )
+    path = factory_config(tmp_path, "named_datasets", "factory_named", kwargs={"names": "abc"})
+    with pytest.raises(DataError):  # a string is not a list of names
+        load_pipelines(load_config(path))
+    names = ["a", "b", "c", "d"]
+    path = factory_config(tmp_path, "named_datasets", "factory_named", kwargs={"names": names})
+    spec = load_pipelines(load_config(path)).spec
+    assert (spec.class_names, spec.num_classes) == (names, 4)
+    path = factory_config(tmp_path, "texts_in_declared_order", "factory_named")
+    pipes = load_pipelines(load_config(path))
+    assert pipes.spec.class_names == ["c", "b", "a"]
+    assert first_batch(pipes.train_eval)[1].tolist() == [1, 2, 0, 2]
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        ("red green", "third element must be a dict with class_names and/or feature_names"),
+        ({"classes": ["a"]}, "has an unknown key 'classes'; did you mean 'class_names'?"),
+        ({"class_names": ["a", "a", "b"]}, "class_names must be distinct texts"),
+        ({"class_names": ["a", "b"]}, "its labels go up to 2, but it names 2 classes (a, b)"),
+        ({"feature_names": ["h"]}, "it names 1 features, but its samples have shape (2,)"),
+    ],
+)
+def test_a_factory_s_names_must_fit_its_data(tmp_path, info, message):
+    path = factory_config(tmp_path, "named", "factory_named", kwargs={"info": info})
+    with pytest.raises(DataError) as caught:
+        load_pipelines(load_config(path))
+    [line] = caught.value.problems
+    assert line.startswith(f"{path}: data.factory: ")
+    assert message in line
+
+
+CONFIG_DIR_FACTORY = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+
+    def load(path, config_dir):
+        with np.load(Path(config_dir) / path) as npz:
+            return (npz["x"], npz["y"]), None
+    """
+)
+
+
+def test_a_factory_opens_relative_paths_from_the_config_folder_wherever_it_runs(
+    tmp_path, monkeypatch
+):
+    """The one rule: relative paths start at the config's folder; a factory asks for that
+    folder as ``config_dir``. Run from an unrelated working directory."""
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    np.savez(folder / "data" / "t.npz", x=np.ones((5, 3)), y=np.zeros(5, "int64"))
+    (folder / "cd_factory.py").write_text(CONFIG_DIR_FACTORY, encoding="utf-8")
+    data = {"source": "python", "factory": "cd_factory:load", "kwargs": {"path": "data/t.npz"}}
+    path = write(folder, data)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)  # a decoy the working directory would find
+    np.savez(elsewhere / "data" / "t.npz", x=np.ones((9, 3)), y=np.zeros(9, "int64"))
+    monkeypatch.chdir(elsewhere)
+    assert load_pipelines(load_config(path)).num_train == 5
 
 
 def test_factory_without_validation_cannot_feed_a_val_monitor(tmp_path):

@@ -1,5 +1,7 @@
-"""Using the best model: load_best (from anywhere, moved, corrupted), evaluate, predict and
-export, through the real CLI in subprocesses and on real files."""
+"""Using the best model: load_best (from anywhere, moved, corrupted), read_spec, evaluate,
+predict and export, through the real CLI in subprocesses and on real files. The model a
+user gets back takes the raw values of the training files (the preprocessing travels with
+it), and a factory run is found from any working directory."""
 
 from __future__ import annotations
 
@@ -24,10 +26,16 @@ DIGITS = REPO / "src" / "keepbest" / "datasets" / "digits.npz"
 
 
 def digits(count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The bundled digits as the model sees them: (n, 8, 8, 1) float32 in [0, 1]."""
+    """The bundled digits as the file holds them: (n, 8, 8) uint8 pixels 0..16."""
     with np.load(DIGITS) as npz:
-        x = (npz["x"].astype("float32") / 16.0)[..., None]
-        return x[:count], npz["y"][:count].astype("int64")
+        return npz["x"][:count], npz["y"][:count].astype("int64")
+
+
+def validation_split(count: int, fraction: float, seed: int) -> np.ndarray:
+    """The indices a validation split takes, computed here as the README describes it: a
+    permutation seeded with the run's seed, the first round(n * fraction), sorted."""
+    order = np.random.default_rng(seed).permutation(count)
+    return np.sort(order[: round(count * fraction)])
 
 
 def train_config(folder: Path, cfg: dict) -> Path:
@@ -87,7 +95,7 @@ def image_run(tmp_path_factory) -> Path:
     for i, (image, label) in enumerate(zip(x, y, strict=True)):
         if label < 3:
             (folder / "images" / f"c{label}").mkdir(parents=True, exist_ok=True)
-            pixels = (image[..., 0] * 255).astype("uint8")
+            pixels = (image.astype("uint16") * 255 // 16).astype("uint8")
             Image.fromarray(pixels).save(folder / "images" / f"c{label}" / f"{i}.png")
     data = {
         "source": "image_dir",
@@ -277,32 +285,207 @@ CUSTOM_LAYERS = textwrap.dedent(
 )
 
 
-def test_a_custom_layer_names_the_module_load_best_needs(tmp_path):
-    (tmp_path / "project").mkdir()
-    (tmp_path / "project" / "kb_custom_layers.py").write_text(CUSTOM_LAYERS)
+def test_a_custom_layer_s_builder_is_found_where_training_found_it(tmp_path):
+    """model.json needs a custom class: load_best calls the run's builder from the folder
+    training imported it from (code.json), from any working directory; with the module
+    gone, the error names the class, the module, where it looked and the fix."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "kb_custom_layers.py").write_text(CUSTOM_LAYERS)
     cfg = small_config(model={"builder": "kb_custom_layers:build", "kwargs": {}})
-    run = train_config(tmp_path / "project", {**cfg, "train": {"epochs": 1}})
-    done = run_python(
-        """
+    run = train_config(project, {**cfg, "train": {"epochs": 1}})
+    code = """
         import sys
         import keepbest
         try:
-            keepbest.load_best(sys.argv[1])
+            print(type(keepbest.load_best(sys.argv[1], raw_inputs=False).layers[1]).__name__)
         except keepbest.KeepbestError as exc:
             print(exc)
         sys.path.insert(0, sys.argv[2])
         import kb_custom_layers  # the fix the message names
-        print(type(keepbest.load_best(sys.argv[1]).layers[1]).__name__)
+        print(type(keepbest.load_best(sys.argv[1], raw_inputs=False).layers[1]).__name__)
+        """
+    found = run_python(code, str(run), str(project), cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split()[-2:] == ["Scale", "Scale"]
+
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    (project / "kb_custom_layers.py").rename(aside / "kb_custom_layers.py")
+    gone = run_python(code, str(run), str(aside), cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    message, loaded = gone.stdout.strip().splitlines()[-2:]
+    assert "custom class 'Scale' from module 'kb_custom_layers'" in message
+    assert "import kb_custom_layers" in message
+    assert "no module named 'kb_custom_layers' where training imported it from" in message
+    assert f"(looked in {project}" in message and "add its folder to PYTHONPATH" in message
+    assert loaded == "Scale"
+
+
+# --------------------------------------------------------------------------- raw inputs
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory) -> Path:
+    """configs/quickstart.yaml as the README runs it, for 2 epochs, into a temporary folder."""
+    out = tmp_path_factory.mktemp("quickstart")
+    overrides = [f"output_dir={out}", "train.epochs=2"]
+    return keepbest.train(REPO / "configs" / "quickstart.yaml", overrides=overrides).run_dir
+
+
+def test_load_best_on_the_raw_digits_file_reproduces_training_s_value_to_the_bit(
+    quickstart_run,
+):
+    """The bundled file as it is, (n, 8, 8) pixels 0..16, into the model load_best returns:
+    the validation loss is the recorded best, bit for bit (CPU)."""
+    import tensorflow as tf
+
+    assert not tf.config.list_physical_devices("GPU")
+    record, spec = keepbest.read_record(quickstart_run), keepbest.read_spec(quickstart_run)
+    assert (spec.raw_shape, spec.raw_dtype, spec.raw_range) == ((8, 8), "uint8", (0.0, 16.0))
+    x, y = digits()
+    val = validation_split(len(x), 0.2, seed=0)
+    model = keepbest.load_best(quickstart_run)
+    measured = model.evaluate(x[val], y[val], batch_size=64, verbose=0, return_dict=True)
+    assert measured["loss"] == record.value == record.verified_value
+    # the trained model alone (what best.weights.h5 holds) needs the preprocessed values
+    trained = keepbest.load_best(quickstart_run, raw_inputs=False)
+    assert trained.input_shape == (None, 8, 8, 1)
+    scaled = x[val].astype("float32")[..., None] / np.float32(16)
+    np.testing.assert_array_equal(
+        trained.predict(scaled, batch_size=64, verbose=0),
+        model.predict(x[val], batch_size=64, verbose=0),
+    )
+    assert len(model.weights) == len(trained.weights)  # the preprocessing has no weights
+
+
+def test_evaluate_takes_the_bundled_digits_file_itself(digits_run, tmp_path):
+    done = run_cli("evaluate", str(digits_run), "--data", str(DIGITS), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["results"][str(DIGITS)]
+    x, y = digits()
+    expected = keepbest.load_best(digits_run).evaluate(
+        x, y, batch_size=128, verbose=0, return_dict=True
+    )
+    assert result["samples"] == len(x)
+    assert result["metrics"]["loss"] == expected["loss"]
+
+
+def test_evaluate_refuses_a_preprocessed_file_before_loading_the_model(digits_run, tmp_path):
+    from keepbest.inference.evaluate import evaluate_run
+
+    x, y = digits(50)
+    np.savez(tmp_path / "scaled.npz", x=x[..., None] / 16.0, y=y)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "scaled.npz").read_bytes()[:300])
+    for name, words in (
+        ("scaled.npz", "the model expects input of shape (N, 8, 8), the file has (50, 8, 8, 1)"),
+        ("cut.npz", "cannot read"),
+    ):
+        with pytest.raises(DataError) as caught:
+            evaluate_run(digits_run, tmp_path / name)
+        [line] = caught.value.problems
+        assert words in line, line
+
+
+def test_predict_warns_about_inputs_outside_the_training_range(digits_run, tmp_path):
+    from keepbest.inference.predict import range_problem
+
+    x, _ = digits(20)
+    np.savez(tmp_path / "bytes.npz", x=x.astype("float32") * 16)  # 0..256, not 0..16
+    done = run_cli(
+        "predict", str(digits_run), "--input", "bytes.npz", "--output", "p.csv", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if "bytes.npz" in line]
+    assert line == (
+        "warning: --input: bytes.npz: values range 0..256, far outside the training inputs' "
+        "0..16; the predictions may be wrong: give values as the training files hold them "
+        "(the model preprocesses them itself: x * 0.0625, then add a channel axis)"
+    )
+    assert "Traceback" not in done.stderr and (tmp_path / "p.csv").is_file()
+
+    spec = keepbest.read_spec(digits_run)
+    assert range_problem(x, spec) is None
+    assert range_problem(x[:0], spec) is None
+    scaled = range_problem(x.astype("float32") / 16, spec)
+    assert scaled.startswith("values range 0..1, but the training inputs spanned 0..16: they")
+    broken = x.astype("float32")
+    broken[0, 0, 0] = np.nan
+    assert range_problem(broken, spec).startswith("1 values are NaN or infinite")
+
+
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def npz_run(tmp_path_factory) -> Path:
+    """A run on an .npz of raw digits with text labels ("zero" ... "nine")."""
+    folder = tmp_path_factory.mktemp("npz")
+    x, y = digits()
+    np.savez(folder / "digits.npz", x=x, y=np.array([WORDS[i] for i in y]))
+    data = {"source": "npz", "path": "digits.npz", "validation": {"split": 0.2}}
+    return train_config(folder, small_config(data=data, train={"epochs": 1}))
+
+
+def test_read_spec_gives_class_names_and_inputs_without_tensorflow(
+    npz_run, csv_run, image_run, tmp_path
+):
+    done = run_python(
+        """
+        import json, sys
+        import keepbest
+        specs = {path: keepbest.read_spec(path) for path in sys.argv[1:]}
+        print(json.dumps({path: spec.to_dict() for path, spec in specs.items()}))
+        heavy = [name for name in ("tensorflow", "keras") if name in sys.modules]
+        assert not heavy, heavy
         """,
-        str(run),
-        str(tmp_path / "project"),
+        str(npz_run),
+        str(csv_run),
+        str(image_run),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    message, loaded = done.stdout.strip().splitlines()[-2:]
-    assert "custom class 'Scale' from module 'kb_custom_layers'" in message
-    assert "import kb_custom_layers" in message
-    assert loaded == "Scale"
+    specs = json.loads(done.stdout)
+    npz, csv_spec, images = specs[str(npz_run)], specs[str(csv_run)], specs[str(image_run)]
+    assert npz["class_names"] == sorted(WORDS)
+    assert (npz["raw_shape"], npz["raw_dtype"], npz["raw_range"]) == ([8, 8], "uint8", [0, 16])
+    assert csv_spec["class_names"] == [f"d{i}" for i in range(10)]
+    assert csv_spec["feature_names"] == [f"px{i}" for i in range(64)]
+    assert images["class_names"] == ["c0", "c1", "c2"]
+    assert (images["raw_shape"], images["raw_dtype"]) == ([None, None, 1], "uint8")
+    assert images["preprocessing"] == {"resize": [8, 8], "scale": 1 / 255, "add_channel": False}
+
+
+def _no_spec(run: Path) -> None:
+    (run / "data_spec.json").unlink()
+
+
+def _truncated_spec(run: Path) -> None:
+    (run / "data_spec.json").write_text("{")
+
+
+def _foreign_spec(run: Path) -> None:
+    (run / "data_spec.json").write_text('{"shape": 1}')
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "words"),
+    [
+        (_no_spec, NoBestCheckpointError, "not a keepbest run dir (data_spec.json is missing)"),
+        (_truncated_spec, CorruptFileError, "data_spec.json is not a valid data spec"),
+        (_foreign_spec, CorruptFileError, "data_spec.json is not a valid data spec"),
+    ],
+)
+def test_read_spec_refuses_a_missing_or_damaged_spec_with_one_line(
+    digits_run, tmp_path, damage, error, words
+):
+    run = copy_run(digits_run, tmp_path / "run")
+    damage(run)
+    with pytest.raises(error) as caught:
+        keepbest.read_spec(run)
+    assert words in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(error):
+        keepbest.load_best(run)
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -406,6 +589,7 @@ def test_predict_npz_to_npz_matches_the_best_model(digits_run, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "wrote 300 predictions to out.npz" in done.stdout
+    assert "warning" not in done.stderr  # the raw file's values are in the training range
     assert "300/300" in done.stdout  # Keras' progress bar, one line when not a terminal
     expected = keepbest.load_best(digits_run, compile=False).predict(x, verbose=0)
     with np.load(tmp_path / "out.npz", allow_pickle=False) as out:
@@ -451,9 +635,7 @@ def test_predict_a_folder_of_images(image_run, tmp_path):
     from PIL import Image
 
     pixels = np.stack([np.asarray(Image.open(inputs / row["file"])) for row in rows])
-    expected = keepbest.load_best(image_run, compile=False).predict(
-        pixels[..., None].astype("float32") / 255.0, verbose=0
-    )
+    expected = keepbest.load_best(image_run, compile=False).predict(pixels[..., None], verbose=0)
     assert [row["label"] for row in rows] == [f"c{i}" for i in expected.argmax(axis=1)]
 
 
@@ -474,12 +656,21 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> str:
         (
             "digits",
             lambda d: _write_npz(d / "flat.npz", x=np.zeros((5, 64), "float32")),
-            ["expects input of shape (N, 8, 8, 1), got (5, 64)", "reshape it"],
+            ["expects input of shape (N, 8, 8), got (5, 64)", "reshape it to (N, 8, 8)"],
+        ),
+        (
+            "digits",
+            lambda d: _write_npz(d / "scaled.npz", x=np.zeros((5, 8, 8, 1), "float32")),
+            [
+                "expects input of shape (N, 8, 8), got (5, 8, 8, 1)",
+                "it looks preprocessed already: give the raw values, as in the training files "
+                "(the model preprocesses them itself: x * 0.0625, then add a channel axis)",
+            ],
         ),
         (
             "digits",
             lambda d: _write_npz(d / "text.npz", x=np.array([["a"] * 8] * 8)),
-            ["the model takes numbers (N, 8, 8, 1); got dtype <U1"],
+            ["the model takes numbers (N, 8, 8); got dtype <U1"],
         ),
         (
             "digits",
@@ -499,7 +690,7 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> str:
         (
             "digits",
             lambda d: (d / "folder").mkdir() or "folder",
-            ["is a folder of images, but the model takes arrays of shape (N, 8, 8, 1)"],
+            ["is a folder of images, but the model takes arrays of shape (N, 8, 8)"],
         ),
     ],
 )
@@ -526,7 +717,7 @@ LOAD_WITHOUT_KEEPBEST = """
     x = np.load(sys.argv[3])
     from_keras = keras.saving.load_model(sys.argv[1]).predict(x, verbose=0)
     loaded = tf.saved_model.load(sys.argv[2])
-    from_savedmodel = loaded.serve(tf.constant(x)).numpy()
+    from_savedmodel = loaded.serve(tf.constant(x, tf.float32)).numpy()  # raw 0..16
     np.savez(sys.argv[4], keras=from_keras, savedmodel=from_savedmodel)
     assert "keepbest" not in sys.modules, "the export needs keepbest"
     """
@@ -555,6 +746,72 @@ def test_export_keras_and_savedmodel_load_without_keepbest(digits_run, tmp_path)
     with np.load(tmp_path / "served.npz") as served:
         np.testing.assert_array_equal(served["keras"], expected)
         np.testing.assert_allclose(served["savedmodel"], expected, rtol=1e-5, atol=1e-6)
+
+
+SERVE_RAW_IMAGES = """
+    import sys
+    sys.modules["keepbest"] = None  # not importable: the export must not need it
+    from pathlib import Path
+    import numpy as np
+    from PIL import Image
+    import keras
+    import tensorflow as tf
+    files = sorted(Path(sys.argv[3]).rglob("*.png"))
+    small = np.stack([np.asarray(Image.open(f)) for f in files])[..., None]  # uint8, 8x8
+    large = np.stack([np.asarray(Image.open(f).resize((16, 12))) for f in files])[..., None]
+    model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+    served = tf.saved_model.load(sys.argv[2])
+    np.savez(
+        sys.argv[4],
+        files=np.array([f.parent.name for f in files]),
+        small=model.predict(small, verbose=0),
+        large=model.predict(large, verbose=0),
+        served=served.serve(tf.constant(small, "float32")).numpy(),
+    )
+    """
+
+
+def test_an_image_run_s_export_classifies_raw_decoded_images_without_keepbest(image_run, tmp_path):
+    """Decoded PNGs (uint8, as PIL gives them, at the training size or another) into the
+    exported .keras and SavedModel, in an isolated Python where keepbest cannot be
+    imported: the same outputs as the trained model on the pipeline's inputs."""
+    for fmt, out in (("keras", "images.keras"), ("savedmodel", "images-saved")):
+        done = run_cli("export", str(image_run), "--format", fmt, "--out", out, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    images = image_run.parent.parent / "images"
+    done = subprocess.run(
+        [
+            sys.executable, "-I", "-c", textwrap.dedent(SERVE_RAW_IMAGES),
+            str(tmp_path / "images.keras"), str(tmp_path / "images-saved"), str(images),
+            str(tmp_path / "served.npz"),
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": os.environ.get("PATH", "")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    from PIL import Image
+
+    files = sorted(images.rglob("*.png"))
+    pixels = np.stack([np.asarray(Image.open(f)) for f in files])[..., None]
+    trained = keepbest.load_best(image_run, compile=False, raw_inputs=False)
+    scaled = pixels.astype("float32") * np.float32(1 / 255)  # what the pipeline computes
+    expected = trained.predict(scaled, verbose=0)
+    with np.load(tmp_path / "served.npz") as served:
+        np.testing.assert_array_equal(served["small"], expected)
+        np.testing.assert_allclose(served["served"], expected, rtol=1e-5, atol=1e-6)
+        labels = [f"c{i}" for i in served["small"].argmax(axis=1)]
+        assert labels == [f"c{i}" for i in expected.argmax(axis=1)]
+        truth = served["files"].tolist()
+        accuracy = np.mean([a == b for a, b in zip(labels, truth, strict=True)])
+        assert accuracy > 0.6, accuracy  # 3 classes: it really classifies
+        # another size: resized in the graph as the pipeline resizes (bilinear)
+        large = np.stack([np.asarray(Image.open(f).resize((16, 12))) for f in files])[..., None]
+        import tensorflow as tf
+
+        resized = tf.image.resize(large.astype("float32"), (8, 8)).numpy()
+        by_hand = trained.predict(resized * np.float32(1 / 255), verbose=0)
+        np.testing.assert_allclose(served["large"], by_hand, rtol=1e-5, atol=1e-6)
 
 
 def test_export_does_not_overwrite_by_accident(digits_run, tmp_path):

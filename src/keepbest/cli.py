@@ -57,7 +57,10 @@ overrides_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+HELP_OPTIONS = ["-h", "--help"]
+
+
+@click.group(context_settings={"help_option_names": HELP_OPTIONS})
 def cli() -> None:
     """keepbest: train Keras models and keep the provably best checkpoint."""
 
@@ -260,7 +263,8 @@ RUN_DIR = click.Path(exists=True, file_okay=False)
     "--data",
     "data_file",
     type=click.Path(exists=True),
-    help="A file (or image folder) in the run's data format; default: the run's own data.",
+    help="A file (or image folder) in the run's data format, raw as its training files; "
+    "default: the run's own data.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None:
@@ -296,7 +300,10 @@ def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None
 def predict_command(
     run_dir: str, input_path: str, output_path: str, batch_size: int | None
 ) -> None:
-    """Predict every sample of --input with RUN_DIR's best model."""
+    """Predict every sample of --input with RUN_DIR's best model.
+
+    The input holds raw values, as the run's training files do (the model applies the
+    run's preprocessing itself); values far outside the training range get a warning."""
     _import_tensorflow_quietly()
     from keepbest.inference.predict import predict_file
 
@@ -350,12 +357,16 @@ def plot_command(run_dir: str, out: str | None) -> None:
 @cli.command("summary")
 @click.argument("runs_dir", metavar="RUNS_DIR", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def summary_command(runs_dir: str, as_json: bool) -> None:
-    """A table of the runs under RUNS_DIR, best first: the swept values, best epoch,
-    monitored value, verified, status (done / resumable / running / failed). For a
-    study's folder (keepbest tune): every trial, its sampled values and Optuna state."""
+@click.option("--wide", is_flag=True, help="Every column, nothing shortened.")
+def summary_command(runs_dir: str, as_json: bool, wide: bool) -> None:
+    """A table of the runs under RUNS_DIR per monitor, best first: the swept values, best
+    epoch, monitored value, verified, status (done / resumable / running / failed). For a
+    study's folder (keepbest tune): every trial, its sampled values and Optuna state.
+
+    Runs with different monitors or modes are ranked in separate tables. The table fits
+    the terminal (or $COLUMNS, else 80 columns); --wide shows everything."""
     import dataclasses
-    import json
+    import shutil
 
     from keepbest.rundir.table import format_table, summarize
     from keepbest.search.tune import summarize_study
@@ -366,7 +377,8 @@ def summary_command(runs_dir: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
     else:
-        click.echo(format_table(rows))
+        width = None if wide else shutil.get_terminal_size((80, 24)).columns
+        click.echo(format_table(rows, width))
 
 
 class _Below(logging.Filter):
@@ -400,7 +412,8 @@ def _show_logs() -> None:
 def _run(command: click.Command) -> None:
     _show_logs()
     try:
-        command.main(standalone_mode=False)
+        # -h for every command, also for `train`, which is its own entry point
+        command.main(standalone_mode=False, help_option_names=HELP_OPTIONS)
     except KeepbestError as exc:
         for line in str(exc).splitlines():
             click.echo(f"error: {line}", err=True)

@@ -2,7 +2,8 @@
 
 A builder is any function returning a ``keras.Model``. It receives the config's
 ``model.kwargs`` and, if its signature asks for them by name, facts about the data:
-``input_shape``, ``num_classes`` (None for regression), ``target_shape``, ``class_names``.
+``input_shape``, ``num_classes`` (None for regression), ``target_shape``, ``class_names``,
+and ``config_dir``, the config file's folder (relative paths in its kwargs start there).
 
 Every check that needs Keras (builder arguments, optimizer, loss and metric names) runs
 before any model is built or file written, and reports against the config's file.
@@ -32,11 +33,11 @@ from keepbest.config.references import (
     check_kwargs,
     describe_exception,
     did_you_mean,
-    resolve_reference,
 )
 from keepbest.config.schema import BUILTIN_BUILDERS
 from keepbest.data.spec import DataSpec
 from keepbest.errors import ConfigError, InputError
+from keepbest.rundir.code import resolve_code
 
 Rate = Annotated[float, Field(ge=0, lt=1)]
 _BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
@@ -119,8 +120,8 @@ def resolve_builder(cfg: ExperimentConfig) -> Callable:
     built-in builder, against its argument types)."""
     with reported_against(cfg):
         name = cfg.model.builder
-        builder = _BUILTINS.get(name) or resolve_reference(name, "model.builder", cfg.base_dir)
-        offered = [f.name for f in dataclasses.fields(DataSpec)]
+        builder = _BUILTINS.get(name) or resolve_code(cfg, "model.builder", name)
+        offered = [*(f.name for f in dataclasses.fields(DataSpec)), "config_dir"]
         check_kwargs(builder, cfg.model.kwargs, "model.kwargs", offered=offered)
         if builder in _BUILTINS.values():
             _check_types(builder, cfg.model.kwargs)
@@ -165,7 +166,7 @@ def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None 
 
     with reported_against(cfg):
         builder = builder or resolve_builder(cfg)
-        offered = dataclasses.asdict(spec)
+        offered = {**dataclasses.asdict(spec), "config_dir": cfg.base_dir}
         try:
             model = call_with_supported_kwargs(builder, cfg.model.kwargs, offered, "model.kwargs")
         except InputError:

@@ -348,10 +348,13 @@ class ExperimentConfig(Section):
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _origin: str = PrivateAttr(default="config")
+    # For a config read from a run dir: where training found its code (rundir.code).
+    _code_origin: Any = PrivateAttr(default=None)
 
     @property
     def base_dir(self) -> Path:
-        """The config file's folder: relative paths and 'module:function' refs start here."""
+        """The config file's folder: relative paths and 'module:function' refs start here
+        (for a config read from a run dir: the folder of the config it was trained with)."""
         return self._base_dir
 
     @property

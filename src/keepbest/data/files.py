@@ -18,6 +18,8 @@ Example:
 from __future__ import annotations
 
 import csv
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def read_npz(
     """
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{where}: cannot read {path} as .npz ({exc})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         if settings is None and len(keys) == 1:
@@ -76,6 +78,8 @@ def read_npz(
                 arrays.append(npz[key])
             except ValueError as exc:  # object arrays would need pickle, which is unsafe
                 raise DataError(f"{where}: cannot read {path.name} ({exc})") from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged
+                raise DataError(f"{where}: cannot read {path.name} as .npz ({exc})") from None
     return arrays
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keepbest.data.spec import Arrays, DataSpec, shape_text
+from keepbest.data.spec import Arrays, DataSpec, shape_fits, shape_text
 from keepbest.errors import DataError
 
 
@@ -45,15 +45,25 @@ def typed_csv_targets(*columns: np.ndarray) -> list[np.ndarray]:
     return [col.astype("float32") for col in numeric]
 
 
-def finish_targets(train: Arrays, val: Arrays | None, where: str) -> list[str] | None:
+def finish_targets(
+    train: Arrays, val: Arrays | None, where: str, declared: list[str] | None = None
+) -> list[str] | None:
     """Make targets trainable in place; return the class names if labels were text.
 
-    Text labels become class ids in sorted order (jointly for training and validation);
-    integer labels are class ids (an ``(n, 1)`` column is squeezed) and must be >= 0.
+    Text labels become class ids in sorted order (jointly for training and validation), or
+    in the order of the ``declared`` class names; integer labels are class ids (an
+    ``(n, 1)`` column is squeezed) and must be >= 0.
     """
     parts = [a for a in (train, val) if a is not None]
     if train.y.dtype.kind in "USO":
-        names = sorted({str(v) for a in parts for v in a.y.ravel().tolist()})
+        found = sorted({str(v) for a in parts for v in a.y.ravel().tolist()})
+        names = declared or found
+        unknown = [name for name in found if name not in names]
+        if unknown:
+            raise DataError(
+                f"{where}: labels {', '.join(unknown[:5])} are not among the class names "
+                f"it declares ({', '.join(names)})"
+            )
         lookup = {name: i for i, name in enumerate(names)}
         for a in parts:
             if a.y.ndim != 1:
@@ -103,16 +113,26 @@ def as_run_labels(y: np.ndarray, names: list[str] | None, spec: DataSpec, where:
 
 
 def check_features(x: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
-    """``x`` as float32 if it holds numbers in the model's input shape, else a DataError
-    naming the expected and the given shape."""
+    """``x`` as float32 if it holds numbers in the shape of the run's raw inputs (the
+    training files' format), else a DataError naming the expected and the given shape."""
     import math
 
-    expected = shape_text(spec.input_shape)
+    expected = shape_text(spec.raw_shape)
     if x.dtype.kind not in "fiub":
         raise DataError(f"{where}: the model takes numbers {expected}; got dtype {x.dtype}")
-    if x.ndim == 0 or tuple(x.shape[1:]) != tuple(spec.input_shape):
+    if x.ndim == 0 or not shape_fits(x.shape[1:], spec.raw_shape):
         given = shape_text(tuple(x.shape[1:]), len(x)) if x.ndim else "a single number"
-        same_size = x.ndim and math.prod(x.shape[1:]) == math.prod(spec.input_shape)
-        hint = f"; reshape it to {expected}" if same_size else ""
+        hint = ""
+        if x.ndim and not spec.steps.is_identity and shape_fits(x.shape[1:], spec.input_shape):
+            hint = (
+                f"; it looks preprocessed already: give the raw values, as in the training "
+                f"files (the model preprocesses them itself: {spec.steps.describe()})"
+            )
+        elif (
+            x.ndim
+            and None not in spec.raw_shape
+            and math.prod(x.shape[1:]) == math.prod(spec.raw_shape)
+        ):
+            hint = f"; reshape it to {expected}"
         raise DataError(f"{where}: the model expects input of shape {expected}, got {given}{hint}")
     return x.astype("float32", copy=False)

@@ -11,8 +11,11 @@
   ``checkpoint.train_eval_steps`` batches: the pass that measures a training-set monitor
   (``keepbest.measure``), the same batches in training and in every verification.
 
-A factory's tf.data.Datasets are used as given (already batched); their order is the
-factory's business.
+Every batch goes through the source's preprocessing (``keepbest.data.preprocessing``):
+its Keras layers, the very ones ``load_best`` and ``export`` put in front of the model.
+Images are decoded and resized one by one (they may differ in size), the rest runs on the
+batch. A factory's tf.data.Datasets are used as given (already batched); their order is
+the factory's business.
 
 Example:
 
@@ -51,39 +54,57 @@ class Pipelines:
     num_validation: int | None
 
 
-def decode_images(paths, spec: DataSpec):
-    """Read, decode, resize and scale a batch of image files to float32 in [0, 1]."""
+def decode_images(paths, spec: DataSpec, resize=None):
+    """Read and decode a batch of image files, each resized to the training size: float32
+    values as decoded (0..255), the raw input of an image run's model. ``resize``: the
+    preprocessing's Resizing layer (made here if not given)."""
     import tensorflow as tf
 
     channels = 3 if spec.color_mode == "rgb" else 1
+    resize = resize or spec.steps.resize_layer()
 
     def one(path):
         image = tf.io.decode_image(
             tf.io.read_file(path), channels=channels, expand_animations=False
         )
-        image = tf.image.resize(tf.cast(image, "float32"), spec.image_size)
-        return image / 255.0
+        return resize(tf.cast(image, "float32"))
 
     return tf.map_fn(one, paths, fn_output_signature=tf.float32)
 
 
+def preprocess_batch(spec: DataSpec):
+    """A function applying the preprocessing after the resize to a float32 batch (the
+    identity when there is none)."""
+    layers = spec.steps.batch_layers(spec.raw_shape)
+
+    def apply(x):
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    return apply
+
+
 def _batches(arrays: Arrays, spec: DataSpec, index_batches):
-    """Turn a dataset of index batches into (x, y) batches gathered from ``arrays``."""
+    """Turn a dataset of index batches into preprocessed (x, y) batches gathered from
+    ``arrays``."""
     import tensorflow as tf
 
     x, y = tf.constant(arrays.x), tf.constant(arrays.y)
+    resize = spec.steps.resize_layer() if spec.image_size is not None else None
+    preprocess = preprocess_batch(spec)
 
     def gather(index):
         features = tf.gather(x, index)
         if spec.image_size is not None:
-            features = decode_images(features, spec)
-        return features, tf.gather(y, index)
+            features = decode_images(features, spec, resize)
+        return preprocess(features), tf.gather(y, index)
 
     return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def fixed_order(arrays: Arrays, spec: DataSpec, batch_size: int):
-    """``arrays`` as (x, y) batches in their order (images decoded)."""
+    """``arrays`` as preprocessed (x, y) batches in their order (images decoded)."""
     import tensorflow as tf
 
     index = tf.data.Dataset.range(len(arrays)).batch(batch_size)

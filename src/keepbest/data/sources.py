@@ -2,20 +2,25 @@
 the same format, the files a user gives later (``evaluate --data``, ``predict --input``).
 
 Adding a source is its config section (``keepbest.config.schema``) plus one ``Source``
-subclass here, registered in ``SOURCES`` under its ``source`` name. ``read_sources`` is
-what training calls: it reads the configured source, splits off validation data, and
-derives the ``DataSpec``. A ``python`` factory may return tf.data.Datasets instead of
-arrays; those are used as given (already batched). Every problem is a ``DataError`` that
-names the config key (or command-line option) to fix. TensorFlow is imported only for a
-factory's datasets.
+subclass here, registered in ``SOURCES`` under its ``source`` name. A source reads its
+files' raw values and declares, once, the preprocessing that makes them the model's
+inputs (``Source.preprocessing``: stock Keras layers that the training pipeline runs and
+that ``load_best`` and ``export`` put in front of the model, see
+``keepbest.data.preprocessing``). ``read_sources`` is what training calls: it reads the
+configured source, splits off validation data, and derives the ``DataSpec``. A
+``python`` factory may return tf.data.Datasets instead of arrays; those are used as given
+(already batched). Every problem is a ``DataError`` that names the config key (or
+command-line option) to fix. TensorFlow is imported only for a factory's datasets.
 
 Example:
 
     >>> from keepbest.config import load_config
     >>> from keepbest.data.sources import read_sources
     >>> train, val, spec = read_sources(load_config("configs/quickstart.yaml"))
-    >>> len(train), len(val), spec.input_shape, spec.num_classes
-    (1438, 359, (8, 8, 1), 10)
+    >>> len(train), len(val), spec.raw_shape, spec.input_shape, spec.num_classes
+    (1438, 359, (8, 8), (8, 8, 1), 10)
+    >>> spec.raw_range, spec.preprocessing.describe()
+    ((0.0, 16.0), 'x * 0.0625, then add a channel axis')
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from keepbest.config.references import (
     call_with_supported_kwargs,
     describe_exception,
     did_you_mean,
-    resolve_reference,
 )
 from keepbest.config.schema import CsvData, NpzData
 from keepbest.data.files import (
@@ -51,7 +55,8 @@ from keepbest.data.labels import (
     finish_targets,
     typed_csv_targets,
 )
-from keepbest.data.spec import Arrays, DataSpec, Features, shape_text
+from keepbest.data.preprocessing import Preprocessing
+from keepbest.data.spec import Arrays, DataSpec, Features, shape_fits, shape_text
 from keepbest.errors import DataError, InputError
 
 VALIDATION_PATH = "data.validation.path"
@@ -68,6 +73,7 @@ class Loaded:
     image_size: tuple[int, int] | None = None
     color_mode: str | None = None
     validation_where: str = VALIDATION_PATH
+    raw_dtype: str | None = None  # the training file's inputs, before they became float32
 
 
 class Source:
@@ -83,8 +89,13 @@ class Source:
         self.settings = cfg.data
 
     def read(self) -> Loaded:
-        """The configured training (and validation) data."""
+        """The configured training (and validation) data, as the files hold it."""
         raise NotImplementedError
+
+    def preprocessing(self) -> Preprocessing:
+        """What turns the raw values ``read`` returns into the model's inputs (default:
+        nothing, the files hold the model's inputs)."""
+        return Preprocessing()
 
     def file_settings(self, path: Path, spec: DataSpec):
         """The ``data`` settings that read ``path`` as this run's data, without validation
@@ -99,10 +110,10 @@ class Source:
             raise DataError(f"--data: {path} does not exist")
         arrays, _, found = read_sources(self.cfg.model_copy(update={"data": settings}))
         where = f"--data: {path.name}"
-        if found.input_shape != spec.input_shape:
+        if not shape_fits(found.raw_shape, spec.raw_shape):
             raise DataError(
-                f"{where}: the model expects input of shape {shape_text(spec.input_shape)}, "
-                f"the file has {shape_text(found.input_shape, len(arrays))}"
+                f"{where}: the model expects input of shape {shape_text(spec.raw_shape)}, "
+                f"the file has {shape_text(found.raw_shape, len(arrays))}"
             )
         arrays.y = as_run_labels(arrays.y, found.class_names, spec, where)
         return arrays
@@ -131,15 +142,20 @@ class Source:
 
 
 class DigitsSource(Source):
-    """The bundled 8x8 digits (UCI, CC BY 4.0): pixels 0..16 scaled to [0, 1], one channel."""
+    """The bundled 8x8 digits (UCI, CC BY 4.0): pixels 0..16 (uint8, shape (n, 8, 8)),
+    scaled to [0, 1] and given a channel axis by the preprocessing."""
 
     name = "digits"
 
     def read(self) -> Loaded:
         resource = importlib.resources.files("keepbest.datasets") / "digits.npz"
         with resource.open("rb") as handle, np.load(handle) as npz:
-            x = (npz["x"].astype("float32") / 16.0)[..., None]
-            return Loaded(Arrays(x, npz["y"].astype("int64")))
+            x = npz["x"]
+            arrays = Arrays(as_features(x, "data.source: digits"), npz["y"].astype("int64"))
+            return Loaded(arrays, raw_dtype=str(x.dtype))
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(scale=1 / 16, add_channel=True)
 
     def file_settings(self, path: Path, spec: DataSpec):
         return NpzData(source="npz", path=path, batch_size=self.settings.batch_size)
@@ -154,20 +170,20 @@ class NpzSource(Source):
     def input_key(self) -> str:  # type: ignore[override]
         return self.settings.x_key
 
-    def _read(self, path: Path, where: str) -> Arrays:
+    def _read(self, path: Path, where: str) -> tuple[Arrays, str]:
         keys = [self.settings.x_key, self.settings.y_key]
         x, y = read_npz(path, keys, where, settings=["data.x_key", "data.y_key"])
         if len(x) != len(y):
             raise DataError(f"{where}: {keys[0]} has {len(x)} rows but {keys[1]} has {len(y)}")
-        return Arrays(as_features(x, where), y)
+        return Arrays(as_features(x, where), y), str(x.dtype)
 
     def read(self) -> Loaded:
         data = self.settings
-        train = self._read(data.path, "data.path")
+        train, dtype = self._read(data.path, "data.path")
         val_path = data.validation.path if data.validation else None
-        val = self._read(val_path, VALIDATION_PATH) if val_path else None
+        val = self._read(val_path, VALIDATION_PATH)[0] if val_path else None
         class_names = finish_targets(train, val, f"data.y_key: {data.y_key!r}")
-        return Loaded(train, val, class_names)
+        return Loaded(train, val, class_names, raw_dtype=dtype)
 
 
 class CsvSource(Source):
@@ -212,7 +228,7 @@ class CsvSource(Source):
         if val is not None:
             val.y = typed[1]
         class_names = finish_targets(train, val, f"data.target: {data.target!r}")
-        return Loaded(train, val, class_names, feature_names)
+        return Loaded(train, val, class_names, feature_names, raw_dtype="float32")
 
     def file_settings(self, path: Path, spec: DataSpec):
         return self.settings.model_copy(
@@ -222,7 +238,9 @@ class CsvSource(Source):
 
 class ImageDirSource(Source):
     """One subfolder of images per class; images stay file paths until a batch decodes
-    them (``keepbest.data.pipelines.decode_images``)."""
+    them (``keepbest.data.pipelines.decode_images``). The raw input is a decoded image
+    (uint8, any height and width); the preprocessing resizes it to ``image_size`` and
+    scales it to [0, 1]."""
 
     name = "image_dir"
 
@@ -259,54 +277,105 @@ class ImageDirSource(Source):
         val_path = data.validation.path if data.validation else None
         val = self._read(val_path, VALIDATION_PATH, class_names)[0] if val_path else None
         size = tuple(data.image_size)
-        return Loaded(train, val, class_names, image_size=size, color_mode=data.color_mode)
+        return Loaded(
+            train, val, class_names, image_size=size, color_mode=data.color_mode, raw_dtype="uint8"
+        )
+
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(resize=tuple(self.settings.image_size), scale=1 / 255)
 
 
 _FACTORY_RETURNS = (
     "(train, validation), each an (x, y) tuple of arrays or a batched tf.data.Dataset "
-    "(validation may be None)"
+    "(validation may be None), optionally followed by a dict of class_names and "
+    "feature_names"
 )
+FACTORY_INFO_KEYS = ("class_names", "feature_names")
 
 
 class PythonSource(Source):
     """A ``module:function`` factory returning ``(train, validation)``: arrays, or
-    batched tf.data.Datasets used as given."""
+    batched tf.data.Datasets used as given, optionally followed by a dict that names the
+    classes and features: ``(train, validation, {"class_names": [...]})``.
+
+    The factory gets ``data.kwargs`` and, if its signature asks for it, ``config_dir``:
+    the config file's folder, which relative paths in its kwargs start from (also when
+    the run is evaluated later from another working directory)."""
 
     name = "python"
 
     def read(self) -> Loaded:
+        from keepbest.rundir.code import resolve_code
+
         data = self.settings
-        factory = resolve_reference(data.factory, "data.factory", self.cfg.base_dir)
+        factory = resolve_code(self.cfg, "data.factory", data.factory)
+        offered = {"config_dir": self.cfg.base_dir}
         try:
-            result = call_with_supported_kwargs(factory, data.kwargs, {}, "data.kwargs")
+            result = call_with_supported_kwargs(factory, data.kwargs, offered, "data.kwargs")
         except InputError:
             raise
         except Exception as exc:
             raise DataError(
                 f"data.factory: {data.factory} failed: {describe_exception(exc)}"
             ) from None
-        if not (isinstance(result, (tuple, list)) and len(result) == 2):
+        if not (isinstance(result, (tuple, list)) and len(result) in (2, 3)):
             got = type(result).__name__
             if isinstance(result, (tuple, list)):
                 got += f" of {len(result)}"
             raise DataError(
                 f"data.factory: {data.factory} must return {_FACTORY_RETURNS}; got {got}"
             )
-        train, val = self._part(result[0], 0), self._part(result[1], 1)
+        info = self._info(result[2] if len(result) == 3 else {})
+        (train, dtype), (val, _) = self._part(result[0], 0), self._part(result[1], 1)
         arrays = [p for p in (train, val) if isinstance(p, Arrays)]
-        class_names = None
+        declared = info.get("class_names")
+        class_names = declared
         if arrays:
             second = arrays[1] if len(arrays) > 1 else None
-            class_names = finish_targets(arrays[0], second, "data.factory")
+            class_names = finish_targets(arrays[0], second, "data.factory", declared) or declared
         where = f"data.factory: {data.factory}'s validation data"
-        return Loaded(train, val, class_names, validation_where=where)
+        return Loaded(
+            train,
+            val,
+            class_names,
+            info.get("feature_names"),
+            validation_where=where,
+            raw_dtype=dtype,
+        )
 
-    def _part(self, part: Any, index: int) -> Any:
+    def _info(self, info: Any) -> dict[str, list[str]]:
+        """The factory's third element: class and feature names, each a list of texts."""
+        where = f"data.factory: {self.settings.factory}'s third element"
+        if not isinstance(info, dict):
+            raise DataError(
+                f"{where} must be a dict with {' and/or '.join(FACTORY_INFO_KEYS)}; "
+                f"got {type(info).__name__}"
+            )
+        checked = {}
+        for key, names in info.items():
+            if key not in FACTORY_INFO_KEYS:
+                hint = did_you_mean(str(key), FACTORY_INFO_KEYS)
+                raise DataError(
+                    f"{where} has an unknown key {key!r}{hint} (it may hold "
+                    f"{', '.join(FACTORY_INFO_KEYS)})"
+                )
+            if names is None:
+                continue
+            if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+                raise DataError(f"{where}: {key} must be a list of texts, got {names!r:.60}")
+            names = [str(name) for name in names]
+            if not names or len(set(names)) != len(names):
+                raise DataError(f"{where}: {key} must be distinct texts, got {names!r:.80}")
+            checked[key] = names
+        return checked
+
+    def _part(self, part: Any, index: int) -> tuple[Any, str | None]:
+        """The train or validation part, and the dtype of its inputs as returned."""
         factory = self.settings.factory
         which = ("train", "validation")[index]
         where = f"data.factory: {factory}'s {which} data"
         if part is None and index == 1:
-            return None
+            return None, None
         if isinstance(part, (tuple, list)) and len(part) == 2:
             try:
                 x, y = np.asarray(part[0]), np.asarray(part[1])
@@ -316,12 +385,12 @@ class PythonSource(Source):
                 raise DataError(f"{where}: x and y must be arrays with one row per sample")
             if len(x) != len(y):
                 raise DataError(f"{where}: x has {len(x)} rows but y has {len(y)}")
-            return Arrays(as_features(x, where), y)
+            return Arrays(as_features(x, where), y), str(x.dtype)
         import tensorflow as tf
 
         if isinstance(part, tf.data.Dataset):
             _check_dataset(part, where)
-            return part
+            return part, part.element_spec[0].dtype.name
         raise DataError(
             f"data.factory: {factory} must return {_FACTORY_RETURNS}; its {which} "
             f"is a {type(part).__name__}"
@@ -347,7 +416,8 @@ def source_for(cfg: ExperimentConfig) -> Source:
 def read_sources(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
     """Read the configured data into (train, validation, spec), raising ``DataError``."""
     with reported_against(cfg):
-        loaded = source_for(cfg).read()
+        source = source_for(cfg)
+        loaded = source.read()
         train, val = loaded.train, loaded.validation
         validation = cfg.data.validation
         if validation is not None and validation.split is not None:
@@ -360,7 +430,7 @@ def read_sources(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
                 f"{loaded.validation_where}: samples have shape {val.x.shape[1:]}, but the "
                 f"training data's have {train.x.shape[1:]}"
             )
-        return train, val, _spec(train, val, loaded, cfg)
+        return train, val, _spec(train, val, loaded, source)
 
 
 def read_like_run(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Arrays:
@@ -388,7 +458,7 @@ def _image_inputs(spec: DataSpec, folder: Path) -> Features:
     if spec.image_size is None:
         raise DataError(
             f"--input: {folder} is a folder of images, but the model takes arrays of shape "
-            f"{shape_text(spec.input_shape)}; give an .npz or a .csv"
+            f"{shape_text(spec.raw_shape)}; give an .npz or a .csv"
         )
     files = image_files(folder)
     if not files:
@@ -416,38 +486,67 @@ def _check_dataset(dataset, where: str) -> None:
         )
 
 
-def _spec(train, val, loaded: Loaded, cfg: ExperimentConfig) -> DataSpec:
+def _spec(train, val, loaded: Loaded, source: Source) -> DataSpec:
+    cfg, preprocessing = source.cfg, source.preprocessing()
     class_names, image_size, color_mode = loaded.class_names, loaded.image_size, loaded.color_mode
+    raw_range = None
     if isinstance(train, Arrays):
-        if image_size is not None:
-            channels = 3 if color_mode == "rgb" else 1
-            input_shape = (*image_size, channels)
+        if image_size is not None:  # decoded images: any size, 0..255
+            raw_shape = (None, None, 3 if color_mode == "rgb" else 1)
+            raw_range = (0.0, 255.0)
         else:
-            input_shape = tuple(int(d) for d in train.x.shape[1:])
+            raw_shape = tuple(int(d) for d in train.x.shape[1:])
+            if train.x.size:
+                raw_range = (float(train.x.min()), float(train.x.max()))
         target_shape = tuple(int(d) for d in train.y.shape[1:])
         num_classes = None
         if train.y.dtype.kind in "iub" and not target_shape:
             ys = [train.y] + ([val.y] if isinstance(val, Arrays) else [])
             num_classes = max(int(y.max()) for y in ys if y.size) + 1
-            if class_names:
-                num_classes = max(num_classes, len(class_names))
     else:
         x_spec, y_spec = train.element_spec[:2]
-        input_shape = _dims(x_spec.shape[1:])
+        raw_shape = _dims(x_spec.shape[1:])
         target_shape = _dims(y_spec.shape[1:])
         num_classes = None
         if y_spec.dtype.is_integer and target_shape in ((), (1,)):
             num_classes = _dataset_classes(train, val, cfg)
             target_shape = () if num_classes else target_shape
+    _check_names(loaded, raw_shape, num_classes)
+    if class_names and num_classes is not None:
+        num_classes = max(num_classes, len(class_names))
     return DataSpec(
-        input_shape=input_shape,
+        input_shape=preprocessing.model_input_shape(raw_shape),
         num_classes=num_classes,
         target_shape=target_shape,
         class_names=class_names,
         feature_names=loaded.feature_names,
         image_size=image_size,
         color_mode=color_mode,
+        raw_shape=raw_shape,
+        raw_dtype=loaded.raw_dtype,
+        raw_range=raw_range,
+        preprocessing=preprocessing,
     )
+
+
+def _check_names(loaded: Loaded, raw_shape: tuple, num_classes: int | None) -> None:
+    """Class and feature names (a factory declares them) must fit the data."""
+    names, features = loaded.class_names, loaded.feature_names
+    if names and num_classes is None:
+        raise DataError(
+            "data.factory: it names classes, but its targets are not class ids "
+            "(integers or texts, one per sample)"
+        )
+    if names and num_classes > len(names):
+        raise DataError(
+            f"data.factory: its labels go up to {num_classes - 1}, but it names "
+            f"{len(names)} classes ({', '.join(names)}); name one class per label"
+        )
+    if features and tuple(raw_shape) != (len(features),):
+        raise DataError(
+            f"data.factory: it names {len(features)} features, but its samples have shape "
+            f"{tuple(raw_shape)}; name one feature per column of x"
+        )
 
 
 def _dims(shape) -> tuple:

@@ -4,8 +4,9 @@ Without a file, the monitored value is measured again exactly as training measur
 (the validation pass, or the end-of-epoch pass over the training data for a training-set
 monitor) and compared with the value ``best.json`` records, so a run dir copied to
 another machine proves that it still holds the model it claims. Every compiled metric is
-reported alongside. With a file (``--data``), in the run's data format, the compiled
-metrics are measured on that file instead.
+reported alongside. With a file (``--data``), in the run's data format (the raw values
+its training files hold, e.g. the bundled digits file itself), the compiled metrics are
+measured on that file instead, preprocessed by the very pipeline training used.
 
 Example:
 
@@ -116,16 +117,16 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
     ``data_file`` in the run's data format."""
     from keepbest.data.pipelines import fixed_order, load_pipelines
     from keepbest.data.sources import read_like_run
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, read_spec
     from keepbest.measure import MeasureData, evaluate_metrics, tolerance
     from keepbest.monitor import Monitor
 
     run = RunDir(run_dir)
     record = read_record(run.path)
     if data_file is not None:
-        cfg, spec = run.read_config(), run.read_spec()
+        cfg, spec = run.read_config(), read_spec(run.path)
         arrays = read_like_run(cfg, spec, Path(data_file))
-        model = load_best(run.path)
+        model = load_best(run.path, raw_inputs=False)  # the pipeline preprocesses
         metrics = evaluate_metrics(model, fixed_order(arrays, spec, cfg.data.batch_size))
         return Evaluation(run.path, record, {str(data_file): DataResult(len(arrays), metrics)})
 
@@ -136,7 +137,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
             [*exc.problems, "the run's data is not on this machine; evaluate a file: --data FILE"]
         ) from None
     pipelines = load_pipelines(cfg)
-    model = load_best(run.path)
+    model = load_best(run.path, raw_inputs=False)  # the pipeline preprocesses
     monitor = Monitor(record.monitor, record.mode)
     data = MeasureData.from_pipelines(pipelines)
     results: dict[str, DataResult] = {}

@@ -7,10 +7,15 @@ Two formats, both loadable without keepbest installed:
 - ``savedmodel``: a TensorFlow SavedModel folder made by ``model.export``, for TF Serving
   or ``tf.saved_model.load(path).serve(x)``.
 
-The model is exported uncompiled (inference only: compile it to train further). Before the
-artifact takes its place, it is loaded back the way a server would and must give the same
-predictions as the verified best model on a probe batch; it is written to a temporary
-name and renamed into place, so ``--out`` never holds a half-written export.
+What is exported is the model ``load_best`` returns: the trained model behind its
+source's preprocessing (stock Keras layers, see ``keepbest.data.preprocessing``), so the
+artifact takes the raw values of the training files: the bundled digits' 0..16 pixels as
+``(n, 8, 8)``, or decoded images (any height and width, values 0..255) for an
+``image_dir`` run; decoding the image files is the caller's part. It is exported
+uncompiled (inference only: compile it to train further). Before the artifact takes its
+place, it is loaded back the way a server would and must give the same predictions as
+the verified best model on a probe batch of raw values; it is written to a temporary name
+and renamed into place, so ``--out`` never holds a half-written export.
 
 Example:
 
@@ -30,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from keepbest.atomic import fsync_dir, temp_path_for
+from keepbest.data.spec import DataSpec
 from keepbest.errors import InputError, KeepbestError
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.record import BestRecord, read_record
@@ -64,16 +70,14 @@ def export_model(
     run_dir: str | Path, out: str | Path, format: ExportFormat = "keras", overwrite: bool = False
 ) -> Export:
     """Write the run's best model to ``out`` in ``format``, checked by reloading it."""
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, read_spec
 
     out = Path(out)
     _check_target(out, format, overwrite)
     run = RunDir(run_dir)
     record = read_record(run.path)
     model = load_best(run.path, compile=False)
-    probe = np.random.default_rng(0).random(
-        (_PROBE_SAMPLES, *run.read_spec().input_shape), dtype="float32"
-    )
+    probe = probe_batch(read_spec(run.path))
     expected = np.asarray(model.predict_on_batch(probe))
     tmp = temp_path_for(out)
     try:
@@ -93,6 +97,15 @@ def export_model(
     finally:
         _remove(tmp)
     return Export(out, format, record, _size(out), difference)
+
+
+def probe_batch(spec: DataSpec) -> np.ndarray:
+    """Random raw inputs within the training inputs' range (images at the training size)."""
+    sizes = iter(spec.image_size or ())
+    shape = tuple(next(sizes, 1) if d is None else d for d in spec.raw_shape)
+    low, high = spec.raw_range or (0.0, 1.0)
+    rng = np.random.default_rng(0)
+    return rng.uniform(low, high, (_PROBE_SAMPLES, *shape)).astype("float32")
 
 
 def _check_target(out: Path, format: ExportFormat, overwrite: bool) -> None:

@@ -1,4 +1,5 @@
-"""``keepbest.load_best``: the run's best model, rebuilt and checked, from any directory.
+"""``keepbest.load_best``: the run's best model, rebuilt and checked, from any directory;
+``keepbest.read_spec``: what it takes and what its outputs mean, without TensorFlow.
 
 The architecture comes from the run's ``model.json`` (Keras' serialized config, so no
 builder source is needed for models made of Keras layers), or, for a model Keras cannot
@@ -7,11 +8,20 @@ against ``best.json`` before it is loaded. ``model.json`` is deserialized in Ker
 safe_mode (a Lambda layer's Python code is refused, nothing is unpickled), and every way
 loading can fail is a one-line ``KeepbestError`` that names the file and the fix.
 
+The model ``load_best`` returns takes the raw values of the training files (the bundled
+digits' 0..16 pixels, decoded images of any size): the source's preprocessing
+(``keepbest.data.preprocessing``) sits in front of the trained model as weightless Keras
+layers, the same ones the training pipeline ran. ``raw_inputs=False`` gives the trained
+model alone, which takes preprocessed inputs (what ``best.weights.h5`` belongs to).
+
 Example:
 
     >>> import keepbest
+    >>> spec = keepbest.read_spec("runs/digits-mlp")        # doctest: +SKIP
+    >>> spec.raw_shape, spec.raw_range, spec.class_names     # doctest: +SKIP
+    ((8, 8), (0.0, 16.0), None)
     >>> model = keepbest.load_best("runs/digits-mlp")       # doctest: +SKIP
-    >>> model.predict(x[:5]).argmax(axis=1)                 # doctest: +SKIP
+    >>> model.predict(raw_x[:5]).argmax(axis=1)             # doctest: +SKIP
     array([0, 1, 2, 3, 4])
 """
 
@@ -26,7 +36,8 @@ from typing import Any
 
 from keepbest import weights_h5
 from keepbest.config.schema import BUILTIN_BUILDERS
-from keepbest.errors import ConfigError, CorruptFileError, KeepbestError
+from keepbest.data.spec import DataSpec
+from keepbest.errors import ConfigError, CorruptFileError, KeepbestError, NoBestCheckpointError
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.record import BestRecord, read_record, verify_checksum
 
@@ -42,7 +53,7 @@ def rebuild_model(run: RunDir):
     from keepbest.models import build_model
 
     if not run.model_file.is_file():
-        return build_model(run.read_config(), run.read_spec())
+        return build_model(run.read_config(), read_spec(run.path))
     try:
         return _deserialize(run.model_file)
     except (TypeError, ValueError, KeyError) as exc:
@@ -51,7 +62,7 @@ def rebuild_model(run: RunDir):
     if cfg.model.builder in BUILTIN_BUILDERS:
         raise KeepbestError(problem)
     try:  # the builder's module may define (and register) the custom classes
-        return build_model(cfg, run.read_spec())
+        return build_model(cfg, read_spec(run.path))
     except ConfigError as exc:
         raise KeepbestError(
             f"{problem}; rebuilding it with {cfg.model.builder} failed too: {exc.problems[-1]}"
@@ -119,22 +130,52 @@ def _weights_problem(exc: Exception) -> str:
     return lines[0]
 
 
-def load_best(run_dir: str | Path, compile: bool = True):
+def read_spec(run_dir: str | Path) -> DataSpec:
+    """What the run's model takes and gives, from ``data_spec.json`` (imports no
+    TensorFlow): ``class_names`` (None for numeric labels and regression),
+    ``num_classes``, ``raw_shape``/``raw_dtype``/``raw_range`` (one sample as the training
+    files hold it: the input of the model ``load_best`` returns), ``feature_names`` (CSV
+    columns), ``preprocessing`` and ``input_shape`` (the trained model's own input)."""
+    run = RunDir(run_dir)
+    try:
+        text = run.spec_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NoBestCheckpointError(
+            f"{run.path} is not a keepbest run dir ({run.spec_file.name} is missing): "
+            "give the run's folder, e.g. runs/NAME"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(f"{run.spec_file} cannot be read ({exc})") from None
+    try:
+        return DataSpec.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CorruptFileError(
+            f"{run.spec_file} is not a valid data spec ({type(exc).__name__}: {exc}); "
+            "restore the run dir from a backup, or retrain"
+        ) from None
+
+
+def load_best(run_dir: str | Path, compile: bool = True, raw_inputs: bool = True):
     """Return the run's best model with verified weights; compiled as configured unless
-    ``compile=False``."""
+    ``compile=False``. It takes the training files' raw values (see ``read_spec``);
+    ``raw_inputs=False`` returns the trained model alone, without the preprocessing."""
+    from keepbest.data.preprocessing import with_preprocessing
+
     run = RunDir(run_dir)
     record = read_record(run.path)
+    spec = read_spec(run.path) if raw_inputs else None
     with ThreadPoolExecutor(max_workers=1) as helper:
         # The checksum reads the file while the model is rebuilt: nothing is loaded
         # before it matches, yet it costs no time of its own.
         checked = helper.submit(verify_checksum, run.path, record)
-        model = rebuild_model(run)
+        trained = rebuild_model(run)
+        model = with_preprocessing(trained, spec.preprocessing, spec.raw_shape) if spec else trained
         if compile:
             from keepbest.models import compile_args
 
             compile_args(run.read_config()).apply(model)
         weights = checked.result()
-    load_best_weights(model, run.path, record, weights)
+    load_best_weights(trained, run.path, record, weights)
     return model
 
 

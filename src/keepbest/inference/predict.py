@@ -1,9 +1,12 @@
 """``keepbest predict``: the best model's predictions for a file or a folder of images.
 
-The input (.npz, .csv or a folder of images) is read and checked against the model's
-input (shape, dtype, CSV columns) before the model is even loaded, so a mismatch costs a
-second, not a wasted prediction pass. Predictions go batch by batch with a progress bar
-and are written atomically (``keepbest.atomic``): the output file is complete or absent.
+The input (.npz, .csv or a folder of images) holds raw values, as the training files do
+(the model ``load_best`` returns applies the preprocessing itself). It is read and checked
+against the run's raw input (shape, dtype, CSV columns) before the model is even loaded,
+so a mismatch costs a second, not a wasted prediction pass; values far outside the range
+the training inputs had (``data_spec.json``'s ``raw_range``) get a one-line warning.
+Predictions go batch by batch with a progress bar and are written atomically
+(``keepbest.atomic``): the output file is complete or absent.
 
 Output, chosen by the suffix of ``--output``:
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import sys
 from pathlib import Path
 
@@ -36,6 +40,7 @@ from keepbest.errors import DataError, InputError
 from keepbest.rundir.layout import RunDir
 
 OUTPUT_SUFFIXES = (".npz", ".csv")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,15 +57,19 @@ def predict_file(
 ) -> Predictions:
     """Predict every sample of ``input_path`` with the run's best model; write them to
     ``output_path`` (.npz or .csv)."""
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, read_spec
 
     run, output = RunDir(run_dir), Path(output_path)
     if output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InputError(f"--output: {output.name} must end in .npz or .csv")
     if not output.parent.is_dir():
         raise InputError(f"--output: the folder {output.parent} does not exist")
-    cfg, spec = run.read_config(), run.read_spec()
+    cfg, spec = run.read_config(), read_spec(run.path)
     features = read_features(cfg, spec, Path(input_path))
+    if features.names is None:
+        problem = range_problem(features.x, spec)
+        if problem:
+            log.warning("--input: %s: %s", Path(input_path).name, problem)
     model = load_best(run.path, compile=False)
     outputs = _predict(model, features, spec, batch_size or cfg.data.batch_size)
     if output.suffix.lower() == ".npz":
@@ -68,6 +77,35 @@ def predict_file(
     else:
         write_text_atomic(output, _csv_text(outputs, features, spec))
     return Predictions(len(outputs), output)
+
+
+def range_problem(x: np.ndarray, spec: DataSpec) -> str | None:
+    """Why ``x`` (raw inputs) looks unlike the training inputs, or None: values far outside
+    their range, values that look scaled already, or values that are not finite."""
+    if spec.raw_range is None or x.size == 0:
+        return None
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = int((~finite).sum())
+        return f"{bad} values are NaN or infinite; the model's outputs for them will be too"
+    low, high = float(x.min()), float(x.max())
+    trained_low, trained_high = spec.raw_range
+    span = (trained_high - trained_low) or max(abs(trained_high), 1.0)
+    trained = f"{trained_low:g}..{trained_high:g}"
+    fix = "give values as the training files hold them"
+    if not spec.steps.is_identity:
+        fix += f" (the model preprocesses them itself: {spec.steps.describe()})"
+    if low < trained_low - span / 2 or high > trained_high + span / 2:
+        return (
+            f"values range {low:g}..{high:g}, far outside the training inputs' {trained}; "
+            f"the predictions may be wrong: {fix}"
+        )
+    if trained_high > 1.5 and 0 < high <= 1.0 and low >= min(trained_low, 0.0):
+        return (
+            f"values range {low:g}..{high:g}, but the training inputs spanned {trained}: "
+            f"they look scaled already; {fix}"
+        )
+    return None
 
 
 def _predict(model, features: Features, spec: DataSpec, batch_size: int) -> np.ndarray:

@@ -5,6 +5,7 @@
     runs/<name>/
         config.yaml        the resolved config the run was trained with
         data_spec.json     input shape, classes, ... (what rebuilding the model needs)
+        code.json          where the config's folder and its module:function code were
         model.json         Keras' serialized architecture (when the model has one)
         best.weights.h5    the best checkpoint's weights (keepbest.rundir.record)
         best.json          its record: epoch, monitor, value, sha256, verified_value
@@ -37,9 +38,11 @@ from pathlib import Path
 from keepbest.atomic import TEMP_PREFIX, write_text_atomic
 from keepbest.config import ExperimentConfig, config_to_yaml, load_config
 from keepbest.data.spec import DataSpec
+from keepbest.rundir.code import apply_code_record, code_json
 
 CONFIG_FILE = "config.yaml"
 DATA_SPEC_FILE = "data_spec.json"
+CODE_FILE = "code.json"
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "best.weights.h5"
 RECORD_FILE = "best.json"
@@ -67,6 +70,10 @@ class RunDir:
     @property
     def spec_file(self) -> Path:
         return self.path / DATA_SPEC_FILE
+
+    @property
+    def code_file(self) -> Path:
+        return self.path / CODE_FILE
 
     @property
     def model_file(self) -> Path:
@@ -117,13 +124,22 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.config_file, config_to_yaml(cfg))
         write_text_atomic(self.spec_file, spec.to_json())
+        write_text_atomic(self.code_file, code_json(cfg, self.path))
         architecture = _architecture_json(model)
         if architecture is not None:
             write_text_atomic(self.model_file, architecture)
 
     def read_config(self, check_files: bool = False) -> ExperimentConfig:
-        """The saved config; its data files need not exist unless ``check_files``."""
-        return load_config(self.config_file, check_files=check_files)
+        """The saved config; its data files need not exist unless ``check_files``. Its
+        ``module:function`` code and ``config_dir`` are looked for where training found
+        them (``code.json``, see ``keepbest.rundir.code``)."""
+        cfg = load_config(self.config_file, check_files=check_files)
+        try:
+            text = self.code_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return cfg  # a run from before code.json: the run dir is the config's folder
+        apply_code_record(cfg, self.path, text)
+        return cfg
 
     def read_spec(self) -> DataSpec:
         return DataSpec.from_json(self.spec_file.read_text(encoding="utf-8"))

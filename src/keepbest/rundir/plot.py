@@ -7,6 +7,11 @@ the ones a checkpoint saves) solid. Where they part is where a checkpoint chosen
 running mean would keep the wrong weights. The star is the recorded best on the curve it
 was judged on.
 
+A panel whose values span decades (a loss falling from 20 to 0.05) is drawn on a log
+scale, so the region around the best stays readable; one that cannot be (values at or
+below zero) and is dominated by a few early values is zoomed to the rest, and its title
+says how many points lie above.
+
 matplotlib draws with its Agg backend (a PNG file, no display needed, no global state).
 
 Example:
@@ -29,6 +34,8 @@ from keepbest.rundir.record import BestRecord, read_record_or_none
 
 _NOT_METRICS = ("epoch", "step", "best_saved", "seconds")
 _VALIDATION = "val_"
+_DECADES_FOR_LOG = 20.0  # max / min of a panel's values from which it gets a log scale
+_ZOOM_RATIO = 10.0  # zoom when the whole range is this many times the lower 80%'s
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -77,9 +84,10 @@ def curves_figure(rows: list[dict[str, float]], record: BestRecord | None, name:
     for index, metric in enumerate(metrics):
         axes = figure.add_subplot(lines, columns, index + 1)
         _draw_metric(axes, rows, metric, record)
+        scale = _fit_y_axis(axes, _values(rows, metric))
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
-        axes.set_title(metric)
+        axes.set_title(metric + scale)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     title = f"{name}: no best checkpoint yet"
@@ -89,6 +97,32 @@ def curves_figure(rows: list[dict[str, float]], record: BestRecord | None, name:
         title += verified
     figure.suptitle(title)
     return figure
+
+
+def _values(rows: list[dict[str, float]], metric: str) -> list[float]:
+    """Every finite value drawn in ``metric``'s panel."""
+    keys = (metric, EPOCH_END_PREFIX + metric, _VALIDATION + metric)
+    values = [row[key] for row in rows for key in keys if key in row]
+    return [value for value in values if math.isfinite(value)]
+
+
+def _fit_y_axis(axes, values: list[float]) -> str:
+    """Log scale when the values span decades; else zoom past a few dominating outliers.
+    Returns what the panel's title adds (e.g. `` (log scale)``)."""
+    if len(values) < 3:
+        return ""
+    low, high = min(values), max(values)
+    if low > 0 and high / low >= _DECADES_FOR_LOG:
+        axes.set_yscale("log")
+        return " (log scale)"
+    ordered = sorted(values)
+    typical = ordered[int(0.8 * (len(ordered) - 1))]  # the 80th percentile
+    if typical > low and high - low > _ZOOM_RATIO * (typical - low):
+        margin = 0.1 * (typical - low)
+        axes.set_ylim(low - margin, typical + margin)
+        above = sum(value > typical + margin for value in values)
+        return f" (zoomed: {above} points above)"
+    return ""
 
 
 def _draw_metric(axes, rows: list[dict[str, float]], metric: str, record: BestRecord | None):

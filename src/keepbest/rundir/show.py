@@ -1,7 +1,9 @@
 """``keepbest show``: one run dir at a glance, from its small files, without TensorFlow.
 
-What was trained (the config's highlights), how it stands (``keepbest.rundir.status``), the
-best epoch with its recorded and verified values, and every file with its size.
+What was trained (the config's highlights), what the model takes and answers (the raw
+inputs, their preprocessing and the classes, from ``data_spec.json``), how it stands
+(``keepbest.rundir.status``), the best epoch with its recorded and verified values, and
+every file with its size.
 
 Example:
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from keepbest.config import ExperimentConfig
 from keepbest.config.schema import BundledData, PythonData
+from keepbest.data.spec import DataSpec, shape_text
 from keepbest.errors import KeepbestError
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.status import RunStatus, run_status
@@ -74,7 +77,31 @@ def describe_run(run_dir: str | Path) -> RunOverview:
         highlights = config_highlights(run.read_config()) if run.has_run() else {}
     except KeepbestError:
         highlights = {}  # the status already names the problem
+    if run.has_run():
+        try:
+            highlights.update(spec_highlights(run.read_spec()))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            highlights["inputs"] = f"{run.spec_file.name} cannot be read"
     return RunOverview(run.path, status, highlights, _files(run.path))
+
+
+def spec_highlights(spec: DataSpec) -> dict[str, str]:
+    """The model's raw inputs (shape, dtype, range, preprocessing) and its classes."""
+    inputs = shape_text(spec.raw_shape)
+    if spec.raw_dtype:
+        inputs += f" {spec.raw_dtype}"
+    if spec.raw_range:
+        inputs += f", {spec.raw_range[0]:g}..{spec.raw_range[1]:g}"
+    if spec.preprocessing is not None and not spec.preprocessing.is_identity:
+        inputs += f"; preprocessing: {spec.preprocessing.describe()}"
+    lines = {"inputs": inputs}
+    if spec.class_names:
+        names = ", ".join(spec.class_names)
+        lines["classes"] = names if len(names) <= 70 else names[:69] + "…"
+        lines["classes"] += f" ({len(spec.class_names)})"
+    elif spec.num_classes:
+        lines["classes"] = f"{spec.num_classes}, by id (0 to {spec.num_classes - 1})"
+    return lines
 
 
 def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
