@@ -159,7 +159,8 @@ def train(
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     lock = RunLock(run.path) if chief else contextlib.nullcontext()
-    with lock, StopSignals(cfg.resume.signals) as stop:
+    lost = distribution.lost_workers_reported(cfg.distribute.heartbeat_timeout)
+    with lock, StopSignals(cfg.resume.signals) as stop, lost:
         return _train_locked(
             cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
         )
@@ -312,6 +313,7 @@ def _train_locked(
         first_batch=first_batch,
         metric_values=metric_values,
         fingerprint=fingerprint,
+        sync_every=cfg.distribute.sync_every_steps,
     )
     callbacks = [loop]
     if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's
