@@ -92,7 +92,8 @@ def train_command(
 
     A run dir holding a resume state continues where it stopped. Exit codes: 0 done,
     2 bad input, 3 verification failed, 4 no best, 5 run dir busy, 6 write failed,
-    7 corrupt file, 75 stopped by a signal after saving (run again to resume).
+    7 corrupt file, 8 a multi-worker peer was lost, 75 stopped by a signal after saving
+    (run again to resume).
     """
     from keepbest.config import config_to_yaml, load_config
 

@@ -27,6 +27,7 @@ EXIT_NO_BEST = 4  # training ended without any evaluation qualifying as best
 EXIT_RUN_BUSY = 5  # another process holds the run directory
 EXIT_WRITE_FAILED = 6  # a save failed; everything saved before it is intact
 EXIT_CORRUPT = 7  # a file on disk does not match its recorded checksum
+EXIT_WORKER_LOST = 8  # a worker of a multi-worker run stopped answering; the others stopped
 EXIT_STOPPED = 75  # stopped by a signal after saving a resume state (EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130  # a second Ctrl-C: stopped at once
 
@@ -93,6 +94,13 @@ class CorruptFileError(KeepbestError):
     """A checkpoint or state file does not match the checksum recorded for it."""
 
     exit_code = EXIT_CORRUPT
+
+
+class WorkerLostError(KeepbestError):
+    """A worker of a multi-worker run died or stopped answering; the others stopped too.
+    Requeue (or rerun) the job: every worker resumes from the last resume state."""
+
+    exit_code = EXIT_WORKER_LOST
 
 
 class NoBestCheckpointError(NoBestError):

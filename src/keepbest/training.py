@@ -161,7 +161,13 @@ def train(
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
     lock = RunLock(run.path) if chief else contextlib.nullcontext()
-    with lock, StopSignals(cfg.resume.signals) as stop, tracking(cfg, run, chief) as tracker:
+    lost = distribution.lost_workers_reported(cfg.distribute.heartbeat_timeout)
+    with (
+        lock,
+        StopSignals(cfg.resume.signals) as stop,
+        tracking(cfg, run, chief) as tracker,
+        lost,
+    ):
         observers = [*tracker.observers, *observers]  # MLflow first: it logs pruned points
         result = _train_locked(
             cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
@@ -317,6 +323,7 @@ def _train_locked(
         first_batch=first_batch,
         metric_values=metric_values,
         fingerprint=fingerprint,
+        sync_every=cfg.distribute.sync_every_steps,
     )
     callbacks = [loop]
     if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -40,6 +41,11 @@ from keepbest.rundir.resume_store import Progress
 from keepbest.signals import StopRequested, StopSignals
 
 log = logging.getLogger(__name__)
+
+_SYNC_SHARE = 0.01  # several workers: what the stop/state agreements may cost
+_MAX_STOP_WAIT = 30.0  # seconds from a signal to the stop, at most (about)
+_WARM_UP_STEPS = 5  # the first steps of a process trace and warm up: not timed
+_CALIBRATION_STEPS = 20  # steps timed to choose K
 
 
 class EarlyStop(Exception):
@@ -61,10 +67,12 @@ class TrainingLoop(keras.callbacks.Callback):
         first_batch: int = 0,
         metric_values: dict[str, np.ndarray] | None = None,
         fingerprint: Callable[[int], str] | None = None,
+        sync_every: int | None = None,
     ):
         """``first_batch`` and ``metric_values`` describe a mid-epoch resume: the batches
         of the first epoch already done, and Keras' metric accumulators at that point.
-        ``fingerprint(step)`` fingerprints the batch a run resumed at ``step`` sees first."""
+        ``fingerprint(step)`` fingerprints the batch a run resumed at ``step`` sees first.
+        ``sync_every``: with several workers, agree every N steps (None: calibrate)."""
         super().__init__()
         self.best = best
         self.history = history
@@ -80,6 +88,9 @@ class TrainingLoop(keras.callbacks.Callback):
         self._epoch = 0
         # A resumed run starts where its state was written, after that step's point.
         self._last_point = self._last_state = resume.last_step
+        self._sync_every = sync_every  # several workers: sync every K steps
+        self._sync_anchor = 0
+        self._calibration: tuple[int, float] | None = None
         self._since = time.perf_counter()
         self._announced = False
 
@@ -89,12 +100,7 @@ class TrainingLoop(keras.callbacks.Callback):
         self._epoch = epoch
         if self._metric_values is not None:
             # fit() has just reset the metrics; continue the interrupted epoch's means.
-            variables = {variable.path: variable for variable in self.model.metrics_variables}
-            missing = self._metric_values.keys() - variables.keys()
-            if missing:
-                raise RuntimeError(f"metric variables {sorted(missing)} were not built")
-            for path, value in self._metric_values.items():
-                variables[path].assign(value)
+            self.distribution.assign_metrics(self.model, self._metric_values)
             self._metric_values = None
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
@@ -102,26 +108,20 @@ class TrainingLoop(keras.callbacks.Callback):
         if done == 0:
             return  # an epoch boundary: the previous epoch's end dealt with it
         step = self._epoch * self.steps_per_epoch + done
+        progress = Progress(epoch=self._epoch, batch=done)
         if self.schedule.is_point(step) and step != self._last_point:
             self._evaluate(step, done, self._running_means())
-            self._agree_on_stop(step, Progress(epoch=self._epoch, batch=done))
-        if self.distribution.multi_worker:
-            return
-        if self.stop.requested:
-            self._stop_for_resume(step, Progress(epoch=self._epoch, batch=done))
-        if self.resume.due(step):
-            self._save(step, Progress(epoch=self._epoch, batch=done))
+            self._sync(step, progress)
+        elif self._sync_due(step):
+            self._sync(step, progress)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         self._offset = 0
         step = (epoch + 1) * self.steps_per_epoch
-        boundary = Progress(epoch=epoch + 1, batch=0)
         if not self.schedule.by_steps or self.schedule.is_point(step):
             self._evaluate(step, self.steps_per_epoch, logs)
-        self._agree_on_stop(step, boundary)
-        if self.resume.due(step):
-            self._save(step, boundary)
+        self._sync(step, Progress(epoch=epoch + 1, batch=0))
 
     # ----------------------------------------------------------------- called by train()
 
@@ -165,11 +165,45 @@ class TrainingLoop(keras.callbacks.Callback):
             self._save(step, progress, stop_kind=verdict.stop_kind)
             raise EarlyStop(verdict.stop_reason)
 
-    def _agree_on_stop(self, step: int, progress: Progress) -> None:
-        """At a moment every worker reaches at the same step: stop if any was signalled
-        (a collective with several workers; a plain check with one)."""
-        if self.distribution.any(self.stop.requested):
+    def _sync(self, step: int, progress: Progress) -> None:
+        """At a moment every worker reaches at the same step: stop if any worker was
+        signalled, write a state if the chief's cadence wants one (one collective with
+        several workers; local checks with one)."""
+        stop, save = self.distribution.agree(self.stop.requested, self.resume.due(step))
+        if stop:
             self._stop_for_resume(step, progress, by_another=not self.stop.requested)
+        if save:
+            self._save(step, progress)
+
+    def _sync_due(self, step: int) -> bool:
+        """Whether to sync before this step: every step in one process (a local check);
+        with several workers every K steps, K chosen once so that the collective costs
+        about 1% of the training time (and a stop waits at most about 30 s)."""
+        if not self.distribution.multi_worker:
+            return True
+        if self._sync_every is not None:
+            return (step - self._sync_anchor) % self._sync_every == 0
+        started = self._calibration
+        if started is None or step - started[0] < _CALIBRATION_STEPS:
+            if started is None and step - self.resume.last_step >= _WARM_UP_STEPS:
+                self._calibration = (step, time.perf_counter())
+            return False
+        step_time = (time.perf_counter() - started[1]) / (step - started[0])
+        began = time.perf_counter()
+        self.distribution.agree(0.0)
+        collective = time.perf_counter() - began
+        every = math.ceil(collective / (_SYNC_SHARE * step_time))
+        every = max(1, min(every, math.floor(_MAX_STOP_WAIT / step_time)))
+        chief = 1.0 if self.resume.writes else 0.0  # every worker takes the chief's K
+        self._sync_every = max(1, round(self.distribution.agree(chief * every)[0]))
+        self._sync_anchor = step
+        log.info(
+            "workers agree every %d steps (a step %.3g s, an agreement %.3g s)",
+            self._sync_every,
+            step_time,
+            collective,
+        )
+        return True
 
     def _stop_for_resume(self, step: int, progress: Progress, by_another: bool = False) -> None:
         if not by_another:
@@ -185,6 +219,10 @@ class TrainingLoop(keras.callbacks.Callback):
         raise StopRequested(f"stopped by {by} at step {step} ({where})")
 
     def _save(self, step: int, progress: Progress, stop_kind: str | None = None) -> None:
+        """Write a state (the chief); every worker must call it: a mid-epoch state gathers
+        every replica's metric accumulators."""
+        metrics = self.distribution.read_metrics(self.model) if progress.batch else None
+        self._last_state = step  # on every worker, so that all take the same path
         if not self.resume.writes:
             return
         next_batch = self.fingerprint(step) if self.fingerprint else None
@@ -195,8 +233,8 @@ class TrainingLoop(keras.callbacks.Callback):
             stop_kind=stop_kind,
             next_batch=next_batch,
             best=self.best.so_far(),
+            metrics=metrics,
         )
-        self._last_state = step
 
     def _running_means(self) -> dict[str, float]:
         """Keras' running means of the training metrics so far in this epoch."""

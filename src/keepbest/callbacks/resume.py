@@ -100,6 +100,7 @@ class ResumeWriter:
         stop_kind: str | None = None,
         next_batch: str | None = None,
         best: BestSoFar | None = None,
+        metrics: dict | None = None,
     ) -> None:
         """Write a state now (the chief only); ``next_batch`` fingerprints the batch a run
         resumed from it should see first."""
@@ -115,6 +116,7 @@ class ResumeWriter:
             next_batch=next_batch,
             notes=self.notes,
             best=best,
+            metrics=metrics,
         )
         self.last_end = self.clock()
         self.last_cost = self.last_end - started

@@ -9,10 +9,14 @@
   without it, the tasks of the Slurm job (``SlurmClusterResolver``).
 
 Every worker takes the same decisions from the same all-reduced metrics; only the chief
-writes files; the others reload the chief's best checkpoint after a barrier. A worker that
-cannot reach its peers within ``connect_timeout`` fails with a clear error instead of
-hanging (TensorFlow would block forever, deaf to SIGTERM): a watchdog process prints the
-error and kills it (exit status 137, as for any SIGKILL).
+writes files; the others reload the chief's best checkpoint after a barrier. Workers agree
+on stop requests and resume states with ``agree`` (one small all-reduce) at moments they
+all reach at the same step, and a mid-epoch state carries every replica's metric
+accumulators (``read_metrics`` / ``assign_metrics``). A worker that cannot reach its peers
+within ``connect_timeout`` fails with a clear error instead of hanging (TensorFlow would
+block forever, deaf to SIGTERM): a watchdog process prints the error and kills it (exit
+status 137, as for any SIGKILL). A worker that dies later stops sending heartbeats; the
+others fail within ``heartbeat_timeout`` with one line naming it (``WorkerLostError``).
 
 Example:
 
@@ -26,17 +30,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
+
+from keepbest.errors import WorkerLostError
 
 
 @dataclasses.dataclass
 class Distribution:
     strategy: Any = None  # a tf.distribute.Strategy, or None for the default device
     multi_worker: bool = False
+    _agree: Any = dataclasses.field(default=None, repr=False)  # the compiled all-reduce
+    _read_metrics: Any = dataclasses.field(default=None, repr=False)  # the compiled gather
 
     @classmethod
     def from_config(cls, settings) -> Distribution:
@@ -56,6 +67,9 @@ class Distribution:
         from keepbest.cluster import keras_multiworker_patch
 
         keras_multiworker_patch.apply()
+        # Keras reads its metrics eagerly across workers (get_metrics_result): TensorFlow
+        # warns about that cost at every read, which keepbest does only at evaluations.
+        logging.getLogger("tensorflow").addFilter(_NotEagerOverheadWarning())
         return cls(_connect(settings), multi_worker=True)
 
     @property
@@ -65,20 +79,134 @@ class Distribution:
     def scope(self):
         return contextlib.nullcontext() if self.strategy is None else self.strategy.scope()
 
-    def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any worker (a collective: every worker must call)."""
+    def agree(self, *values: float) -> list[float]:
+        """The sum over all workers of each value (a collective: every worker must call it
+        with as many values, at the same point). Without workers, the values themselves."""
         if not self.multi_worker:
-            return flag
+            return [float(v) for v in values]
         import tensorflow as tf
 
-        total = self.strategy.reduce(
-            "SUM", self.strategy.run(lambda: tf.constant(1.0 if flag else 0.0)), axis=None
-        )
-        return float(total) > 0
+        if self._agree is None:
+            strategy = self.strategy
+
+            @tf.function
+            def agree(vector):
+                return strategy.reduce("SUM", strategy.run(lambda: vector), axis=None)
+
+            self._agree = agree
+        vector = tf.constant([float(v) for v in values], dtype=tf.float64)
+        return [float(v) for v in self._agree(vector).numpy()]
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any worker (a collective: every worker must call)."""
+        return self.agree(1.0 if flag else 0.0)[0] > 0
 
     def barrier(self) -> None:
         """Wait until every worker got here (e.g. until the chief's files are written)."""
-        self.any(False)
+        self.agree(0.0)
+
+    @contextlib.contextmanager
+    def lost_workers_reported(self, timeout: float) -> Iterator[None]:
+        """A worker that dies (kill -9, a lost node) makes TensorFlow fail the others'
+        collectives within about ``timeout`` seconds; turn that into one line naming it."""
+        if not self.multi_worker:
+            yield
+            return
+        import tensorflow as tf
+
+        try:
+            yield
+        except (
+            tf.errors.UnavailableError,
+            tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError,
+            tf.errors.AbortedError,
+            tf.errors.InternalError,
+        ) as exc:
+            raise WorkerLostError(
+                f"distribute: {self._describe_lost(str(exc))} stopped answering (killed, or its "
+                f"node was lost; noticed within distribute.heartbeat_timeout = {timeout:g} s), "
+                "so this worker stopped too; requeue the job (scontrol requeue JOB) or run it "
+                "again: every worker resumes from the last resume state"
+            ) from None
+
+    def _describe_lost(self, message: str) -> str:
+        """'worker 1 (n2:8888)' for the task a TensorFlow error names, else 'a worker'."""
+        tasks = sorted({int(m) for m in re.findall(r"/job:worker/replica:\d+/task:(\d+)", message)})
+        me = self.task_index
+        lost = [task for task in tasks if task != me]
+        if not lost:
+            return "a worker"
+        addresses = self._addresses()
+        return ", ".join(
+            f"worker {task}" + (f" ({addresses[task]})" if task < len(addresses) else "")
+            for task in lost
+        )
+
+    @property
+    def task_index(self) -> int | None:
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        return None if resolver is None else resolver.task_id
+
+    def _addresses(self) -> list[str]:
+        resolver = getattr(self.strategy, "cluster_resolver", None)
+        try:
+            return list(resolver.cluster_spec().as_dict().get("worker", []))
+        except Exception:  # no spec to name the address by: the index says enough
+            return []
+
+    def read_metrics(self, model) -> dict[str, Any]:
+        """Keras' metric accumulators, by variable path: with a strategy, each replica's
+        own values stacked along a first axis of length ``replicas`` (a collective with
+        several workers), so that ``assign_metrics`` gives each replica its own back."""
+        import numpy as np
+
+        variables = list(model.metrics_variables)
+        if self.strategy is None:
+            return {v.path: np.asarray(v) for v in variables}
+        import tensorflow as tf
+
+        key = tuple(id(v) for v in variables)
+        if self._read_metrics is None or self._read_metrics[0] != key:
+            strategy = self.strategy
+
+            @tf.function
+            def read():  # the variables are closed over: as arguments they would be tensors
+                per_replica = strategy.run(
+                    lambda: [tf.expand_dims(tf.identity(v.value), 0) for v in variables]
+                )
+                return [strategy.gather(part, axis=0) for part in per_replica]
+
+            self._read_metrics = (key, read)
+        stacked = self._read_metrics[1]()
+        return {v.path: np.asarray(value) for v, value in zip(variables, stacked, strict=True)}
+
+    def assign_metrics(self, model, values: dict[str, Any]) -> None:
+        """Put back what ``read_metrics`` read (each replica its own part)."""
+        variables = {v.path: v for v in model.metrics_variables}
+        missing = values.keys() - variables.keys()
+        if missing:
+            raise RuntimeError(f"metric variables {sorted(missing)} were not built")
+        if self.strategy is None:
+            for path, value in values.items():
+                variables[path].assign(value)
+            return
+        import tensorflow as tf
+
+        paths = list(values)
+        stacked = [tf.constant(values[path]) for path in paths]
+
+        def assign():
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            for path, value in zip(paths, stacked, strict=True):
+                variables[path].assign(value[replica])
+
+        self.strategy.run(assign)
+
+
+class _NotEagerOverheadWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eagerly has significant overhead" not in record.getMessage()
 
 
 # Run beside a worker that is creating MultiWorkerMirroredStrategy: TensorFlow's
@@ -133,19 +261,18 @@ def _connect(settings):
     """MultiWorkerMirroredStrategy, created within ``connect_timeout`` or not at all."""
     import tensorflow as tf
 
-    resolver = None
-    if "TF_CONFIG" not in os.environ:
-        if "SLURM_JOB_ID" not in os.environ:
-            from keepbest.errors import ConfigError
-
-            raise ConfigError(
-                "distribute.strategy: multi_worker needs TF_CONFIG or a Slurm job "
-                "(SLURM_JOB_ID) to know its workers"
-            )
+    if "TF_CONFIG" in os.environ:
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    elif "SLURM_JOB_ID" in os.environ:
         resolver = slurm_resolver(settings.port_base)
-    options = tf.distribute.experimental.CommunicationOptions(
-        timeout_seconds=settings.collective_timeout
-    )
+    else:
+        from keepbest.errors import ConfigError
+
+        raise ConfigError(
+            "distribute.strategy: multi_worker needs TF_CONFIG or a Slurm job "
+            "(SLURM_JOB_ID) to know its workers"
+        )
+    _configure_heartbeats(resolver, settings.heartbeat_timeout)
     message = (
         f"error: distribute: the other workers did not answer within "
         f"{settings.connect_timeout:g} s (distribute.connect_timeout); check that every "
@@ -156,9 +283,37 @@ def _connect(settings):
         stdin=subprocess.PIPE,
     )
     try:
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            cluster_resolver=resolver, communication_options=options
-        )
+        # No CommunicationOptions(timeout_seconds=...): TensorFlow 2.21 leaks a thread per
+        # collective that has a timeout (measured: +10 threads per evaluation step, and a
+        # run dies at a few thousand). A lost worker is noticed by the heartbeats instead.
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     finally:
         watchdog.stdin.close()
         watchdog.wait()
+
+
+def _configure_heartbeats(resolver, timeout: float) -> None:
+    """Set the coordination service up as MultiWorkerMirroredStrategy would, but with a
+    heartbeat timeout of ``timeout`` seconds (TensorFlow's default is 10 s): a worker whose
+    heartbeats stop for that long fails every other worker's next collective. Uses
+    TensorFlow's private coordination API; without it, TensorFlow's default stays."""
+    try:
+        from tensorflow.core.protobuf import coordination_config_pb2
+        from tensorflow.python.distribute import multi_worker_util
+        from tensorflow.python.eager import context
+    except ImportError:  # a TensorFlow without it: its own defaults apply
+        return
+    if context.context().coordination_service is not None:
+        return
+    spec = multi_worker_util.normalize_cluster_spec(resolver.cluster_spec())
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+        for job in ("chief", "worker")
+        if job in spec.jobs
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(spec),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=int(timeout * 1000),
+    )

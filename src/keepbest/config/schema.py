@@ -295,8 +295,22 @@ class DistributeConfig(Section):
     strategy: Literal["none", "mirrored", "multi_worker"] = "none"
     logical_cpus: int | None = Field(None, ge=2)  # mirrored: split the CPU into N devices
     connect_timeout: float = Field(120.0, gt=0)  # multi_worker: seconds to wait for peers
-    collective_timeout: float = Field(600.0, gt=0)  # multi_worker: seconds per collective
+    # multi_worker: seconds a worker may go without a heartbeat before the others stop
+    heartbeat_timeout: float = Field(30.0, gt=0)
     port_base: int = Field(8888, ge=1024, le=65535)  # multi_worker under Slurm
+    # multi_worker: agree on stop requests and resume states every N steps (null: choose
+    # N so that agreeing costs about 1% of the training time)
+    sync_every_steps: Count | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "collective_timeout" in raw:
+            raise ConfigError(
+                "distribute.collective_timeout: replaced by distribute.heartbeat_timeout "
+                "(seconds a worker may stop answering before the others stop); rename it"
+            )
+        return raw
 
     @model_validator(mode="after")
     def _cpus_only_for_mirrored(self) -> DistributeConfig:

@@ -104,11 +104,8 @@ class ResumeState:
         return self.manifest.history
 
 
-def _variable_groups(model, include_metrics: bool) -> dict[str, list]:
-    groups = {"model": list(model.variables), "optimizer": list(model.optimizer.variables)}
-    if include_metrics:
-        groups["metrics"] = list(model.metrics_variables)
-    return groups
+def _variable_groups(model) -> dict[str, list]:
+    return {"model": list(model.variables), "optimizer": list(model.optimizer.variables)}
 
 
 def _write_npy(member, variable) -> None:
@@ -164,14 +161,22 @@ class ResumeStore:
         next_batch: str | None = None,
         notes: Sequence[str] = (),
         best: BestSoFar | None = None,
+        metrics: dict[str, np.ndarray] | None = None,
     ) -> StateManifest:
-        """Write a complete new state, then drop all but it and its predecessor."""
+        """Write a complete new state, then drop all but it and its predecessor.
+
+        ``metrics``: Keras' metric accumulators of a mid-epoch state, by variable path (as
+        ``Distribution.read_metrics`` reads them); by default read from the model."""
         started = time.monotonic()
         self.folder.mkdir(exist_ok=True)
         stem = f"state-{global_step:012d}"
         weights = self.folder / f"{stem}.npz"
         tmp = temp_path_for(weights)
-        groups = _variable_groups(model, include_metrics=progress.batch > 0)
+        groups: dict[str, list] = _variable_groups(model)
+        if progress.batch > 0:
+            if metrics is None:
+                metrics = {v.path: np.asarray(v) for v in model.metrics_variables}
+            groups["metrics"] = list(metrics.values())
         try:
             with (
                 HashingWriter(tmp) as out,
@@ -190,7 +195,7 @@ class ResumeStore:
                 weights_file=weights.name,
                 sha256=out.hexdigest(),
                 signature=_signature(groups),
-                metric_paths=[variable.path for variable in groups.get("metrics", [])],
+                metric_paths=list(metrics) if progress.batch > 0 else [],
                 write_seconds=round(time.monotonic() - started, 6),
                 next_batch=next_batch,
                 notes=list(notes),
@@ -255,7 +260,7 @@ def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
     its metrics when ``fit`` starts, so the caller assigns them at the epoch's beginning.
     """
     model.optimizer.build(model.trainable_variables)
-    groups = _variable_groups(model, include_metrics=False)
+    groups = _variable_groups(model)
     if _signature(groups) != state.manifest.signature:
         raise CorruptFileError(
             f"{state.weights_path} was saved from a different model or optimizer "
