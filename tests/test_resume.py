@@ -145,8 +145,8 @@ def test_second_sigint_stops_at_once_and_the_last_epoch_state_resumes(tmp_path_f
     cfg = small_config(
         model={"builder": "mlp", "kwargs": {"hidden": [2048, 2048]}},
         data={"batch_size": 4},
-        train={"epochs": 2},
-        resume={"every_steps": 360, "max_overhead": None},  # states at epoch ends only
+        train={"epochs": 2, "steps_per_epoch": 40},
+        resume={"every_steps": 40, "max_overhead": None},  # states at epoch ends only
     )
     config = write(tmp_path_factory.mktemp("sigint"), cfg)
     run_dir = config.parent / "runs" / "t"
@@ -210,11 +210,12 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
     purpose inside commit_best and inside a state write. After every kill the best
     checkpoint matches its record and a complete state exists; every restart resumes
     from that state; the end is bit-identical to an uninterrupted run."""
-    # 4.3M parameters: a 17 MB best file and a 52 MB resume state.
+    # 1.1M parameters: a 4.4 MB best file and a 13 MB resume state, written often enough
+    # (the best improves at most points early on) for aimed kills to land inside them.
     cfg = small_config(
-        model={"builder": "mlp", "kwargs": {"hidden": [2048, 2048]}},
+        model={"builder": "mlp", "kwargs": {"hidden": [1024, 1024]}},
         optimizer={"name": "adam", "learning_rate": 0.0005},
-        train={"epochs": 40},
+        train={"epochs": 30},
         checkpoint={"monitor": "val_loss", "every_steps": 5},
     )
     reference_config = write(tmp_path_factory.mktemp("kill-ref"), cfg)
@@ -225,7 +226,7 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
     run_dir = config.parent / "runs" / "t"
     rng = random.Random(20323)
     kills, landed = 0, {"best": 0, "state": 0}
-    while kills < 12:
+    while kills < 9:
         rows = len(read_history(run_dir / "history.csv"))
         state = ResumeStore(run_dir).latest()
         process = start_training(config)
@@ -247,7 +248,7 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
         )
         landed["state"] += any(name.endswith(".npz") for name in temporaries)
         check_invariants(run_dir)
-    assert kills == 12, f"the run finished after only {kills} kills; give it more epochs"
+    assert kills == 9, f"the run finished after only {kills} kills; give it more epochs"
     assert landed["best"] >= 1 and landed["state"] >= 1, landed
 
     done = run_cli("train", "--config", str(config), cwd=config.parent)
