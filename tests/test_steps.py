@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import signal
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -163,3 +164,52 @@ def test_a_factory_dataset_that_does_not_repeat_its_order_is_flagged_on_resume(t
         assert "factory:load" in flagged[0] and "fixed shuffle seed" in flagged[0]
         state = ResumeStore(run_dir).latest()
         assert any("not bit-exact" in note for note in state.manifest.notes)
+
+
+@pytest.fixture(scope="module")
+def step_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("step-run")
+    config = folder / "exp.yaml"
+    config.write_text(yaml.safe_dump(step_config(), sort_keys=False))
+    return keepbest.train(config).run_dir
+
+
+def test_show_plot_summary_and_evaluate_speak_in_steps(step_run):
+    from keepbest.inference.evaluate import evaluate_run
+    from keepbest.rundir.plot import plot_run
+    from keepbest.rundir.show import describe_run
+    from keepbest.rundir.table import summarize
+
+    record = read_record(step_run)
+    text = describe_run(step_run).text()
+    assert f"at step {record.step} (epoch {record.epoch})" in text
+    resume = next(line for line in text.splitlines() if line.startswith("resume"))
+    assert "newest state at step 90 (after epoch 2), written " in resume and " ago)" in resume
+    assert "evaluated every 20 steps" in text
+
+    [row] = summarize(step_run.parent)
+    assert (row.best_step, row.best_epoch) == (record.step, record.epoch)
+
+    evaluation = evaluate_run(step_run)
+    assert (
+        evaluation.table()
+        .splitlines()[0]
+        .endswith(
+            f"best step {record.step} (epoch {record.epoch}), val_loss recorded {record.value:.8g}"
+        )
+    )
+    assert evaluation.reproduces
+
+    import matplotlib.image
+
+    out = plot_run(step_run, step_run.parent / "curves.png")
+    assert matplotlib.image.imread(out).shape[0] > 100
+    from keepbest.rundir.plot import curves_figure
+
+    rows = read_history(step_run / "history.csv")
+    loss = curves_figure(rows, record, "steps", by_steps=True).axes[0]
+    assert loss.get_xlabel() == "step"
+    star = next(line for line in loss.get_lines() if line.get_marker() == "*")
+    assert list(star.get_xdata()) == [record.step] and list(star.get_ydata()) == [record.value]
+    validation = next(line for line in loss.get_lines() if line.get_label() == "validation")
+    assert list(validation.get_xdata()) == [20, 40, 60, 80]

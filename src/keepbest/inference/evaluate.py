@@ -43,6 +43,7 @@ class Evaluation:
     results: dict[str, DataResult]  # "validation", "training (end of epoch)" or a file
     measured: float | None = None  # the monitored value measured as in training
     tolerance: float = 0.0
+    by_steps: bool = False  # the run was evaluated every N steps
 
     @property
     def reproduces(self) -> bool | None:
@@ -69,6 +70,7 @@ class Evaluation:
         return {
             "run_dir": str(self.run_dir),
             "epoch": r.epoch,
+            "step": r.step,
             "monitor": {
                 "name": r.monitor,
                 "recorded": r.value,
@@ -84,7 +86,10 @@ class Evaluation:
 
     def table(self) -> str:
         r = self.record
-        lines = [f"{self.run_dir}: best epoch {r.epoch}, {r.monitor} recorded {r.value:.8g}"]
+        best = f"best epoch {r.epoch}"
+        if self.by_steps and r.step is not None:
+            best = f"best step {r.step} (epoch {r.epoch})"
+        lines = [f"{self.run_dir}: {best}, {r.monitor} recorded {r.value:.8g}"]
         if self.measured is not None:
             diff = self.measured - r.value
             how = "exact" if diff == 0 else f"diff {diff:+.3g}, tolerance {self.tolerance:g}"
@@ -128,7 +133,9 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
         arrays = read_like_run(cfg, spec, Path(data_file))
         model = load_best(run.path, raw_inputs=False)  # the pipeline preprocesses
         metrics = evaluate_metrics(model, fixed_order(arrays, spec, cfg.data.batch_size))
-        return Evaluation(run.path, record, {str(data_file): DataResult(len(arrays), metrics)})
+        results = {str(data_file): DataResult(len(arrays), metrics)}
+        by_steps = cfg.checkpoint.every_steps is not None
+        return Evaluation(run.path, record, results, by_steps=by_steps)
 
     try:
         cfg = run.read_config(check_files=True)
@@ -149,4 +156,5 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
         results["validation"] = DataResult(pipelines.num_validation, metrics)
     source = results["validation" if monitor.on_validation else TRAINING_END_OF_EPOCH]
     allowed = tolerance(cfg.checkpoint.verify_tolerance)
-    return Evaluation(run.path, record, results, source.metrics[monitor.metric], allowed)
+    by_steps = cfg.checkpoint.every_steps is not None
+    return Evaluation(run.path, record, results, source.metrics[monitor.metric], allowed, by_steps)

@@ -1,4 +1,7 @@
-"""``keepbest plot``: a run's learning curves, one panel per metric, the best epoch marked.
+"""``keepbest plot``: a run's learning curves, one panel per metric, the best point marked.
+
+The x axis is the epoch, or, for a run evaluated every N steps (``checkpoint.every_steps``),
+the global optimizer step of each evaluation.
 
 For a training-set metric both numbers keepbest logs are drawn: Keras' running mean
 (``loss``, averaged over the epoch's batches, mostly *before* their updates) dashed, and
@@ -50,10 +53,19 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         )
     record = read_record_or_none(run.path)
     out = Path(out) if out is not None else run.plot_file
-    figure = curves_figure(rows, record, run.path.name)
+    by_steps = _by_steps(run)
+    figure = curves_figure(rows, record, run.path.name, by_steps=by_steps)
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
     return out
+
+
+def _by_steps(run: RunDir) -> bool:
+    """Whether the run was evaluated every N steps (its config says so)."""
+    try:
+        return run.read_config().checkpoint.every_steps is not None
+    except KeepbestError:  # no readable config: a plot by epoch is still a plot
+        return False
 
 
 def metric_names(rows: list[dict[str, float]]) -> list[str]:
@@ -65,13 +77,22 @@ def metric_names(rows: list[dict[str, float]]) -> list[str]:
     return sorted(names, key=lambda name: name != "loss")
 
 
-def _series(rows: list[dict[str, float]], key: str) -> tuple[list[int], list[float]]:
-    points = [(row["epoch"], row[key]) for row in rows if key in row]
-    return [int(epoch) for epoch, _ in points], [value for _, value in points]
+def _series(
+    rows: list[dict[str, float]], key: str, x: str = "epoch"
+) -> tuple[list[int], list[float]]:
+    points = [(row[x], row[key]) for row in rows if key in row and x in row]
+    return [int(at) for at, _ in points], [value for _, value in points]
 
 
-def curves_figure(rows: list[dict[str, float]], record: BestRecord | None, name: str):
-    """A matplotlib Figure of ``rows`` (history.csv): a panel per metric, titled ``name``."""
+def _best_at(record: BestRecord, by_steps: bool) -> int:
+    return record.step if by_steps and record.step is not None else record.epoch
+
+
+def curves_figure(
+    rows: list[dict[str, float]], record: BestRecord | None, name: str, by_steps: bool = False
+):
+    """A matplotlib Figure of ``rows`` (history.csv): a panel per metric, titled ``name``;
+    ``by_steps``: the x axis is the global step of each evaluation."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -83,18 +104,20 @@ def curves_figure(rows: list[dict[str, float]], record: BestRecord | None, name:
     FigureCanvasAgg(figure)
     for index, metric in enumerate(metrics):
         axes = figure.add_subplot(lines, columns, index + 1)
-        _draw_metric(axes, rows, metric, record)
+        _draw_metric(axes, rows, metric, record, by_steps)
         scale = _fit_y_axis(axes, _values(rows, metric))
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.set_xlabel("epoch")
+        axes.set_xlabel("step" if by_steps else "epoch")
         axes.set_title(metric + scale)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small")
     title = f"{name}: no best checkpoint yet"
     if record is not None:
         verified = ", verified after reload" if record.verified else ""
-        title = f"{name}: best {record.monitor} = {record.value:.4g} at epoch {record.epoch}"
-        title += verified
+        where = f"epoch {record.epoch}"
+        if by_steps and record.step is not None:
+            where = f"step {record.step} (epoch {record.epoch})"
+        title = f"{name}: best {record.monitor} = {record.value:.4g} at {where}{verified}"
     figure.suptitle(title)
     return figure
 
@@ -125,39 +148,45 @@ def _fit_y_axis(axes, values: list[float]) -> str:
     return ""
 
 
-def _draw_metric(axes, rows: list[dict[str, float]], metric: str, record: BestRecord | None):
-    running, end_of_epoch = _series(rows, metric), _series(rows, EPOCH_END_PREFIX + metric)
+def _draw_metric(
+    axes, rows: list[dict[str, float]], metric: str, record: BestRecord | None, by_steps: bool
+):
+    x = "step" if by_steps else "epoch"
+    running = _series(rows, metric, x)
+    end_of_epoch = _series(rows, EPOCH_END_PREFIX + metric, x)
+    measured = "measured at each evaluation" if by_steps else "end of epoch"
     if end_of_epoch[0]:
         axes.plot(*running, "--", color="tab:blue", alpha=0.7, label="training: Keras running mean")
-        axes.plot(*end_of_epoch, "-", color="tab:blue", label="training: end of epoch")
+        axes.plot(*end_of_epoch, "-", color="tab:blue", label=f"training: {measured}")
     elif running[0]:
         axes.plot(*running, "-", color="tab:blue", label="training: Keras running mean")
-    validation = _series(rows, _VALIDATION + metric)
+    validation = _series(rows, _VALIDATION + metric, x)
     if validation[0]:
         axes.plot(*validation, "-", color="tab:orange", label="validation")
     if record is None:
         return
-    axes.axvline(record.epoch, color="gray", linestyle=":", label=f"best epoch {record.epoch}")
+    at = _best_at(record, by_steps)
+    axes.axvline(at, color="gray", linestyle=":", label=f"best {x} {at}")
     if record.monitor.removeprefix(_VALIDATION) != metric:
         return
     axes.plot(
-        [record.epoch],
+        [at],
         [record.value],
         "*",
         color="crimson",
         markersize=14,
-        label=f"keepbest's best: {record.value:.4g} at epoch {record.epoch}",
+        label=f"keepbest's best: {record.value:.4g} at {x} {at}",
     )
     if record.monitor == metric and running[0] and end_of_epoch[0]:
-        _mark_running_mean_pick(axes, running, end_of_epoch, record)
+        _mark_running_mean_pick(axes, running, end_of_epoch, at, record.mode, x)
 
 
-def _mark_running_mean_pick(axes, running, end_of_epoch, record: BestRecord) -> None:
+def _mark_running_mean_pick(axes, running, end_of_epoch, best_at: int, mode: str, x: str) -> None:
     """Where a checkpoint judged by Keras' running mean would land, and what its weights
-    really score (the end-of-epoch value of that epoch)."""
-    pick = min if record.mode == "min" else max
+    really score (the value measured at that point)."""
+    pick = min if mode == "min" else max
     epoch, value = pick(zip(*running, strict=True), key=lambda point: point[1])
-    if epoch == record.epoch:
+    if epoch == best_at:
         return
     actual = dict(zip(*end_of_epoch, strict=True)).get(epoch)
     axes.plot(
@@ -167,7 +196,7 @@ def _mark_running_mean_pick(axes, running, end_of_epoch, record: BestRecord) -> 
         color="black",
         fillstyle="none",
         markersize=10,
-        label=f"Keras' running-mean pick: epoch {epoch}",
+        label=f"Keras' running-mean pick: {x} {epoch}",
     )
     if actual is not None:
         axes.annotate(

@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from keepbest.config.schema import BundledData, PythonData
 from keepbest.data.spec import DataSpec, shape_text
 from keepbest.errors import KeepbestError
 from keepbest.rundir.layout import RunDir
+from keepbest.rundir.resume_store import StateManifest
 from keepbest.rundir.status import RunStatus, run_status
 
 
@@ -34,6 +37,8 @@ class RunOverview:
     status: RunStatus
     highlights: dict[str, str]  # "data", "model", ... -> one line each
     files: dict[str, int]  # name (folders end in "/") -> bytes, a folder's files summed
+    by_steps: bool = False  # evaluated every N steps (checkpoint.every_steps)
+    now: datetime | None = None  # when the overview was made (states' ages count from it)
 
     def to_dict(self) -> dict[str, Any]:
         record = self.status.record
@@ -44,6 +49,15 @@ class RunOverview:
             "epochs_done": self.status.epochs_done,
             "epochs_planned": self.status.epochs_planned,
             "best": record.model_dump() if record else None,
+            "resume_state": (
+                {
+                    "step": self.status.newest_state.global_step,
+                    "progress": self.status.newest_state.progress.model_dump(),
+                    "saved_at": self.status.newest_state.saved_at,
+                }
+                if self.status.newest_state is not None
+                else None
+            ),
             "config": self.highlights,
             "files": self.files,
         }
@@ -52,7 +66,10 @@ class RunOverview:
         status, record = self.status, self.status.record
         lines = [("run", str(self.path)), ("status", f"{status.state}: {status.detail}")]
         if record is not None:
-            best = f"{record.monitor} = {record.value:.8g} at epoch {record.epoch}"
+            where = f"epoch {record.epoch}"
+            if self.by_steps and record.step is not None:
+                where = f"step {record.step} (epoch {record.epoch})"
+            best = f"{record.monitor} = {record.value:.8g} at {where}"
             lines.append(("best", f"{best} ({record.mode}), saved {record.saved_at}"))
             verified = "not yet (train again to verify)"
             if record.verified_value is not None:
@@ -60,6 +77,8 @@ class RunOverview:
                 how = "exact" if diff == 0 else f"diff {diff:+.3g}"
                 verified = f"{record.verified_value:.8g} after reload ({how}), {record.verified_at}"
             lines.append(("verified", verified))
+        if status.newest_state is not None:
+            lines.append(("resume", state_line(status.newest_state, self.now)))
         lines += [(key, value) for key, value in self.highlights.items()]
         name_width = max((len(name) for name in self.files), default=0)
         lines += [
@@ -70,11 +89,40 @@ class RunOverview:
         return "\n".join(f"{key.ljust(width)}  {value}" for key, value in lines)
 
 
+def state_line(state: StateManifest, now: datetime | None = None) -> str:
+    """Where the newest resume state is and how old it is: what a kill would cost now."""
+    progress = state.progress
+    where = (
+        f"epoch {progress.epoch + 1}, batch {progress.batch}"
+        if progress.batch
+        else (f"after epoch {progress.epoch}")
+    )
+    line = f"newest state at step {state.global_step} ({where})"
+    if state.saved_at:
+        line += f", written {state.saved_at}"
+        now = now or datetime.now(timezone.utc)
+        with contextlib.suppress(ValueError):
+            age = (now - datetime.fromisoformat(state.saved_at)).total_seconds()
+            line += f" ({_age(age)} ago)"
+    return line
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def describe_run(run_dir: str | Path) -> RunOverview:
     run = RunDir(run_dir)
     status = run_status(run.path)
+    by_steps = False
     try:
-        highlights = config_highlights(run.read_config()) if run.has_run() else {}
+        cfg = run.read_config() if run.has_run() else None
+        highlights = config_highlights(cfg) if cfg else {}
+        by_steps = cfg is not None and cfg.checkpoint.every_steps is not None
     except KeepbestError:
         highlights = {}  # the status already names the problem
     if run.has_run():
@@ -82,7 +130,8 @@ def describe_run(run_dir: str | Path) -> RunOverview:
             highlights.update(spec_highlights(run.read_spec()))
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             highlights["inputs"] = f"{run.spec_file.name} cannot be read"
-    return RunOverview(run.path, status, highlights, _files(run.path))
+    now = datetime.now(timezone.utc)
+    return RunOverview(run.path, status, highlights, _files(run.path), by_steps, now)
 
 
 def spec_highlights(spec: DataSpec) -> dict[str, str]:
@@ -122,6 +171,8 @@ def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
     optimizer = ", ".join(f"{key}={value}" for key, value in cfg.optimizer.kwargs().items())
     ck = cfg.checkpoint
     patience = f", patience {ck.patience}" if ck.patience else ""
+    if ck.every_steps is not None:
+        patience = f", evaluated every {ck.every_steps} steps" + patience
     steps = f" x {cfg.train.steps_per_epoch} steps" if cfg.train.steps_per_epoch else ""
     return {
         "data": data_line,

@@ -31,7 +31,7 @@ from keepbest.monitor import patience_exhausted, stop_reason
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.lock import holder_of
 from keepbest.rundir.record import BestRecord, read_record_or_none, verify_checksum
-from keepbest.rundir.resume_store import ResumeState, ResumeStore
+from keepbest.rundir.resume_store import ResumeState, ResumeStore, StateManifest
 
 RunState = Literal["new", "running", "resumable", "done", "failed"]
 
@@ -43,6 +43,7 @@ class RunStatus:
     epochs_done: int = 0
     epochs_planned: int | None = None
     record: BestRecord | None = None  # the best checkpoint's record, if there is one
+    newest_state: StateManifest | None = None  # the resume state a train would continue
 
 
 def completion(cfg: ExperimentConfig, state: ResumeState, record: BestRecord | None) -> str | None:
@@ -91,16 +92,16 @@ def run_status(run_dir: str | Path) -> RunStatus:
     if reason is None:
         where = f"in epoch {done + 1}" if state.progress.batch else f"after epoch {done}"
         detail = f"stopped {where} of {planned}; train again to resume"
-        return RunStatus("resumable", detail, done, planned, record)
+        return RunStatus("resumable", detail, done, planned, record, state.manifest)
     if record is None:
         detail = f"training ended after epoch {done} without a best checkpoint ({reason})"
-        return RunStatus("failed", detail, done, planned)
+        return RunStatus("failed", detail, done, planned, newest_state=state.manifest)
     if not record.verified:
         detail = f"training ended after epoch {done}; train again to verify the best"
-        return RunStatus("resumable", detail, done, planned, record)
+        return RunStatus("resumable", detail, done, planned, record, state.manifest)
     early = state.manifest.stop_kind is not None and done < planned
     ending = f"stopped after epoch {done} of {planned}: {reason}" if early else reason
-    return RunStatus("done", ending, done, planned, record)
+    return RunStatus("done", ending, done, planned, record, state.manifest)
 
 
 def _running(run: RunDir, holder: str) -> RunStatus:
@@ -113,4 +114,5 @@ def _running(run: RunDir, holder: str) -> RunStatus:
     except (KeepbestError, OSError):  # a state pruned while being read: skip the details
         return RunStatus("running", f"training now ({holder})")
     done = state.progress.epoch if state else 0
-    return RunStatus("running", f"training now ({holder})", done, planned, record)
+    manifest = state.manifest if state else None
+    return RunStatus("running", f"training now ({holder})", done, planned, record, manifest)

@@ -50,6 +50,7 @@ class SummaryRow:
     value: float | None
     verified: bool
     detail: str
+    best_step: int | None = None  # the global step of the best (step-evaluated runs)
 
 
 def find_runs(folder: Path) -> list[Path]:
@@ -77,7 +78,7 @@ def summarize(folder: str | Path) -> list[SummaryRow]:
     if not folder.is_dir():
         raise InputError(f"RUNS_DIR: folder not found: {folder}")
     runs = find_runs(folder)
-    configs, monitors = {}, {}
+    configs, monitors, by_steps = {}, {}, {}
     for run in runs:
         try:
             cfg = RunDir(run).read_config()
@@ -85,6 +86,7 @@ def summarize(folder: str | Path) -> list[SummaryRow]:
             configs[run], monitors[run] = {}, (None, None)
             continue
         configs[run] = flatten_config(cfg)
+        by_steps[run] = cfg.checkpoint.every_steps is not None
         mode = cfg.checkpoint.mode
         monitors[run] = (cfg.checkpoint.monitor, None if mode == "auto" else mode)
     keys = sorted({key for flat in configs.values() for key in flat} - set(FREE_KEYS))
@@ -104,6 +106,7 @@ def summarize(folder: str | Path) -> list[SummaryRow]:
                 mode=mode,
                 best_epoch=record.epoch if record else None,
                 value=record.value if record else None,
+                best_step=record.step if record and by_steps.get(run) else None,
                 verified=bool(record and record.verified),
                 detail=status.detail,
             )
@@ -184,10 +187,12 @@ def _table(rows: list[SummaryRow], width: int | None) -> str:
     by short names, as many as fit, long values shortened; wide: every swept key."""
     limit = None if width is None else _MAX_CELL
     fixed_head = ["run", "best epoch", "value", "verified", "status"]
+    if any(row.best_step is not None for row in rows):
+        fixed_head[1] = "best at"
     fixed = [
         [
             _shorten(row.name, None if limit is None else 2 * limit),
-            _cell(row.best_epoch),
+            _cell(row.best_epoch) if row.best_step is None else f"step {row.best_step}",
             _cell(row.value),
             "yes" if row.verified else "no",
             row.status,
