@@ -151,15 +151,26 @@ def stop_reason(
     return f"no improvement of {monitor} for {waited} {unit} (patience {patience})"
 
 
-def resolve_mode(name: str, mode: str, model) -> str:
-    """``auto`` becomes ``min`` for losses, else the direction the Keras metric declares."""
+def resolve_mode(name: str, mode: str, model=None) -> str:
+    """``auto`` becomes ``min`` for losses, else the direction the Keras metric declares:
+    the compiled metric of ``model``, or, without a model, the metric Keras knows by
+    that name."""
     if mode != "auto":
         return mode
     metric = name.removeprefix(VALIDATION_PREFIX)
     if metric == "loss" or metric.endswith("_loss"):
         return "min"
-    for candidate in _compiled_metrics(model):
-        if candidate.name == metric and getattr(candidate, "_direction", None) in ("up", "down"):
+    if model is not None:
+        candidates = [m for m in _compiled_metrics(model) if m.name == metric]
+    else:
+        import keras
+
+        try:
+            candidates = [keras.metrics.get(metric)]
+        except (ValueError, TypeError):
+            candidates = []
+    for candidate in candidates:
+        if getattr(candidate, "_direction", None) in ("up", "down"):
             return "max" if candidate._direction == "up" else "min"
     from keepbest.errors import ConfigError
 

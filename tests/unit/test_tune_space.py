@@ -11,7 +11,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from keepbest.errors import ConfigError
-from keepbest.search.tune import Owner, parse_space, trial_name
+from keepbest.search.space import parse_space, trial_name
+from keepbest.search.tune import Owner
 
 
 def test_each_kind_becomes_its_optuna_distribution():

@@ -25,11 +25,10 @@ Example space (``space.yaml``)::
     model.kwargs.hidden: {choice: [[64], [128, 64]]}
     data.batch_size: {int: [16, 128, 16]}
 
-    >>> from keepbest.search.tune import parse_space
-    >>> [d.key for d in parse_space({"optimizer.learning_rate": {"log_uniform": [1e-4, 0.1]}})]
-    ['optimizer.learning_rate']
-    >>> parse_space({"model.kwargs.hidden": {"choice": [[64], [128, 64]]}})[0].labels
-    ('[64]', '[128, 64]')
+    $ keepbest tune exp.yaml --space space.yaml --trials 20 --study lr
+
+The space itself (``Dimension``, ``read_space``, ``check_space``) is
+``keepbest.search.space``.
 """
 
 from __future__ import annotations
@@ -46,8 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keepbest.config import ExperimentConfig, load_config, parse_yaml, reported_against
-from keepbest.config.messages import short_repr
-from keepbest.config.references import describe_exception, did_you_mean
+from keepbest.config.references import describe_exception
 from keepbest.config.schema import RUN_NAME_PATTERN
 from keepbest.errors import (
     ConfigError,
@@ -58,7 +56,8 @@ from keepbest.errors import (
     StoppedForResume,
 )
 from keepbest.rundir.layout import RunDir
-from keepbest.search.sweep import _as_yaml, _label, _short_names, placed_config
+from keepbest.search.space import Dimension, check_space, read_space, trial_name
+from keepbest.search.sweep import _as_yaml, placed_config
 
 if TYPE_CHECKING:
     from keepbest.rundir.table import SummaryRow
@@ -70,240 +69,14 @@ JOURNAL_FILE = "optuna.journal"  # the default storage
 CLAIM_LOCK = "tune"  # Optuna's open-lock adds ".lock": tune.lock
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "none")
-KINDS = ("uniform", "log_uniform", "int", "log_int", "choice")
-# The objective and the study's own layout cannot vary between trials.
-FIXED_KEYS = {
-    "name": "each trial's run dir is named by keepbest",
-    "output_dir": "trials live in the study's folder",
-    "checkpoint.monitor": "it is the objective; use the same monitor for every trial",
-    "checkpoint.mode": "it is the objective's direction",
-}
-_EXAMPLES = (
-    "{log_uniform: [1.0e-4, 0.1]}, {uniform: [0.0, 0.5]}, {int: [16, 128, 16]} "
-    "or {choice: [[64], [128, 64]]}"
-)
-
-
-# --------------------------------------------------------------------------- the space
-
-
-@dataclasses.dataclass(frozen=True)
-class Dimension:
-    """One searched config key and its distribution."""
-
-    key: str
-    kind: str  # one of KINDS
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    choices: tuple = ()
-
-    @property
-    def labels(self) -> tuple:
-        """The choices as Optuna stores them: scalars as they are, anything else (a list,
-        a mapping) as its YAML text."""
-        if all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices):
-            return self.choices
-        return tuple(_as_yaml(c) for c in self.choices)
-
-    def distribution(self):
-        from optuna import distributions
-
-        if self.kind == "choice":
-            return distributions.CategoricalDistribution(list(self.labels))
-        if self.kind in ("int", "log_int"):
-            step = int(self.step or 1)
-            log_scale = self.kind == "log_int"
-            return distributions.IntDistribution(
-                int(self.low), int(self.high), log=log_scale, step=step
-            )
-        log_scale = self.kind == "log_uniform"
-        return distributions.FloatDistribution(
-            float(self.low), float(self.high), log=log_scale, step=self.step
-        )
-
-    def value(self, param: Any) -> Any:
-        """The config value of Optuna's ``param``."""
-        if self.kind == "choice":
-            return self.choices[self.labels.index(param)]
-        return param
-
-    def corners(self) -> list:
-        """The values checked against the config before any trial: every choice, or both
-        ends of the range."""
-        if self.kind == "choice":
-            return list(self.choices)
-        if self.kind in ("int", "log_int"):
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
-
-    def grid(self) -> list | None:
-        """The points a grid search visits (Optuna's representation), or None if the
-        range is continuous."""
-        if self.kind == "choice":
-            return list(self.labels)
-        if self.kind in ("int", "log_int"):
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            return None
-        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [round(self.low + i * self.step, 12) for i in range(count)]
-
-    def describe(self) -> dict:
-        return {"key": self.key, "kind": self.kind, "distribution": str(self.distribution())}
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _dimension(key: str, spec: Any) -> Dimension:
-    """One space entry; ``ValueError`` says what is wrong with it."""
-    parts = key.split(".")
-    if not all(parts):
-        raise ValueError("expected a dotted config key such as optimizer.learning_rate")
-    if key in FIXED_KEYS:
-        raise ValueError(f"cannot be searched: {FIXED_KEYS[key]}")
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise ValueError(f"expected one distribution, e.g. {_EXAMPLES} (got {short_repr(spec)})")
-    ((kind, args),) = spec.items()
-    kind = str(kind)
-    if kind not in KINDS:
-        hint = did_you_mean(kind, KINDS) or f"; expected one of {', '.join(KINDS)}"
-        raise ValueError(f"unknown distribution {kind!r}{hint}")
-    if kind == "choice":
-        if not isinstance(args, list) or not args:
-            raise ValueError(
-                f"choice: expected a non-empty list of values (got {short_repr(args)})"
-            )
-        dim = Dimension(key, kind, choices=tuple(args))
-        labels = [repr(label) for label in dim.labels]
-        for index, label in enumerate(labels):
-            if label in labels[:index]:
-                raise ValueError(f"choice: {short_repr(args[index])} is listed twice")
-        return dim
-    integer = kind in ("int", "log_int")
-    shape = "[low, high] or [low, high, step]"
-    if not isinstance(args, list) or len(args) not in (2, 3) or not all(map(_number, args)):
-        raise ValueError(f"{kind}: expected {shape} of numbers (got {short_repr(args)})")
-    if integer and not all(isinstance(a, int) or float(a).is_integer() for a in args):
-        raise ValueError(f"{kind}: expected whole numbers (got {short_repr(args)})")
-    low, high = args[0], args[1]
-    step = args[2] if len(args) == 3 else None
-    if not low < high:
-        raise ValueError(f"{kind}: low ({low}) must be below high ({high})")
-    if kind.startswith("log_") and low <= 0:
-        raise ValueError(f"{kind}: low must be above 0 on a log scale (got {low})")
-    if step is not None and step <= 0:
-        raise ValueError(f"{kind}: step must be above 0 (got {step})")
-    if step is not None and kind.startswith("log_") and step != 1:
-        raise ValueError(f"{kind}: a log scale takes no step; use int or uniform for a step")
-    if integer:
-        low, high = int(low), int(high)
-        step = int(step) if step is not None else None
-    return Dimension(key, kind, low, high, step)
-
-
-def parse_space(raw: Any, origin: str = "space") -> list[Dimension]:
-    """The dimensions of a space mapping; ``ConfigError`` lists every problem."""
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(
-            f"{origin}: expected a mapping of dotted config keys to distributions, e.g. "
-            "optimizer.learning_rate: {log_uniform: [1.0e-4, 0.1]}"
-        )
-    dims, problems = [], []
-    for key, spec in raw.items():
-        try:
-            dims.append(_dimension(str(key), spec))
-        except ValueError as exc:
-            problems.append(f"{origin}: {key}: {exc}")
-    if problems:
-        raise ConfigError(problems)
-    return dims
-
-
-def read_space(path: str | Path) -> list[Dimension]:
-    space_path = Path(path)
-    if space_path.is_dir():
-        raise ConfigError(f"--space: {space_path} is a folder, not a file")
-    if not space_path.is_file():
-        raise ConfigError(f"--space: file not found: {space_path}")
-    try:
-        text = space_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--space: cannot read {space_path} ({exc})") from None
-    return parse_space(parse_yaml(text, str(space_path)), str(space_path))
-
-
-def check_space(
-    config: str | Path, overrides: Sequence[str], dims: list[Dimension], folder: Path
-) -> None:
-    """Apply every choice and both ends of every range to the config, one key at a time,
-    then the first value of every key together, like ``--set``; each config is also
-    checked the way ``train`` checks one before it reads data (builder kwargs,
-    optimizer, loss, metrics). A bad key or value fails here, before any trial runs,
-    naming the dotted path."""
-    from keepbest.models import compile_args, resolve_builder
-
-    tries = [
-        ({dim.key: value}, f"{dim.key}={_as_yaml(value)}")
-        for dim in dims
-        for value in dim.corners()
-    ]
-    if len(dims) > 1:
-        first = {dim.key: dim.corners()[0] for dim in dims}
-        tries.append((first, ", ".join(f"{k}={_as_yaml(v)}" for k, v in first.items())))
-    problems: list[str] = []
-    seen: set[str] = set()
-    for values, shown in tries:
-        try:
-            cfg = placed_config(config, overrides, values, folder, "trial")
-            resolve_builder(cfg)
-            compile_args(cfg)
-        except ConfigError as exc:
-            for line in exc.problems:
-                if line not in seen:
-                    seen.add(line)
-                    problems.append(f"--space {shown}: {line}")
-    if problems:
-        raise ConfigError(problems)
-
-
-def trial_name(number: int, dims: list[Dimension], values: dict[str, Any]) -> str:
-    """A run dir name that reads: ``007-learning_rate=0.00312,hidden=128-64``."""
-    short = _short_names([dim.key for dim in dims])
-    parts = ",".join(f"{short[k]}={_label(_rounded(v))}" for k, v in values.items())
-    name = f"{number:03d}-{parts}"
-    return name if len(name) <= 200 else name[:200].rstrip(",=")
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float) and math.isfinite(value):
-        return float(f"{value:.3g}")
-    return value
 
 
 def objective_direction(cfg: ExperimentConfig) -> str:
     """``min`` or ``max``: the monitor's direction, known before any model exists."""
-    ck = cfg.checkpoint
-    if ck.mode != "auto":
-        return ck.mode
-    metric = ck.monitor.removeprefix("val_")
-    if metric == "loss" or metric.endswith("_loss"):
-        return "min"
-    import keras
+    from keepbest.monitor import resolve_mode
 
-    try:
-        direction = getattr(keras.metrics.get(metric), "_direction", None)
-    except (ValueError, TypeError):
-        direction = None
-    if direction not in ("up", "down"):
-        with reported_against(cfg):
-            raise ConfigError(
-                f"checkpoint.mode: cannot tell whether {ck.monitor!r} should go up or down "
-                "before a model is built; set checkpoint.mode to min or max"
-            )
-    return "max" if direction == "up" else "min"
+    with reported_against(cfg):
+        return resolve_mode(cfg.checkpoint.monitor, cfg.checkpoint.mode)
 
 
 # --------------------------------------------------------------------------- the study
