@@ -7,6 +7,8 @@ exit code, and a few subclasses that say which input was bad:
 - ``InputError`` (2): bad input of any kind, found before any work is done; its
   subclasses ``ConfigError`` (the config file or ``--set``), ``DataError`` (data files and
   factories) and ``MonitorError`` (a monitor the run does not log).
+- ``WriteError`` (6): the operating system refused a write (no space, read-only, file too
+  large, ...); its subclass ``CheckpointWriteError`` is a failed best or resume save.
 
 Example:
 
@@ -83,10 +85,16 @@ class RunBusyError(KeepbestError):
     exit_code = EXIT_RUN_BUSY
 
 
-class CheckpointWriteError(KeepbestError):
-    """A write failed; the previous best and resume state were left untouched."""
+class WriteError(KeepbestError):
+    """A write failed (the message names the path and the cause); what was saved before
+    it is intact and no temporary file is left behind."""
 
     exit_code = EXIT_WRITE_FAILED
+
+
+class CheckpointWriteError(WriteError):
+    """Saving the best checkpoint or a resume state failed; the previous best and resume
+    state were left untouched."""
 
 
 class CorruptFileError(KeepbestError):

@@ -57,6 +57,7 @@ from keepbest.errors import (
     RunBusyError,
     StoppedForResume,
 )
+from keepbest.rundir.guard import check_study_dir
 from keepbest.rundir.layout import RunDir
 from keepbest.search.sweep import _as_yaml, _label, _short_names, placed_config
 
@@ -488,6 +489,7 @@ class Tuner:
                     "one process); use mirrored or none, and parallel workers instead"
                 )
         study_dir = base.output_dir / name
+        check_study_dir(study_dir, (STUDY_FILE, JOURNAL_FILE), writes=check)
         if check:
             check_space(config, overrides, dims, study_dir)
         budget = trials if trials is not None else 0
@@ -505,13 +507,6 @@ class Tuner:
             if trials is not None and trials > size:
                 log.info("the grid has %d points: the study stops after %d trials", size, size)
                 budget = size
-        if study_dir.is_file():
-            raise InputError(f"--study: {study_dir} is a file, not a folder")
-        if RunDir(study_dir).has_run():
-            raise InputError(
-                f"--study: {study_dir} is the run dir of a single run; give the study "
-                "another name with --study"
-            )
         return cls(
             config=Path(config),
             overrides=tuple(overrides),
