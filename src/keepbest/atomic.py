@@ -33,7 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from keepbest.errors import WriteError
+from keepbest.errors import WriteError, one_line
 
 TEMP_PREFIX = ".tmp-"
 _CHUNK = 8 * 1024 * 1024
@@ -70,11 +70,11 @@ def caused_by_os_error(exc: BaseException) -> bool:
 
 def failure_text(exc: BaseException) -> str:
     """One short line for why something failed: the OS's cause, else the exception's
-    type and its first line."""
+    type and the line of its message that says what is wrong."""
     if caused_by_os_error(exc):
         return os_error_text(exc)
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    text = one_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
 def write_failed(

@@ -248,21 +248,13 @@ def tune_command(
 
     if trials is None and not best:
         raise InputError("--trials: give the study's number of trials, e.g. --trials 20")
+    arguments = (config_path, space_path, trials, study_name, storage, sampler, pruner, seed)
+    # Config, space and study folder first, without TensorFlow; then the space against
+    # the config, which builds optimizers and metrics.
+    tuner = Tuner.prepare(*arguments, startup_trials, overrides, check=False)
     if not best:
-        _import_tensorflow_quietly()  # checking the space builds optimizers and metrics
-    tuner = Tuner.prepare(
-        config_path,
-        space_path,
-        trials,
-        study_name,
-        storage,
-        sampler,
-        pruner,
-        seed,
-        startup_trials,
-        overrides,
-        check=not best,
-    )
+        _import_tensorflow_quietly()
+        tuner = Tuner.prepare(*arguments, startup_trials, overrides, check=True)
     if best:
         click.echo(str(tuner.open(create=False).best_run_dir()))
         return

@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 # Exit codes of `train` and `keepbest ...`, documented in the README.
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # anything keepbest has no name for (a bug, or a fault in user code)
@@ -111,3 +113,33 @@ class StoppedForResume(KeepbestError):
     """Training stopped on request after saving a resume state; run again to continue."""
 
     exit_code = EXIT_STOPPED
+
+
+_TF_NOISE = re.compile(
+    r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\[\[\{\{node [^}]*\}\}\]\]"
+)
+_NOT_THE_PROBLEM = (
+    "Graph execution error",
+    "Detected at node",
+    "File ",
+    "Traceback",
+    "Exception encountered",
+)
+
+
+def one_line(exc: BaseException) -> str:
+    """The line of an error's message that says what is wrong: for TensorFlow and Keras
+    errors, without the graph annotations (``{{function_node ...}}``, ``[Op:...]``), the
+    stack they quote and Keras' list of the call's arguments.
+
+    >>> one_line(ValueError("Exception encountered when calling Dense.call().\n\n"
+    ...                     "Input has the wrong shape\n\nArguments received by Dense.call():"))
+    'Input has the wrong shape'
+    """
+    message = getattr(exc, "message", None)
+    message = message if isinstance(message, str) else str(exc)
+    message = message.split("Arguments received by", 1)[0]
+    lines = [_TF_NOISE.sub("", line).strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(_NOT_THE_PROBLEM)]
+    text = useful[0] if useful else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

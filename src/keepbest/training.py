@@ -232,8 +232,7 @@ def _check_monitor_is_logged(cfg: ExperimentConfig, model, data, pipelines) -> N
     that only a run would show to be missing (a metric Keras names differently) is
     refused before the run dir is touched; a model or loss that fails on the data fails
     here, as one line that names the builder."""
-    from keepbest.data.pipelines import error_text
-    from keepbest.errors import MonitorError
+    from keepbest.errors import MonitorError, one_line
     from keepbest.measure import evaluate_metrics
     from keepbest.monitor import Monitor
 
@@ -247,7 +246,7 @@ def _check_monitor_is_logged(cfg: ExperimentConfig, model, data, pipelines) -> N
                 raise named from None
             raise ConfigError(
                 f"model.builder: the model {cfg.model.builder} builds fails on the first batch "
-                f"of data with loss {cfg.loss} ({error_text(exc)}); check that its input "
+                f"of data with loss {cfg.loss} ({one_line(exc)}); check that its input "
                 f"and output fit the data (inputs {shape_text(pipelines.spec.input_shape)}, "
                 f"{_targets_text(pipelines)})"
             ) from None

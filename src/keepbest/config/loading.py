@@ -94,9 +94,9 @@ def _check_flow_depth(text: str) -> None:
             if char in "[{":
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise yaml.YAMLError(
-                        f"line {line_number}, column {column}: nested more than {MAX_DEPTH} "
-                        "levels deep"
+                    where = yaml.Mark("", 0, line_number - 1, column - 1, None, None)
+                    raise yaml.MarkedYAMLError(
+                        problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=where
                     )
             elif char in "]}" and depth:
                 depth -= 1
@@ -186,7 +186,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         raise ConfigError(
             f"{where}: --set {assignment!r} is not KEY=VALUE, e.g. --set train.epochs=30"
         )
-    value = parse_yaml(text, f"{key}: --set value {text!r}")
+    value = parse_yaml(text, f"{key}: --set value {short_repr(text)}")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import sys
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -205,6 +206,12 @@ def _arrow_columns(path: Path, delimiter: str) -> tuple[list, int] | None:
         return "skip"
 
     names = [f"f{i}" for i in range(first.count(delimiter.encode()) + 1)]
+    # pyarrow reports a failure inside the invalid-row callback (a row that is not UTF-8)
+    # as an "Exception ignored" traceback on stderr: catch it, and let the csv module
+    # read the file and say what is wrong with it.
+    unraisable = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
     try:
         table = pcsv.read_csv(
             path,
@@ -218,7 +225,9 @@ def _arrow_columns(path: Path, delimiter: str) -> tuple[list, int] | None:
         )
     except (pa.ArrowException, OSError, ValueError):
         return None
-    if ragged or any(t != pa.string() for t in table.schema.types):
+    finally:
+        sys.unraisablehook = previous_hook
+    if unraisable or ragged or any(t != pa.string() for t in table.schema.types):
         return None
     return [table.column(i) for i in range(table.num_columns)], table.num_rows
 

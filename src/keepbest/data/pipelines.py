@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +39,8 @@ from keepbest.config import ExperimentConfig, reported_against
 from keepbest.config.schema import PythonData
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
-from keepbest.errors import DataError
+from keepbest.errors import DataError, one_line
 
-_TF_NOISE = re.compile(
-    r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\[\[\{\{node [^}]*\}\}\]\]"
-)
 _EPOCH_LIMIT = 2**62  # "forever": the stream is cut into epochs by steps_per_epoch
 
 
@@ -67,19 +63,6 @@ class Pipelines:
         return undecodable_image(exc, self.image_files, self.spec, "data.path", then)
 
 
-def error_text(exc: BaseException) -> str:
-    """One line for an error TensorFlow or Keras raised: the line that says what is wrong,
-    without TensorFlow's graph annotations (``{{function_node ...}}``, ``[Op:...]``), the
-    stack it quotes, or Keras' list of the call's arguments."""
-    message = getattr(exc, "message", None) or str(exc)
-    message = message.split("Arguments received by", 1)[0]
-    skip = ("Graph execution error", "Detected at node", "File ", "Traceback", "Exception encou")
-    lines = [_TF_NOISE.sub("", line).strip() for line in message.splitlines()]
-    useful = [line for line in lines if line and not line.startswith(skip)]
-    text = useful[0] if useful else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
 def find_undecodable(files, spec: DataSpec) -> tuple[str, str] | None:
     """The first of ``files`` that TensorFlow cannot read as an image, and why (decoded
     one at a time, in eager mode: the failure path only)."""
@@ -92,7 +75,7 @@ def find_undecodable(files, spec: DataSpec) -> tuple[str, str] | None:
                 tf.io.read_file(str(path)), channels=channels, expand_animations=False
             )
         except (tf.errors.OpError, OSError) as exc:
-            return str(path), error_text(exc)
+            return str(path), one_line(exc)
     return None
 
 

@@ -75,8 +75,13 @@ def _deserialize(model_file: Path):
     import keras
 
     config = json.loads(model_file.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"a JSON {type(config).__name__} is no serialized model")
     config.pop("compile_config", None)
-    return keras.saving.deserialize_keras_object(config, safe_mode=True)
+    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"it describes a {type(model).__name__}, not a Keras model")
+    return model
 
 
 def _custom_classes(node: Any) -> list[tuple[str, str]]:

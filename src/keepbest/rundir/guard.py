@@ -107,7 +107,9 @@ def check_writable(folder: Path, target: Path) -> None:
     except OSError:
         read_only = False
     cause = os.strerror(errno.EROFS if read_only else errno.EACCES)
-    raise WriteError(f"cannot write {target}: {cause} ({folder}); nothing was written")
+    raise WriteError(
+        f"cannot write {shown(target)}: {cause} ({shown(folder)}); nothing was written"
+    )
 
 
 def check_output(
@@ -179,16 +181,16 @@ def _check_placement(path: Path, what: str) -> None:
     for ancestor in reversed(absolute.parents):
         if ancestor.exists() and not ancestor.is_dir():
             raise InputError(
-                f"{ancestor} is a file, not a folder, so the {what} {path} cannot be made there: "
-                "choose another output_dir"
+                f"{shown(ancestor)} is a file, not a folder, so the {what} {shown(path)} cannot "
+                "be made there: choose another output_dir"
             )
     holder = enclosing_run(absolute.parent)
     if holder is not None:
         part = absolute.relative_to(holder).parts[0]
         if RunDir.owns(part):
             raise InputError(
-                f"the {what} {path} would be {shown(holder / part)}, which belongs to the run "
-                f"dir {shown(holder)}; {_NEVER}: choose another name or output_dir"
+                f"the {what} {shown(path)} would be {shown(holder / part)}, which belongs to "
+                f"the run dir {shown(holder)}; {_NEVER}: choose another name or output_dir"
             )
 
 
@@ -208,8 +210,8 @@ def check_run_dir(path: str | Path, restart: bool = False, overwrite: bool = Fal
     _check_placement(run, "run dir")
     if run.exists() and not run.is_dir():
         raise InputError(
-            f"{run} is a file, not a run dir: choose another name or output_dir, or move the "
-            "file away"
+            f"{shown(run)} is a file, not a run dir: choose another name or output_dir, or move "
+            "the file away"
         )
     if run.is_dir():
         layout = RunDir(run)
@@ -219,7 +221,7 @@ def check_run_dir(path: str | Path, restart: bool = False, overwrite: bool = Fal
             damaged = layout.resume_dir.exists() and not layout.resume_dir.is_dir()
             if damaged and not restart:
                 raise CorruptFileError(
-                    f"{layout.resume_dir} is not a folder, so the run's resume states are "
+                    f"{shown(layout.resume_dir)} is not a folder, so the run's resume states are "
                     "gone; restore the run dir from a backup, or start over with --restart"
                 )
         else:
@@ -231,14 +233,14 @@ def check_run_dir(path: str | Path, restart: bool = False, overwrite: bool = Fal
             ]
             if others and not restart:
                 raise InputError(
-                    f"{run} exists and is not a keepbest run dir (it holds {_names(others)}); "
-                    "choose another name or output_dir, or move it away"
+                    f"{shown(run)} exists and is not a keepbest run dir (it holds "
+                    f"{_names(others)}); choose another name or output_dir, or move it away"
                 )
         if restart and overwrite and foreign:
             raise InputError(
-                f"{run} also holds {_names(foreign)}, which --overwrite would delete with the "
-                "run: move them away first, or --restart without --overwrite (which renames "
-                "the old run aside)"
+                f"{shown(run)} also holds {_names(foreign)}, which --overwrite would delete with "
+                "the run: move them away first, or --restart without --overwrite (which "
+                "renames the old run aside)"
             )
     existing = _nearest_existing(run)
     check_writable(existing, run)
@@ -254,11 +256,11 @@ def check_study_dir(path: str | Path, markers: Sequence[str], writes: bool = Tru
     _check_placement(study, "study folder")
     if RunDir(study).looks_like_run():
         raise InputError(
-            f"--study: {study} is the run dir of a single run; give the study another name "
+            f"--study: {shown(study)} is the run dir of a single run; give the study another name "
             "with --study"
         )
     if study.exists() and not study.is_dir():
-        raise InputError(f"--study: {study} is a file, not a folder")
+        raise InputError(f"--study: {shown(study)} is a file, not a folder")
     if study.is_dir() and not any((study / marker).exists() for marker in markers):
         others = [
             entry
@@ -267,7 +269,7 @@ def check_study_dir(path: str | Path, markers: Sequence[str], writes: bool = Tru
         ]
         if others:
             raise InputError(
-                f"--study: {study} exists and is not a study's folder (it holds "
+                f"--study: {shown(study)} exists and is not a study's folder (it holds "
                 f"{_names(others)}); give another --study, or move it away"
             )
     if writes:
