@@ -128,7 +128,7 @@ _NOT_THE_PROBLEM = (
 
 
 def one_line(exc: BaseException) -> str:
-    """The line of an error's message that says what is wrong: for TensorFlow and Keras
+    r"""The line of an error's message that says what is wrong: for TensorFlow and Keras
     errors, without the graph annotations (``{{function_node ...}}``, ``[Op:...]``), the
     stack they quote and Keras' list of the call's arguments.
 

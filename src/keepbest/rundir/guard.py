@@ -27,7 +27,7 @@ Example:
     >>> from keepbest.rundir.guard import check_output
     >>> folder = pathlib.Path(tempfile.mkdtemp())
     >>> (folder / "run").mkdir()
-    >>> _ = (folder / "run" / "best.json").write_text("{}")
+    >>> _ = (folder / "run" / "data_spec.json").write_text("{}")
     >>> check_output(folder / "p.csv", "--output").name
     'p.csv'
     >>> try:

@@ -145,17 +145,19 @@ class RunDir:
         return self.config_file.exists() and self.spec_file.exists()
 
     def looks_like_run(self) -> bool:
-        """Whether this is a run dir, even a damaged one: its setup files, a best
-        checkpoint or its record, a history, or resume states (keepbest.rundir.guard keeps every
-        command from writing over one)."""
+        """Whether this is a run dir, even a damaged one (keepbest.rundir.guard keeps every
+        command from writing over one): a name only keepbest uses (``data_spec.json``,
+        ``best.weights.h5``, a resume state), or ``best.json`` beside a history or
+        ``resume``. A folder that merely holds a ``history.csv`` or a ``resume`` folder of
+        its own is not one."""
         if not self.path.is_dir():
             return False
-        return (
-            self.has_run()
-            or self.record_file.exists()
-            or self.weights_file.exists()
-            or self.history_file.exists()
-            or self.resume_dir.exists()
+        if self.spec_file.exists() or self.weights_file.exists():
+            return True
+        if self.resume_dir.is_dir() and any(self.resume_dir.glob("state-*.json")):
+            return True
+        return self.record_file.exists() and (
+            self.history_file.exists() or self.resume_dir.exists()
         )
 
     @staticmethod

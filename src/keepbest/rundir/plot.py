@@ -46,7 +46,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool
     from keepbest.rundir.history import read_history
 
     run = RunDir(run_dir)
-    if not run.looks_like_run():
+    if not (run.looks_like_run() or run.history_file.is_file()):
         raise NoBestCheckpointError(
             f"{run.path} is not a keepbest run dir (no {run.history_file.name}, "
             f"{run.config_file.name} or best checkpoint): give the run's folder, e.g. runs/NAME"
