@@ -494,6 +494,16 @@ CASES = [
         heavy=True,
     ),
     Case(
+        "evaluate-images-one-truncated",
+        ("evaluate", "runs/img", "--data", "new"),
+        2,
+        ("--data: ", "new/c1/00.png cannot be decoded as an image", "remove or replace it"),
+        files={"new/c0/00.png": png(5), "new/c1/00.png": truncated_png(6)},
+        needs_image_run=True,
+        kept=(RUN, "runs/img"),
+        heavy=True,
+    ),
+    Case(
         "predict-images-one-not-an-image",
         ("predict", "runs/img", "--input", "new", "--output", "p.csv"),
         2,
