@@ -379,7 +379,7 @@ def test_evaluate_refuses_a_preprocessed_file_before_loading_the_model(digits_ru
     (tmp_path / "cut.npz").write_bytes((tmp_path / "scaled.npz").read_bytes()[:300])
     for name, words in (
         ("scaled.npz", "the model expects input of shape (N, 8, 8), the file has (50, 8, 8, 1)"),
-        ("cut.npz", "cannot read"),
+        ("cut.npz", "cut.npz is damaged or truncated"),
     ):
         with pytest.raises(DataError) as caught:
             evaluate_run(digits_run, tmp_path / name)

@@ -193,7 +193,9 @@ def test_summary_ranks_trials_with_sampled_values_and_states(study):
     assert rows[: len(complete)] == complete  # complete trials first, best first
     assert [row["value"] for row in complete] == sorted(row["value"] for row in complete)
     table = run_cli("summary", "runs/st", cwd=study["folder"])
-    assert table.stdout.splitlines()[0].split()[:4] == [
+    heading, header = table.stdout.splitlines()[:2]
+    assert heading == "loss (min), best first:"  # one group: every trial monitors loss
+    assert header.split()[:4] == [
         "run",
         "trial",
         "optimizer.learning_rate",

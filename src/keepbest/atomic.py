@@ -5,12 +5,18 @@ a job killed mid-save loses the old best. Here every file is written to a tempor
 in the same folder, flushed and fsync'ed, renamed over the target with ``os.replace``
 (atomic on POSIX), and the folder is fsync'ed so that the rename itself survives a crash.
 
+A write the operating system refuses (no space, read-only, file too large, a folder where
+the file goes) is a ``WriteError`` (exit 6) naming the path and the cause in one line
+(``os_error_text``), and its temporary file is gone.
+
 Example:
 
     >>> from keepbest.atomic import atomic_path, write_json_atomic
     >>> with atomic_path(run_dir / "best.weights.h5") as tmp:   # doctest: +SKIP
     ...     model.save_weights(tmp)          # tmp keeps the ".weights.h5" suffix
     >>> write_json_atomic(run_dir / "best.json", {"epoch": 3})  # doctest: +SKIP
+    >>> os_error_text(OSError(28, "No space left on device", "p.csv"))
+    'No space left on device'
 """
 
 from __future__ import annotations
@@ -21,14 +27,61 @@ import io
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from keepbest.errors import WriteError, one_line
+
 TEMP_PREFIX = ".tmp-"
 _CHUNK = 8 * 1024 * 1024
 _HASH_ASIDE = 1024 * 1024  # HashingWriter hashes chunks this large in its helper thread
+
+
+def os_error_text(exc: BaseException) -> str:
+    """The cause of an ``OSError`` in a few words, whoever raised it (Python, h5py, zipfile,
+    Keras): the text of its errno (also of an OSError it was raised from), else its first
+    line. HDF5's own messages span lines and repeat the path; this is one short line."""
+    seen = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        number = getattr(error, "errno", None) if isinstance(error, OSError) else None
+        if isinstance(number, int) and number > 0:
+            return os.strerror(number)
+        error = error.__cause__ or error.__context__
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def caused_by_os_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is an ``OSError`` or was raised from one."""
+    seen = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def failure_text(exc: BaseException) -> str:
+    """One short line for why something failed: the OS's cause, else the exception's
+    type and the line of its message that says what is wrong."""
+    if caused_by_os_error(exc):
+        return os_error_text(exc)
+    text = one_line(exc)
+    return type(exc).__name__ if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
+
+
+def write_failed(
+    target: Path, exc: BaseException, outcome: str = "nothing there was changed"
+) -> WriteError:
+    """The one-line ``WriteError`` for a failed write of ``target``."""
+    return WriteError(f"cannot write {target}: {os_error_text(exc)}; {outcome}")
 
 
 def fsync_dir(folder: Path) -> None:
@@ -156,18 +209,32 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it durably replaces ``target``.
 
     The caller's writer must have closed the file when the block ends. On any error the
-    temporary file is removed and ``target`` is untouched.
+    temporary file is removed and ``target`` is untouched; an error of the operating
+    system (here or in the caller's writer) becomes a ``WriteError`` naming ``target``.
     """
     tmp = temp_path_for(target)
     try:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    except BaseException as exc:
+        _discard(tmp)
+        if isinstance(exc, Exception) and caused_by_os_error(exc):
+            raise write_failed(target, exc) from exc
         raise
-    fsync_dir(target.parent)
+    try:
+        fsync_dir(target.parent)
+    except OSError as exc:
+        raise write_failed(target, exc, "it may not survive a crash") from exc
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file or folder that a failed write left (if it can be)."""
+    with contextlib.suppress(OSError):
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp)
+        else:
+            tmp.unlink()
 
 
 def _fsync_file(path: Path) -> None:

@@ -1,7 +1,12 @@
 """The command line: ``train --config exp.yaml`` and ``keepbest <command>``.
 
 Every keepbest error ends the process with one ``error: ...`` line per problem on stderr
-and its documented exit code (see ``keepbest.errors``), never a traceback.
+and its documented exit code (see ``keepbest.errors``), never a traceback. So do a
+command-line slip (click's usage errors) and an error of the operating system. Anything
+else is a bug or a fault in user code: one line that says where its full traceback was
+written (``error.log`` in the run dir that ``train`` was writing, else a temporary file),
+exit code 1; ``--debug`` (anywhere on the command line) or ``KEEPBEST_DEBUG=1`` prints the
+traceback instead.
 
 Example::
 
@@ -11,15 +16,18 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import sys
 import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
-from keepbest.errors import KeepbestError
+from keepbest.errors import EXIT_UNEXPECTED, EXIT_WRITE_FAILED, KeepbestError
 from keepbest.inference.export import FORMATS as EXPORT_FORMATS
 
 # TensorFlow's INFO chatter (oneDNN notices...) drowns the one-line-per-epoch log; it must
@@ -62,7 +70,9 @@ HELP_OPTIONS = ["-h", "--help"]
 
 @click.group(context_settings={"help_option_names": HELP_OPTIONS})
 def cli() -> None:
-    """keepbest: train Keras models and keep the provably best checkpoint."""
+    """keepbest: train Keras models and keep the provably best checkpoint.
+
+    Errors are one line each; --debug (anywhere) shows the traceback of an unexpected one."""
 
 
 @cli.command("train")
@@ -101,6 +111,16 @@ def train_command(
     if print_config:
         click.echo(config_to_yaml(cfg), nl=False)
         return
+    from keepbest.training import check_run_dir
+
+    # Before TensorFlow loads (seconds): where the run goes, and the data (but a python
+    # factory's, which may import TensorFlow itself).
+    run = check_run_dir(cfg, restart, overwrite)
+    _ERROR_LOG.run_dir = run.path
+    if cfg.data.source != "python":
+        from keepbest.data.pipelines import read_training_data
+
+        read_training_data(cfg)
     _import_tensorflow_quietly()
     from keepbest.training import train
 
@@ -155,6 +175,7 @@ def sweep_command(
     failures: list[tuple[str, KeepbestError]] = []
     for run in chosen:
         click.echo(f"== run {run.index}/{len(runs) - 1}: {run.name}")
+        _ERROR_LOG.run_dir = run.config.run_dir()
         try:
             click.echo(train(run.config).summary())
         except StoppedForResume:
@@ -228,21 +249,13 @@ def tune_command(
 
     if trials is None and not best:
         raise InputError("--trials: give the study's number of trials, e.g. --trials 20")
+    arguments = (config_path, space_path, trials, study_name, storage, sampler, pruner, seed)
+    # Config, space and study folder first, without TensorFlow; then the space against
+    # the config, which builds optimizers and metrics.
+    tuner = Tuner.prepare(*arguments, startup_trials, overrides, check=False)
     if not best:
-        _import_tensorflow_quietly()  # checking the space builds optimizers and metrics
-    tuner = Tuner.prepare(
-        config_path,
-        space_path,
-        trials,
-        study_name,
-        storage,
-        sampler,
-        pruner,
-        seed,
-        startup_trials,
-        overrides,
-        check=not best,
-    )
+        _import_tensorflow_quietly()
+        tuner = Tuner.prepare(*arguments, startup_trials, overrides, check=True)
     if best:
         click.echo(str(tuner.open(create=False).best_run_dir()))
         return
@@ -271,6 +284,9 @@ RUN_DIR = click.Path(exists=True, file_okay=False)
 def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None:
     """Measure RUN_DIR's best model again: every compiled metric and the monitored value,
     which must reproduce the recorded one (exit 3 if not)."""
+    from keepbest.rundir.record import read_record
+
+    read_record(run_dir)  # a run dir without a (valid) record fails before TensorFlow loads
     _import_tensorflow_quietly()
     from keepbest.inference.evaluate import evaluate_run
 
@@ -298,17 +314,22 @@ def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None
 @click.option(
     "--batch-size", type=click.IntRange(min=1), help="Default: the run's data.batch_size."
 )
+@click.option(
+    "--overwrite", is_flag=True, help="Replace --output if it exists (never a run's file)."
+)
 def predict_command(
-    run_dir: str, input_path: str, output_path: str, batch_size: int | None
+    run_dir: str, input_path: str, output_path: str, batch_size: int | None, overwrite: bool
 ) -> None:
     """Predict every sample of --input with RUN_DIR's best model.
 
     The input holds raw values, as the run's training files do (the model applies the
     run's preprocessing itself); values far outside the training range get a warning."""
-    _import_tensorflow_quietly()
-    from keepbest.inference.predict import predict_file
+    from keepbest.inference.predict import prepare_prediction
 
-    result = predict_file(run_dir, input_path, output_path, batch_size)
+    # the output, the run and the input, checked before TensorFlow loads
+    job = prepare_prediction(run_dir, input_path, output_path, batch_size, overwrite)
+    _import_tensorflow_quietly()
+    result = job.run()
     click.echo(f"wrote {result.count} predictions to {result.path}")
 
 
@@ -323,9 +344,16 @@ def predict_command(
     help="keras: one .keras file; savedmodel: a TensorFlow SavedModel folder.",
 )
 @click.option("--out", required=True, type=click.Path(), help="The file or folder to write.")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace --out if it exists (never a run or its files)."
+)
 def export_command(run_dir: str, export_format: str, out: str, overwrite: bool) -> None:
     """Export RUN_DIR's best model for serving; it loads without keepbest installed."""
+    from keepbest.inference.export import check_target
+    from keepbest.rundir.record import read_record
+
+    check_target(out, export_format, overwrite)  # before TensorFlow loads
+    read_record(run_dir)
     _import_tensorflow_quietly()
     from keepbest.inference.export import export_model
 
@@ -345,14 +373,13 @@ def show_command(run_dir: str, as_json: bool) -> None:
 
 @cli.command("plot")
 @click.argument("run_dir", type=RUN_DIR)
-@click.option(
-    "--out", type=click.Path(dir_okay=False), help="The PNG to write; default: RUN_DIR/curves.png."
-)
-def plot_command(run_dir: str, out: str | None) -> None:
+@click.option("--out", type=click.Path(), help="The PNG to write; default: RUN_DIR/curves.png.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists (never a run's file).")
+def plot_command(run_dir: str, out: str | None, overwrite: bool) -> None:
     """Plot RUN_DIR's training and validation curves per metric, the best epoch marked."""
     from keepbest.rundir.plot import plot_run
 
-    click.echo(f"wrote {plot_run(run_dir, out)}")
+    click.echo(f"wrote {plot_run(run_dir, out, overwrite)}")
 
 
 @cli.command("summary")
@@ -410,7 +437,87 @@ def _show_logs() -> None:
     logger.propagate = False
 
 
+class _ErrorLog:
+    """Where the traceback of an unexpected error goes: ``error.log`` in the run dir that
+    ``train`` writes (once it exists), else a temporary file."""
+
+    run_dir: Path | None = None
+
+    def write(self, text: str) -> Path | None:
+        from keepbest.rundir.layout import RunDir
+
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        entry = f"--- {stamp} keepbest {' '.join(sys.argv[1:])}\n{text}\n"
+        if self.run_dir is not None and Path(self.run_dir).is_dir():
+            path = RunDir(self.run_dir).error_log
+            try:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(entry)
+                return path
+            except OSError:
+                pass
+        try:
+            fd, name = tempfile.mkstemp(prefix="keepbest-error-", suffix=".log")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(entry)
+            return Path(name)
+        except OSError:
+            return None
+
+
+_ERROR_LOG = _ErrorLog()
+# Errors of the operating system that only a write can cause: exit 6 (a write failed).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _take_debug_flag() -> bool:
+    """``--debug`` anywhere before a ``--`` (removed from the arguments), or
+    ``KEEPBEST_DEBUG=1``: show the traceback of an unexpected error."""
+    args = sys.argv[1:]
+    end = args.index("--") if "--" in args else len(args)
+    found = "--debug" in args[:end]
+    if found:
+        sys.argv = [sys.argv[0]] + [a for i, a in enumerate(args) if i >= end or a != "--debug"]
+    return found or os.environ.get("KEEPBEST_DEBUG", "") not in ("", "0")
+
+
+def _unexpected(exc: BaseException, debug: bool) -> int:
+    """One line for an error keepbest has no name for; the traceback goes to a file (or,
+    with --debug, to stderr). Returns the exit code."""
+    import traceback
+
+    from keepbest.atomic import failure_text
+
+    text = "".join(traceback.format_exception(exc))
+    code = EXIT_UNEXPECTED
+    if isinstance(exc, OSError):  # an OS error no write or read path named: path and cause
+        where = f"{exc.filename}: " if exc.filename else ""
+        line = f"{where}{failure_text(exc)}"
+        if exc.errno in _WRITE_ERRNOS:
+            code = EXIT_WRITE_FAILED
+    else:
+        line = f"unexpected {failure_text(exc)}"
+    if debug:
+        sys.stderr.write(text)
+        click.echo(f"error: {line}", err=True)
+        return code
+    log_path = _ERROR_LOG.write(text)
+    where = f"the traceback is in {log_path}" if log_path else "run with --debug to see why"
+    click.echo(f"error: {line} ({where})", err=True)
+    return code
+
+
+def _usage_line(exc: click.ClickException) -> str:
+    """A click error as one line: the message, and where the help is."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        message = f"{message.rstrip('.')} (see {ctx.command_path} --help)"
+    return f"error: {message}"
+
+
 def _run(command: click.Command) -> None:
+    debug = _take_debug_flag()
     _show_logs()
     try:
         # -h for every command, also for `train`, which is its own entry point
@@ -423,8 +530,12 @@ def _run(command: click.Command) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(_usage_line(exc), err=True)
         sys.exit(exc.exit_code)
+    except Exception as exc:
+        sys.exit(_unexpected(exc, debug))
+    finally:
+        sys.stdout.flush()
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ exit code, and a few subclasses that say which input was bad:
 - ``InputError`` (2): bad input of any kind, found before any work is done; its
   subclasses ``ConfigError`` (the config file or ``--set``), ``DataError`` (data files and
   factories) and ``MonitorError`` (a monitor the run does not log).
+- ``WriteError`` (6): the operating system refused a write (no space, read-only, file too
+  large, ...); its subclass ``CheckpointWriteError`` is a failed best or resume save.
 
 Example:
 
@@ -17,6 +19,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import re
 
 # Exit codes of `train` and `keepbest ...`, documented in the README.
 EXIT_OK = 0
@@ -84,10 +88,16 @@ class RunBusyError(KeepbestError):
     exit_code = EXIT_RUN_BUSY
 
 
-class CheckpointWriteError(KeepbestError):
-    """A write failed; the previous best and resume state were left untouched."""
+class WriteError(KeepbestError):
+    """A write failed (the message names the path and the cause); what was saved before
+    it is intact and no temporary file is left behind."""
 
     exit_code = EXIT_WRITE_FAILED
+
+
+class CheckpointWriteError(WriteError):
+    """Saving the best checkpoint or a resume state failed; the previous best and resume
+    state were left untouched."""
 
 
 class CorruptFileError(KeepbestError):
@@ -111,3 +121,33 @@ class StoppedForResume(KeepbestError):
     """Training stopped on request after saving a resume state; run again to continue."""
 
     exit_code = EXIT_STOPPED
+
+
+_TF_NOISE = re.compile(
+    r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|\[\[\{\{node [^}]*\}\}\]\]"
+)
+_NOT_THE_PROBLEM = (
+    "Graph execution error",
+    "Detected at node",
+    "File ",
+    "Traceback",
+    "Exception encountered",
+)
+
+
+def one_line(exc: BaseException) -> str:
+    r"""The line of an error's message that says what is wrong: for TensorFlow and Keras
+    errors, without the graph annotations (``{{function_node ...}}``, ``[Op:...]``), the
+    stack they quote and Keras' list of the call's arguments.
+
+    >>> one_line(ValueError("Exception encountered when calling Dense.call().\n\n"
+    ...                     "Input has the wrong shape\n\nArguments received by Dense.call():"))
+    'Input has the wrong shape'
+    """
+    message = getattr(exc, "message", None)
+    message = message if isinstance(message, str) else str(exc)
+    message = message.split("Arguments received by", 1)[0]
+    lines = [_TF_NOISE.sub("", line).strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(_NOT_THE_PROBLEM)]
+    text = useful[0] if useful else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -37,7 +37,9 @@ from typing import TYPE_CHECKING
 
 from keepbest.config import ExperimentConfig, load_config, reported_against
 from keepbest.config.diff import training_differences
+from keepbest.data.spec import shape_text
 from keepbest.errors import ConfigError, NoBestError, RunBusyError, StoppedForResume
+from keepbest.rundir import guard
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.lock import RunLock, holder_of
 from keepbest.rundir.record import BestRecord, mark_verified, read_record, read_record_or_none
@@ -95,6 +97,19 @@ def set_aside(run: RunDir, overwrite: bool) -> Path | None:
     return aside
 
 
+def check_run_dir(cfg: ExperimentConfig, restart: bool = False, overwrite: bool = False) -> RunDir:
+    """The run dir ``cfg`` trains in, if training may write there (``keepbest.rundir.guard``):
+    not busy, not a file, not a folder of something else, not damaged; checked at once,
+    before TensorFlow is even imported."""
+    if overwrite and not restart:
+        raise ConfigError("--overwrite only goes with --restart")
+    run = RunDir(cfg.run_dir())
+    _refuse_if_busy(run)
+    with reported_against(cfg):
+        guard.check_run_dir(run.path, restart, overwrite)
+    return run
+
+
 def _refuse_if_busy(run: RunDir) -> None:
     holder = holder_of(run.path)
     if holder:
@@ -125,10 +140,7 @@ def train(
         cfg = config
     else:
         cfg = load_config(config, overrides)
-    if overwrite and not restart:
-        raise ConfigError("--overwrite only goes with --restart")
-    run = RunDir(cfg.run_dir())
-    _refuse_if_busy(run)  # at once: a busy run dir is refused before TensorFlow loads
+    run = check_run_dir(cfg, restart, overwrite)  # before TensorFlow loads
 
     import keras
 
@@ -152,7 +164,7 @@ def train(
     with distribution.scope():  # a builder that fails here leaves no trace on disk
         model = build_model(cfg, pipelines.spec, builder)
         compiled.apply(model)
-    _check_monitor_is_logged(cfg, model, data)
+    _preflight(cfg, model, data, pipelines)
     chief = distribution.is_chief
     if restart and chief:
         aside = set_aside(run, overwrite)
@@ -188,16 +200,62 @@ def _check_every_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> None:
             )
 
 
-def _check_monitor_is_logged(cfg: ExperimentConfig, model, data) -> None:
+def _preflight(cfg: ExperimentConfig, model, data, pipelines) -> None:
+    """What the built model and one batch tell before the run dir is touched: a model
+    ``load_best`` could never load, targets that do not fit the loss or the model's
+    outputs, a model that fails on the data, a monitor it does not log."""
+    from keepbest.data.labels import targets_problems
+    from keepbest.data.pipelines import labels_key
+    from keepbest.inference.load import unloadable_architecture
+    from keepbest.rundir.layout import architecture_json
+
+    architecture = architecture_json(model)
+    problem = unloadable_architecture(architecture) if architecture else None
+    try:
+        output_shape = model.output_shape
+    except (AttributeError, ValueError, RuntimeError):  # a subclassed model: not known
+        output_shape = None
+    errors, warnings = targets_problems(
+        pipelines.spec,
+        pipelines.float_targets,
+        str(cfg.loss),
+        output_shape,
+        labels_key(cfg),
+        cfg.model.builder,
+    )
+    if problem:
+        errors.insert(0, f"model.builder: {cfg.model.builder}: {problem}")
+    with reported_against(cfg):
+        if errors:
+            raise ConfigError(errors)
+    for line in warnings:
+        log.warning("%s: %s", cfg.origin, line)
+    _check_monitor_is_logged(cfg, model, data, pipelines)
+
+
+def _check_monitor_is_logged(cfg: ExperimentConfig, model, data, pipelines) -> None:
     """Evaluate one batch to learn the metric names this model logs, so that a monitor
     that only a run would show to be missing (a metric Keras names differently) is
-    refused before the run dir is touched."""
-    from keepbest.errors import MonitorError
+    refused before the run dir is touched; a model or loss that fails on the data fails
+    here, as one line that names the builder."""
+    from keepbest.errors import MonitorError, one_line
     from keepbest.measure import evaluate_metrics
     from keepbest.monitor import Monitor
 
     monitor = Monitor(cfg.checkpoint.monitor, cfg.checkpoint.mode)
-    logged = evaluate_metrics(model, data.for_monitor(monitor).take(1))
+    try:
+        logged = evaluate_metrics(model, data.for_monitor(monitor).take(1))
+    except Exception as exc:
+        named = pipelines.undecodable(exc)
+        with reported_against(cfg):
+            if named is not None:
+                raise named from None
+            raise ConfigError(
+                f"model.builder: the model {cfg.model.builder} builds fails on the first batch "
+                f"of data with loss {cfg.loss} ({one_line(exc)}); check that its input "
+                f"and output fit the data (inputs {shape_text(pipelines.spec.input_shape)}, "
+                f"{_targets_text(pipelines)})"
+            ) from None
     if monitor.metric not in logged:
         prefix = "val_" if monitor.on_validation else ""
         with reported_against(cfg):
@@ -205,6 +263,13 @@ def _check_monitor_is_logged(cfg: ExperimentConfig, model, data) -> None:
                 f"checkpoint.monitor: {monitor.name!r} is not logged by this run; it logs "
                 f"{', '.join(prefix + name for name in logged)}"
             )
+
+
+def _targets_text(pipelines) -> str:
+    spec = pipelines.spec
+    if spec.num_classes is not None:
+        return f"targets class ids 0 to {spec.num_classes - 1}"
+    return f"targets {shape_text(tuple(spec.target_shape))}"
 
 
 def _train_locked(
@@ -359,6 +424,12 @@ def _train_locked(
         if should_requeue(cfg.resume.requeue) and chief:
             note = requeue_self()
         raise StoppedForResume(f"{stopped}; resume state saved in {store.folder}; {note}") from None
+    except Exception as exc:  # an image that cannot be decoded is named (bad input: exit 2)
+        named = pipelines.undecodable(exc, then="then run the same command to resume")
+        if named is None:
+            raise
+        with reported_against(cfg):
+            raise named from None
 
     if best.best_epoch is None:
         raise NoBestError(

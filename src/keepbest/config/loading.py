@@ -5,6 +5,11 @@ keep the last one silently), every ``--set KEY=VALUE`` is parsed as YAML and app
 the mapping before validation, and every problem is reported at once, one line each,
 prefixed with the file it is about.
 
+Aliases (``*name``) may repeat a value, but the document they expand to is bounded: at
+most ``MAX_EXPANDED_VALUES`` values beyond what is written out, and no alias inside its
+own anchor. A "billion laughs" is refused in milliseconds, before anything is built from
+it; so is nesting deeper than ``MAX_DEPTH``.
+
 Example:
 
     >>> from keepbest.config import load_config
@@ -29,6 +34,84 @@ from keepbest.config.schema import ExperimentConfig
 from keepbest.errors import ConfigError, InputError
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_EXPANDED_VALUES = 100_000  # values aliases may add to a document (see _expanded_size)
+MAX_DEPTH = 100  # nesting levels of a document
+
+
+class _Bounded(yaml.SafeLoader):
+    """PyYAML's safe loader that stops at ``MAX_DEPTH`` levels of nesting, before Python's
+    own recursion limit would (PyYAML composes nodes recursively)."""
+
+    def compose_node(self, parent, index):
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(root: yaml.Node) -> tuple[int, int, bool]:
+    """(values as written, values once every alias is expanded, whether an alias is
+    inside its own anchor); linear in the number of distinct nodes."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    cyclic = False
+
+    def size(node: yaml.Node) -> int:
+        nonlocal cyclic
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            cyclic = True
+            return 0
+        open_nodes.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(item) for item in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root)
+    return len(sizes), expanded, cyclic
+
+
+def _check_flow_depth(text: str) -> None:
+    """Refuse ``[[[[...`` nested deeper than ``MAX_DEPTH`` before PyYAML scans it (its
+    scanner takes quadratic time over such a run). Brackets inside quoted strings count
+    too: no real document nests a hundred of them."""
+    depth = 0
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        for column, char in enumerate(line, start=1):
+            if char in "[{":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    where = yaml.Mark("", 0, line_number - 1, column - 1, None, None)
+                    raise yaml.MarkedYAMLError(
+                        problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=where
+                    )
+            elif char in "]}" and depth:
+                depth -= 1
+
+
+def _check_aliases(node: yaml.Node) -> None:
+    written, expanded, cyclic = _expanded_size(node)
+    if cyclic:
+        raise yaml.YAMLError("an alias refers to the value that holds it (a cycle); remove it")
+    if expanded - written > MAX_EXPANDED_VALUES:
+        raise yaml.YAMLError(
+            f"its aliases (*name) expand it to {expanded:,} values, more than "
+            f"{MAX_EXPANDED_VALUES:,} beyond the {written:,} written; write the values out, "
+            "or use fewer aliases"
+        )
 
 
 def _duplicate_keys(node: yaml.Node, path: str = "", seen: set | None = None) -> list[str]:
@@ -59,11 +142,13 @@ def _duplicate_keys(node: yaml.Node, path: str = "", seen: set | None = None) ->
 
 def _load_yaml(text: str) -> tuple[Any, list[str]]:
     """The document and its duplicate-key problems; ``yaml.YAMLError`` if it is not YAML."""
-    loader = yaml.SafeLoader(text)
+    _check_flow_depth(text)
+    loader = _Bounded(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, []
+        _check_aliases(node)
         problems = _duplicate_keys(node)
         return (None if problems else loader.construct_document(node)), problems
     finally:
@@ -73,7 +158,7 @@ def _load_yaml(text: str) -> tuple[Any, list[str]]:
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
     return f"{where}invalid YAML: {problem}"
 
 
@@ -101,7 +186,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         raise ConfigError(
             f"{where}: --set {assignment!r} is not KEY=VALUE, e.g. --set train.epochs=30"
         )
-    value = parse_yaml(text, f"{key}: --set value {text!r}")
+    value = parse_yaml(text, f"{key}: --set value {short_repr(text)}")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)

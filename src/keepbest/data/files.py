@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import sys
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keepbest.atomic import os_error_text
 from keepbest.config.references import did_you_mean
 from keepbest.errors import DataError
 
@@ -44,10 +46,7 @@ def read_npz(
     ``numpy.save`` (one unnamed array), or an archive holding a single array, is taken as
     the first key's array.
     """
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{where}: cannot read {path} as .npz ({exc})") from None
+    loaded = _load_npz(path, where)
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         if settings is None and len(keys) == 1:
             return [loaded]
@@ -76,11 +75,52 @@ def read_npz(
                     )
             try:
                 arrays.append(npz[key])
-            except ValueError as exc:  # object arrays would need pickle, which is unsafe
-                raise DataError(f"{where}: cannot read {path.name} ({exc})") from None
+            except ValueError as exc:
+                if "pickle" in str(exc):  # object arrays would need pickle, which is unsafe
+                    raise DataError(f"{where}: {path.name}: {key!r} {_PICKLED}") from None
+                raise DataError(f"{where}: {path.name}: {key!r} {_damaged(exc)}") from None
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged
-                raise DataError(f"{where}: cannot read {path.name} as .npz ({exc})") from None
+                raise DataError(f"{where}: {path.name}: {key!r} {_damaged(exc)}") from None
     return arrays
+
+
+_PICKLED = (
+    "holds Python objects (pickled), which keepbest never unpickles; save numbers or texts "
+    "(an array of a numeric or str dtype)"
+)
+
+
+def _damaged(exc: BaseException) -> str:
+    return f"is damaged or truncated ({str(exc).strip() or type(exc).__name__}); write it again"
+
+
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _load_npz(path: Path, where: str):
+    """``np.load(path)`` (no pickles), with a clear ``DataError`` for a file that is not
+    an .npz or .npy, is empty, truncated or damaged."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read {path}: {os_error_text(exc)}") from None
+    if not head:
+        raise DataError(f"{where}: {path} is empty (0 bytes), not an .npz archive")
+    if not head.startswith((_ZIP_MAGIC, _NPY_MAGIC)):
+        raise DataError(
+            f"{where}: {path} is not an .npz archive (it does not start like one); write it "
+            "with numpy.savez"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{where}: {path} {_PICKLED}") from None
+        raise DataError(f"{where}: {path} {_damaged(exc)}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{where}: {path} {_damaged(exc)}") from None
 
 
 class CsvRows:
@@ -166,6 +206,12 @@ def _arrow_columns(path: Path, delimiter: str) -> tuple[list, int] | None:
         return "skip"
 
     names = [f"f{i}" for i in range(first.count(delimiter.encode()) + 1)]
+    # pyarrow reports a failure inside the invalid-row callback (a row that is not UTF-8)
+    # as an "Exception ignored" traceback on stderr: catch it, and let the csv module
+    # read the file and say what is wrong with it.
+    unraisable = []
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable.append
     try:
         table = pcsv.read_csv(
             path,
@@ -179,7 +225,9 @@ def _arrow_columns(path: Path, delimiter: str) -> tuple[list, int] | None:
         )
     except (pa.ArrowException, OSError, ValueError):
         return None
-    if ragged or any(t != pa.string() for t in table.schema.types):
+    finally:
+        sys.unraisablehook = previous_hook
+    if unraisable or ragged or any(t != pa.string() for t in table.schema.types):
         return None
     return [table.column(i) for i in range(table.num_columns)], table.num_rows
 
@@ -276,6 +324,25 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     )
+
+
+# What TensorFlow's decode_image reads: PNG, JPEG, GIF, BMP, by their first bytes.
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+
+
+def check_image_files(files: Sequence[str | Path], where: str) -> None:
+    """Every file must start like a PNG, JPEG, GIF or BMP image: an empty file or one
+    that is no image is named before any work (one short read per file). A damaged image
+    with a good start is found when it is decoded (``keepbest.data.pipelines``)."""
+    for path in files:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+        except OSError as exc:
+            raise DataError(f"{where}: cannot read {path}: {os_error_text(exc)}") from None
+        if not head.startswith(_IMAGE_MAGIC):
+            what = "is empty" if not head else "is not a PNG, JPEG, GIF or BMP image"
+            raise DataError(f"{where}: {path} {what}; remove or replace it")
 
 
 def class_folders(folder: Path) -> list[str]:

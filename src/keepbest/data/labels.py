@@ -24,11 +24,20 @@ from keepbest.errors import DataError
 
 
 def as_features(x: np.ndarray, where: str) -> np.ndarray:
-    """Numeric features as float32, one row per sample (a 1-D array is one feature)."""
+    """Numeric features as float32, one row per sample (a 1-D array is one feature); all
+    finite (a NaN would make every loss NaN from the first step)."""
     if x.dtype.kind not in "fiub":
         raise DataError(f"{where}: features must be numbers, got an array of dtype {x.dtype}")
-    if len(x) == 0:
+    if x.ndim == 0 or len(x) == 0:
         raise DataError(f"{where}: there are no samples")
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            raise DataError(
+                f"{where}: {int((~finite).sum())} samples hold NaN or infinite values (the "
+                f"first is sample {first}); fill them in or leave those samples out"
+            )
     x = x[:, None] if x.ndim == 1 else x
     return x.astype("float32") if x.dtype != np.float32 else x
 
@@ -136,3 +145,91 @@ def check_features(x: np.ndarray, spec: DataSpec, where: str) -> np.ndarray:
             hint = f"; reshape it to {expected}"
         raise DataError(f"{where}: the model expects input of shape {expected}, got {given}{hint}")
     return x.astype("float32", copy=False)
+
+
+def _loss_kind(loss: str) -> str:
+    """``sparse`` (class ids), ``one_hot`` (one column per class) or ``other``, by the
+    Keras loss's name (``sparse_categorical_crossentropy``, ``CategoricalCrossentropy``)."""
+    name = loss.lower().replace("_", "")
+    if "sparse" in name:
+        return "sparse"
+    if name.startswith("categorical"):
+        return "one_hot"
+    return "other"
+
+
+def targets_problems(
+    spec: DataSpec,
+    float_targets: bool,
+    loss: str,
+    output_shape,
+    labels_where: str,
+    builder: str,
+) -> tuple[list[str], list[str]]:
+    """What the targets, the loss and the model's output shape say about each other
+    before any training: (errors, warnings), one line each, naming the config key.
+
+    ``float_targets``: the targets are floats (regression); ``output_shape``: the model's
+    (a list for several outputs, None when unknown); ``labels_where``: the config key that
+    holds the labels (``data.y_key: 'y'``); ``builder``: the configured builder.
+
+    >>> from keepbest.data.spec import DataSpec
+    >>> spec = DataSpec(input_shape=(4,), num_classes=10, target_shape=())
+    >>> targets_problems(spec, False, "sparse_categorical_crossentropy", (None, 3),
+    ...                  "data.y_key: 'y'", "m:build")[0][0][:60]
+    'model.builder: m:build gives 3 outputs per sample, but data.'
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    if isinstance(output_shape, list):
+        if len(output_shape) != 1:
+            errors.append(
+                f"model.builder: {builder} returns a model with {len(output_shape)} outputs; "
+                "keepbest trains a model with one output"
+            )
+            return errors, warnings
+        output_shape = output_shape[0]
+    outputs = tuple(output_shape[1:]) if output_shape is not None else None
+    kind = _loss_kind(loss)
+    classes = spec.num_classes
+    if kind == "sparse" and float_targets:
+        errors.append(
+            f"loss: {loss} takes class ids (integers), but {labels_where} holds floats "
+            "(regression targets); store the labels as integers, or use a regression loss "
+            "such as mean_squared_error"
+        )
+    elif kind == "sparse" and classes is None and tuple(spec.target_shape) not in ((), (1,)):
+        errors.append(
+            f"loss: {loss} takes one class id per sample, but the targets have shape "
+            f"{shape_text(tuple(spec.target_shape))}; use a loss that fits them"
+        )
+    elif kind == "one_hot" and classes is not None:
+        errors.append(
+            f"loss: {loss} takes one-hot targets (one column per class), but {labels_where} "
+            "holds class ids; use sparse_categorical_crossentropy"
+        )
+    if kind == "sparse" and classes is not None and outputs:
+        units = outputs[-1]
+        if units is not None and units < classes:
+            errors.append(
+                f"model.builder: {builder} gives {units} outputs per sample, but "
+                f"{labels_where} holds class ids 0 to {classes - 1}; give the model "
+                f"{classes} outputs (a builder that asks for num_classes is told {classes})"
+            )
+        elif units is not None and units > classes:
+            warnings.append(
+                f"model.builder: {builder} gives {units} outputs per sample for {classes} "
+                f"classes (ids 0 to {classes - 1}); outputs {classes} and up never match a label"
+            )
+    if classes is None and kind != "sparse" and outputs is not None and float_targets:
+        targets = tuple(spec.target_shape)
+        squeezed = {(), (1,)}
+        fits = None in outputs or outputs == targets or {outputs, targets} <= squeezed
+        if not fits:
+            errors.append(
+                f"model.builder: {builder} gives outputs of shape {shape_text(outputs)}, but "
+                f"the targets have shape {shape_text(targets)}; make its output "
+                f"{shape_text(targets)} (a builder that asks for target_shape is told "
+                f"{targets})"
+            )
+    return errors, warnings

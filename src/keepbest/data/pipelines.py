@@ -33,11 +33,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from keepbest.config import ExperimentConfig, reported_against
 from keepbest.config.schema import PythonData
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
-from keepbest.errors import DataError
+from keepbest.errors import DataError, one_line
 
 _EPOCH_LIMIT = 2**62  # "forever": the stream is cut into epochs by steps_per_epoch
 
@@ -52,6 +54,46 @@ class Pipelines:
     num_train: int | None  # training samples (None: a factory's dataset)
     num_train_eval: int | None  # samples in train_eval (None: a dataset of unknown size)
     num_validation: int | None
+    image_files: tuple[str, ...] = ()  # an image run's files (training, then validation)
+    float_targets: bool = False  # regression targets (else class ids, or a factory's own)
+
+    def undecodable(self, exc: BaseException, then: str = "") -> DataError | None:
+        """For an error raised while batches were read: the ``DataError`` that names the
+        image file that cannot be decoded, or None if the error is another one."""
+        return undecodable_image(exc, self.image_files, self.spec, "data.path", then)
+
+
+def find_undecodable(files, spec: DataSpec) -> tuple[str, str] | None:
+    """The first of ``files`` that TensorFlow cannot read as an image, and why (decoded
+    one at a time, in eager mode: the failure path only)."""
+    import tensorflow as tf
+
+    channels = 3 if spec.color_mode == "rgb" else 1
+    for path in files:
+        try:
+            tf.io.decode_image(
+                tf.io.read_file(str(path)), channels=channels, expand_animations=False
+            )
+        except (tf.errors.OpError, OSError) as exc:
+            return str(path), one_line(exc)
+    return None
+
+
+def undecodable_image(
+    exc: BaseException, files, spec: DataSpec, where: str, then: str = ""
+) -> DataError | None:
+    """The ``DataError`` naming the image among ``files`` that made ``exc`` (a TensorFlow
+    error while reading batches), or None if every file decodes (another error)."""
+    import tensorflow as tf
+
+    if not len(files) or not isinstance(exc, tf.errors.OpError):
+        return None
+    found = find_undecodable(files, spec)
+    if found is None:
+        return None
+    path, reason = found
+    fix = "remove or replace it" + (f", {then}" if then else "")
+    return DataError(f"{where}: {path} cannot be decoded as an image ({reason}); {fix}")
 
 
 def decode_images(paths, spec: DataSpec, resize=None):
@@ -163,9 +205,38 @@ def _check_validation(val, cfg: ExperimentConfig) -> None:
         )
 
 
+# What read_training_data read ahead: (config, (train, validation, spec)), taken once.
+_read_ahead: list[tuple[ExperimentConfig, tuple]] = []
+
+
+def read_training_data(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
+    """Read and check the training data (files, labels, labels against the loss) without
+    TensorFlow, so that ``train`` can refuse bad data before TensorFlow is imported; the
+    next ``load_pipelines(cfg)`` of the same config takes what was read."""
+    from keepbest.data.labels import targets_problems
+
+    _read_ahead.clear()
+    train, val, spec = read_sources(cfg)
+    with reported_against(cfg):
+        _check_classes(train, spec, cfg)
+        errors, _ = targets_problems(
+            spec, _float_targets(train), str(cfg.loss), None, labels_key(cfg), cfg.model.builder
+        )
+        if errors:
+            raise DataError(errors)
+    _read_ahead.append((cfg, (train, val, spec)))
+    return train, val, spec
+
+
+def _read(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
+    if _read_ahead and _read_ahead[0][0] is cfg:
+        return _read_ahead.pop()[1]
+    return read_sources(cfg)
+
+
 def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
     """Read the data and build the pipelines (``DataError`` on any data problem)."""
-    train, val, spec = read_sources(cfg)
+    train, val, spec = _read(cfg)
     batch_size = cfg.data.batch_size
     eval_steps = cfg.checkpoint.train_eval_steps
     with reported_against(cfg):
@@ -190,7 +261,11 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
             train_eval = train_eval.take(eval_steps)
         if isinstance(cfg.data, PythonData):
             _check_validation(val, cfg)
+        _check_classes(train, spec, cfg)
     validation = fixed_order(val, spec, batch_size) if isinstance(val, Arrays) else val
+    images: tuple[str, ...] = ()
+    if spec.image_size is not None and isinstance(train, Arrays):
+        images = tuple(str(p) for part in (train, val) if isinstance(part, Arrays) for p in part.x)
     return Pipelines(
         spec=spec,
         steps_per_epoch=steps,
@@ -200,7 +275,42 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
         num_train=num_train,
         num_train_eval=num_train_eval,
         num_validation=len(val) if isinstance(val, Arrays) else None,
+        image_files=images,
+        float_targets=_float_targets(train),
     )
+
+
+def labels_key(cfg: ExperimentConfig) -> str:
+    """The config key that says where a run's labels come from (for messages)."""
+    data = cfg.data
+    if data.source == "npz":
+        return f"data.y_key: {data.y_key!r}"
+    if data.source == "csv":
+        return f"data.target: {data.target!r}"
+    if data.source == "python":
+        return f"data.factory: {data.factory}'s labels"
+    return f"data.path: {data.path}'s class folders" if data.source == "image_dir" else "data"
+
+
+def _float_targets(train) -> bool:
+    if isinstance(train, Arrays):
+        return train.y.dtype.kind == "f"
+    return bool(train.element_spec[1].dtype.is_floating)
+
+
+def _check_classes(train, spec: DataSpec, cfg: ExperimentConfig) -> None:
+    """Class ids in the training data must name two classes or more: with one, every
+    prediction is right and nothing is learned."""
+    if spec.num_classes is None or not isinstance(train, Arrays) or train.y.ndim != 1:
+        return
+    present = np.unique(train.y)
+    if len(present) == 1:
+        label = int(present[0])
+        name = f" ({spec.class_names[label]!r})" if spec.class_names else ""
+        raise DataError(
+            f"{labels_key(cfg)}: every training label is class {label}{name}; a classifier "
+            "needs two classes or more (for regression, store the targets as floats)"
+        )
 
 
 def batch_fingerprint(dataset) -> str:

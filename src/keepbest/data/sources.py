@@ -41,6 +41,7 @@ from keepbest.config.references import (
 from keepbest.config.schema import CsvData, NpzData
 from keepbest.data.files import (
     IMAGE_SUFFIXES,
+    check_image_files,
     class_folders,
     image_files,
     numeric_columns,
@@ -269,6 +270,7 @@ class ImageDirSource(Source):
             labels += [label] * len(files)
         if not paths:
             raise DataError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+        check_image_files(paths, where)
         return Arrays(np.array(paths), np.array(labels, dtype="int64")), classes
 
     def read(self) -> Loaded:
@@ -463,6 +465,7 @@ def _image_inputs(spec: DataSpec, folder: Path) -> Features:
     files = image_files(folder)
     if not files:
         raise DataError(f"--input: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    check_image_files(files, "--input")
     names = [p.relative_to(folder).as_posix() for p in files]
     return Features(np.array([str(p) for p in files]), names)
 

@@ -120,7 +120,7 @@ def _number(value: float | None) -> str:
 def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Evaluation:
     """Measure the run's best model on its own data (and check the monitored value), or on
     ``data_file`` in the run's data format."""
-    from keepbest.data.pipelines import fixed_order, load_pipelines
+    from keepbest.data.pipelines import fixed_order, load_pipelines, undecodable_image
     from keepbest.data.sources import read_like_run
     from keepbest.inference.load import load_best, read_spec
     from keepbest.measure import MeasureData, evaluate_metrics, tolerance
@@ -132,7 +132,14 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
         cfg, spec = run.read_config(), read_spec(run.path)
         arrays = read_like_run(cfg, spec, Path(data_file))
         model = load_best(run.path, raw_inputs=False)  # the pipeline preprocesses
-        metrics = evaluate_metrics(model, fixed_order(arrays, spec, cfg.data.batch_size))
+        try:
+            metrics = evaluate_metrics(model, fixed_order(arrays, spec, cfg.data.batch_size))
+        except Exception as exc:  # an image that cannot be decoded is named
+            images = arrays.x if spec.image_size is not None else ()
+            named = undecodable_image(exc, images, spec, "--data")
+            if named is None:
+                raise
+            raise named from None
         results = {str(data_file): DataResult(len(arrays), metrics)}
         by_steps = cfg.checkpoint.every_steps is not None
         return Evaluation(run.path, record, results, by_steps=by_steps)
@@ -148,12 +155,22 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
     monitor = Monitor(record.monitor, record.mode)
     data = MeasureData.from_pipelines(pipelines)
     results: dict[str, DataResult] = {}
+
+    def measured(dataset) -> dict[str, float]:
+        try:
+            return evaluate_metrics(model, dataset)
+        except Exception as exc:  # an image that cannot be decoded is named
+            named = pipelines.undecodable(exc)
+            if named is None:
+                raise
+            raise named from None
+
     if not monitor.on_validation:  # the very batches training measured
-        metrics = evaluate_metrics(model, data.train_eval)
-        results[TRAINING_END_OF_EPOCH] = DataResult(pipelines.num_train_eval, metrics)
+        results[TRAINING_END_OF_EPOCH] = DataResult(
+            pipelines.num_train_eval, measured(data.train_eval)
+        )
     if data.validation is not None:
-        metrics = evaluate_metrics(model, data.validation)
-        results["validation"] = DataResult(pipelines.num_validation, metrics)
+        results["validation"] = DataResult(pipelines.num_validation, measured(data.validation))
     source = results["validation" if monitor.on_validation else TRAINING_END_OF_EPOCH]
     allowed = tolerance(cfg.checkpoint.verify_tolerance)
     by_steps = cfg.checkpoint.every_steps is not None

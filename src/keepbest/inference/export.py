@@ -15,7 +15,9 @@ artifact takes the raw values of the training files: the bundled digits' 0..16 p
 uncompiled (inference only: compile it to train further). Before the artifact takes its
 place, it is loaded back the way a server would and must give the same predictions as
 the verified best model on a probe batch of raw values; it is written to a temporary name
-and renamed into place, so ``--out`` never holds a half-written export.
+and renamed into place, so ``--out`` never holds a half-written export. Where ``--out``
+may be is ``keepbest.rundir.guard``'s rule: never a run dir or anything inside one, an
+existing file or SavedModel only with ``--overwrite``.
 
 Example:
 
@@ -26,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -34,9 +37,16 @@ from typing import Literal
 
 import numpy as np
 
-from keepbest.atomic import fsync_dir, temp_path_for
+from keepbest.atomic import (
+    caused_by_os_error,
+    failure_text,
+    fsync_dir,
+    temp_path_for,
+    write_failed,
+)
 from keepbest.data.spec import DataSpec
 from keepbest.errors import InputError, KeepbestError
+from keepbest.rundir.guard import check_output
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.record import BestRecord, read_record
 
@@ -72,8 +82,7 @@ def export_model(
     """Write the run's best model to ``out`` in ``format``, checked by reloading it."""
     from keepbest.inference.load import load_best, read_spec
 
-    out = Path(out)
-    _check_target(out, format, overwrite)
+    out = check_target(out, format, overwrite)
     run = RunDir(run_dir)
     record = read_record(run.path)
     model = load_best(run.path, compile=False)
@@ -81,19 +90,36 @@ def export_model(
     expected = np.asarray(model.predict_on_batch(probe))
     tmp = temp_path_for(out)
     try:
-        if format == "keras":
-            model.save(tmp)
-        else:
-            model.export(tmp, format="tf_saved_model", verbose=False)
-        predicted = np.asarray(_reload(tmp, format)(probe))
+        try:
+            if format == "keras":
+                model.save(tmp)
+            else:
+                model.export(tmp, format="tf_saved_model", verbose=False)
+        except Exception as exc:
+            if caused_by_os_error(exc):
+                raise write_failed(out, exc) from exc
+            raise KeepbestError(
+                f"the best model cannot be exported as {format} ({failure_text(exc)}); "
+                f"nothing was written to {out}"
+            ) from exc
+        try:
+            predicted = np.asarray(_reload(tmp, format)(probe))
+        except Exception as exc:
+            raise KeepbestError(
+                f"the exported {format} model cannot be loaded back as a server would load "
+                f"it ({failure_text(exc)}); nothing was written to {out}"
+            ) from exc
         difference = float(np.max(np.abs(predicted - expected)))
         if not np.allclose(predicted, expected, rtol=_RTOL, atol=_ATOL):
             raise KeepbestError(
                 f"the exported {format} model predicts differently from the best model "
                 f"(max difference {difference:.3g}); nothing was written to {out}"
             )
-        _sync(tmp)
-        _move_into_place(tmp, out)
+        try:
+            _sync(tmp)
+            _move_into_place(tmp, out)
+        except OSError as exc:
+            raise write_failed(out, exc) from exc
     finally:
         _remove(tmp)
     return Export(out, format, record, _size(out), difference)
@@ -108,15 +134,27 @@ def probe_batch(spec: DataSpec) -> np.ndarray:
     return rng.uniform(low, high, (_PROBE_SAMPLES, *shape)).astype("float32")
 
 
-def _check_target(out: Path, format: ExportFormat, overwrite: bool) -> None:
+def check_target(out: str | Path, format: ExportFormat, overwrite: bool) -> Path:
+    """``--out`` checked before any work (``keepbest.rundir.guard``): a ``.keras`` file, or a
+    folder for a SavedModel; an existing one is replaced only with ``overwrite`` (a folder
+    only if it is a SavedModel), and never a run dir or anything inside one."""
+    out = Path(out)
     if format not in FORMATS:
         raise InputError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
     if format == "keras" and out.suffix != ".keras":
         raise InputError(f"--out: {out.name} must end in .keras for --format keras")
-    if not out.parent.is_dir():
-        raise InputError(f"--out: the folder {out.parent} does not exist")
-    if out.exists() and not overwrite:
-        raise InputError(f"--out: {out} exists; choose another path, or pass --overwrite")
+    return check_output(
+        out,
+        "--out",
+        overwrite=overwrite,
+        folder=format == "savedmodel",
+        replaceable=("a SavedModel", _is_savedmodel),
+    )
+
+
+def _is_savedmodel(folder: Path) -> bool:
+    """A SavedModel folder (an earlier export), or an empty folder."""
+    return (folder / "saved_model.pb").is_file() or not any(folder.iterdir())
 
 
 def _reload(path: Path, format: ExportFormat):
@@ -150,17 +188,24 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     if out.exists() and (out.is_dir() or tmp.is_dir()):
         aside = temp_path_for(out)
         os.replace(out, aside)
-    os.replace(tmp, out)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if aside is not None:  # the old export goes back where it was
+            os.replace(aside, out)
+        raise
     fsync_dir(out.parent)
     if aside is not None:
         _remove(aside)
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+    """Delete a temporary file or folder (a failure to is not worth hiding the outcome)."""
+    with contextlib.suppress(OSError):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _size(path: Path) -> int:

@@ -75,8 +75,13 @@ def _deserialize(model_file: Path):
     import keras
 
     config = json.loads(model_file.read_text(encoding="utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"a JSON {type(config).__name__} is no serialized model")
     config.pop("compile_config", None)
-    return keras.saving.deserialize_keras_object(config, safe_mode=True)
+    model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"it describes a {type(model).__name__}, not a Keras model")
+    return model
 
 
 def _custom_classes(node: Any) -> list[tuple[str, str]]:
@@ -92,6 +97,43 @@ def _custom_classes(node: Any) -> list[tuple[str, str]]:
         for value in node:
             found += [item for item in _custom_classes(value) if item not in found]
     return found
+
+
+def _python_lambdas(node: Any) -> list[str]:
+    """Names of the layers in a serialized architecture whose config holds a Python
+    lambda (``__lambda__``): what Keras' safe_mode refuses to deserialize."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        config = node.get("config")
+        if isinstance(config, dict) and any(
+            isinstance(value, dict) and value.get("class_name") == "__lambda__"
+            for value in config.values()
+        ):
+            found.append(str(config.get("name") or node.get("class_name")))
+        for value in node.values():
+            found += _python_lambdas(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _python_lambdas(value)
+    return found
+
+
+def unloadable_architecture(architecture: str) -> str | None:
+    """Why ``load_best`` could not rebuild a model from this ``model.json`` text (a Python
+    lambda in a Lambda layer, refused by Keras' safe_mode), or None. Training checks it
+    before the run dir is touched."""
+    try:
+        layers = _python_lambdas(json.loads(architecture))
+    except ValueError:
+        return None
+    if not layers:
+        return None
+    return (
+        f"the model's layer {layers[0]!r} is a Lambda layer holding Python code (a lambda), "
+        "which Keras' safe_mode refuses, so the run's model.json could never be loaded "
+        "safely (load_best, export, serving); use a layer class registered with "
+        "@keras.saving.register_keras_serializable instead"
+    )
 
 
 def _deserialization_problem(model_file: Path, exc: Exception) -> str:

@@ -36,7 +36,8 @@ import numpy as np
 from keepbest.atomic import write_bytes_atomic, write_text_atomic
 from keepbest.data.sources import read_features
 from keepbest.data.spec import DataSpec, Features
-from keepbest.errors import DataError, InputError
+from keepbest.errors import DataError, InputError, KeepbestError
+from keepbest.rundir.guard import check_output
 from keepbest.rundir.layout import RunDir
 
 OUTPUT_SUFFIXES = (".npz", ".csv")
@@ -49,34 +50,88 @@ class Predictions:
     path: Path
 
 
-def predict_file(
+def check_output_path(
+    run_dir: str | Path, input_path: str | Path, output_path: str | Path, overwrite: bool = False
+) -> Path:
+    """``--output`` checked before any work (``keepbest.rundir.guard``): an .npz or .csv
+    file, never the input nor the run's training files, never a run dir or a file inside
+    one; an existing file only with ``overwrite``."""
+    output = Path(output_path)
+    if output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise InputError(f"--output: {output.name} must end in .npz or .csv")
+    return check_output(
+        output, "--output", overwrite=overwrite, inputs=[Path(input_path), *_data_files(run_dir)]
+    )
+
+
+def _data_files(run_dir: str | Path) -> list[Path]:
+    """The run's own data files (never an output), as far as its config can be read."""
+    try:
+        data = RunDir(run_dir).read_config().data
+    except KeepbestError:
+        return []
+    validation = getattr(data, "validation", None)
+    paths = [getattr(data, "path", None), getattr(validation, "path", None)]
+    return [Path(path) for path in paths if path is not None]
+
+
+@dataclasses.dataclass
+class PredictionJob:
+    """A prediction whose output, run and input were checked (without TensorFlow)."""
+
+    run_dir: Path
+    output: Path
+    features: Features
+    spec: DataSpec
+    batch_size: int
+
+    def run(self) -> Predictions:
+        """Load the best model, predict, write the output atomically."""
+        from keepbest.inference.load import load_best
+
+        model = load_best(self.run_dir, compile=False)
+        outputs = _predict(model, self.features, self.spec, self.batch_size)
+        if self.output.suffix.lower() == ".npz":
+            write_bytes_atomic(self.output, _npz_bytes(outputs, self.features, self.spec))
+        else:
+            write_text_atomic(self.output, _csv_text(outputs, self.features, self.spec))
+        return Predictions(len(outputs), self.output)
+
+
+def prepare_prediction(
     run_dir: str | Path,
     input_path: str | Path,
     output_path: str | Path,
     batch_size: int | None = None,
-) -> Predictions:
-    """Predict every sample of ``input_path`` with the run's best model; write them to
-    ``output_path`` (.npz or .csv)."""
-    from keepbest.inference.load import load_best, read_spec
+    overwrite: bool = False,
+) -> PredictionJob:
+    """Everything ``predict_file`` checks before it loads the model (no TensorFlow): the
+    output, the run's record and spec, the input read and fitted to the run's inputs."""
+    from keepbest.inference.load import read_spec
+    from keepbest.rundir.record import read_record
 
-    run, output = RunDir(run_dir), Path(output_path)
-    if output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise InputError(f"--output: {output.name} must end in .npz or .csv")
-    if not output.parent.is_dir():
-        raise InputError(f"--output: the folder {output.parent} does not exist")
+    run = RunDir(run_dir)
+    output = check_output_path(run_dir, input_path, output_path, overwrite)
+    read_record(run.path)
     cfg, spec = run.read_config(), read_spec(run.path)
     features = read_features(cfg, spec, Path(input_path))
     if features.names is None:
         problem = range_problem(features.x, spec)
         if problem:
             log.warning("--input: %s: %s", Path(input_path).name, problem)
-    model = load_best(run.path, compile=False)
-    outputs = _predict(model, features, spec, batch_size or cfg.data.batch_size)
-    if output.suffix.lower() == ".npz":
-        write_bytes_atomic(output, _npz_bytes(outputs, features, spec))
-    else:
-        write_text_atomic(output, _csv_text(outputs, features, spec))
-    return Predictions(len(outputs), output)
+    return PredictionJob(run.path, output, features, spec, batch_size or cfg.data.batch_size)
+
+
+def predict_file(
+    run_dir: str | Path,
+    input_path: str | Path,
+    output_path: str | Path,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+) -> Predictions:
+    """Predict every sample of ``input_path`` with the run's best model; write them to
+    ``output_path`` (.npz or .csv), replacing an existing file only with ``overwrite``."""
+    return prepare_prediction(run_dir, input_path, output_path, batch_size, overwrite).run()
 
 
 def range_problem(x: np.ndarray, spec: DataSpec) -> str | None:
@@ -112,7 +167,7 @@ def _predict(model, features: Features, spec: DataSpec, batch_size: int) -> np.n
     import keras
     import tensorflow as tf
 
-    from keepbest.data.pipelines import decode_images
+    from keepbest.data.pipelines import decode_images, undecodable_image
 
     total = len(features.x)
     bar = keras.utils.Progbar(total, verbose=1 if sys.stdout.isatty() else 2, unit_name="sample")
@@ -122,12 +177,11 @@ def _predict(model, features: Features, spec: DataSpec, batch_size: int) -> np.n
         if features.names is not None:
             try:
                 batch = decode_images(tf.constant(batch), spec)
-            except tf.errors.InvalidArgumentError as exc:
-                names = features.names[start : start + batch_size]
-                raise DataError(
-                    f"--input: cannot decode an image among {names[0]} ... {names[-1]} "
-                    f"({exc.message.splitlines()[0]})"
-                ) from None
+            except tf.errors.OpError as exc:  # name the very file (one at a time)
+                named = undecodable_image(exc, batch, spec, "--input")
+                if named is None:
+                    raise
+                raise named from None
         output = model.predict_on_batch(batch)
         if not isinstance(output, np.ndarray):
             raise DataError(

@@ -21,6 +21,7 @@ import io
 from pathlib import Path
 
 from keepbest.atomic import write_text_atomic
+from keepbest.errors import CorruptFileError
 
 _INTEGERS = ("epoch", "step")
 
@@ -40,12 +41,22 @@ def read_history(path: Path) -> list[dict[str, float]]:
     """The rows of a history.csv, numbers as floats (``epoch`` and ``step`` as ints)."""
     if not Path(path).is_file():
         return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return [
-        {k: (int(v) if k in _INTEGERS else float(v)) for k, v in row.items() if v not in ("", None)}
-        for row in rows
-    ]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return [
+            {
+                k: (int(v) if k in _INTEGERS else float(v))
+                for k, v in row.items()
+                if v not in ("", None)
+            }
+            for row in rows
+        ]
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, TypeError) as exc:
+        raise CorruptFileError(
+            f"{path} is not a valid history ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+            "restore it from a backup: the resume state holds the same rows"
+        ) from None
 
 
 def write_history(path: Path, rows: list[dict[str, float]]) -> None:

@@ -14,6 +14,7 @@
         tensorboard/       TensorBoard event files (logging.tensorboard)
         mlflow.json        the run's MLflow run id and tracking URI (logging.mlflow)
         curves.png         keepbest plot's default output
+        error.log          the traceback of an unexpected error (see keepbest.cli)
         .lock              who is training here (keepbest.rundir.lock)
 
 ``--restart`` moves an old run aside to ``<name>.old-<timestamp>``. Nothing in these files
@@ -52,8 +53,28 @@ RESUME_DIR = "resume"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_FILE = "mlflow.json"
 PLOT_FILE = "curves.png"
+ERROR_LOG_FILE = "error.log"
 LOCK_FILE = ".lock"
 SET_ASIDE_MARKER = ".old-"
+# Every name keepbest writes in a run dir (besides temporaries, TEMP_PREFIX...).
+OWNED_NAMES = frozenset(
+    {
+        CONFIG_FILE,
+        DATA_SPEC_FILE,
+        CODE_FILE,
+        MODEL_FILE,
+        WEIGHTS_FILE,
+        RECORD_FILE,
+        PENDING_FILE,
+        HISTORY_FILE,
+        RESUME_DIR,
+        TENSORBOARD_DIR,
+        MLFLOW_FILE,
+        PLOT_FILE,
+        ERROR_LOG_FILE,
+        LOCK_FILE,
+    }
+)
 
 
 class RunDir:
@@ -115,9 +136,35 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.path / LOCK_FILE
 
+    @property
+    def error_log(self) -> Path:
+        return self.path / ERROR_LOG_FILE
+
     def has_run(self) -> bool:
         """Whether training ever started here (its setup files were written)."""
         return self.config_file.exists() and self.spec_file.exists()
+
+    def looks_like_run(self) -> bool:
+        """Whether this is a run dir, even a damaged one (keepbest.rundir.guard keeps every
+        command from writing over one): a name only keepbest uses (``data_spec.json``,
+        ``best.weights.h5``, a resume state), or ``best.json`` beside a history or
+        ``resume``. A folder that merely holds a ``history.csv`` or a ``resume`` folder of
+        its own is not one."""
+        if not self.path.is_dir():
+            return False
+        if self.spec_file.exists() or self.weights_file.exists():
+            return True
+        if self.resume_dir.is_dir() and any(self.resume_dir.glob("state-*.json")):
+            return True
+        return self.record_file.exists() and (
+            self.history_file.exists() or self.resume_dir.exists()
+        )
+
+    @staticmethod
+    def owns(name: str) -> bool:
+        """Whether ``name`` is one keepbest writes in a run dir (a file, ``resume/``, a
+        temporary)."""
+        return name in OWNED_NAMES or name.startswith(TEMP_PREFIX)
 
     def write_setup(self, cfg: ExperimentConfig, spec: DataSpec, model) -> None:
         """Write the files that describe the run (before the first training step)."""
@@ -125,7 +172,7 @@ class RunDir:
         write_text_atomic(self.config_file, config_to_yaml(cfg))
         write_text_atomic(self.spec_file, spec.to_json())
         write_text_atomic(self.code_file, code_json(cfg, self.path))
-        architecture = _architecture_json(model)
+        architecture = architecture_json(model)
         if architecture is not None:
             write_text_atomic(self.model_file, architecture)
 
@@ -171,7 +218,7 @@ class RunDir:
         return SET_ASIDE_MARKER in Path(path).name
 
 
-def _architecture_json(model) -> str | None:
+def architecture_json(model) -> str | None:
     """Keras' own serialized architecture, or None for a subclassed model without config."""
     try:
         return model.to_json(indent=2) + "\n"

@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 
 from keepbest.atomic import atomic_path
-from keepbest.errors import KeepbestError
+from keepbest.errors import KeepbestError, NoBestCheckpointError
 from keepbest.monitor import EPOCH_END_PREFIX
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.record import BestRecord, read_record_or_none
@@ -41,18 +41,27 @@ _DECADES_FOR_LOG = 20.0  # max / min of a panel's values from which it gets a lo
 _ZOOM_RATIO = 10.0  # zoom when the whole range is this many times the lower 80%'s
 
 
-def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Draw the run's history.csv to ``out`` (default: ``curves.png`` in the run dir)."""
+def plot_run(run_dir: str | Path, out: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Draw the run's history.csv to ``out`` (default: ``curves.png`` in the run dir, which
+    is replaced); an existing ``out`` is replaced only with ``overwrite``, and never a file
+    of a run (``keepbest.rundir.guard``)."""
+    from keepbest.rundir.guard import check_output
     from keepbest.rundir.history import read_history
 
     run = RunDir(run_dir)
+    if not (run.looks_like_run() or run.history_file.is_file()):
+        raise NoBestCheckpointError(
+            f"{run.path} is not a keepbest run dir (no {run.history_file.name}, "
+            f"{run.config_file.name} or best checkpoint): give the run's folder, e.g. runs/NAME"
+        )
+    out = Path(out) if out is not None else run.plot_file
+    check_output(out, "--out", overwrite=overwrite, own=run.plot_file)
     rows = read_history(run.history_file)
     if not rows:
         raise KeepbestError(
             f"{run.history_file} has no finished epoch yet; plot once an epoch has finished"
         )
     record = read_record_or_none(run.path)
-    out = Path(out) if out is not None else run.plot_file
     by_steps = _by_steps(run)
     figure = curves_figure(rows, record, run.path.name, by_steps=by_steps)
     with atomic_path(out) as tmp:

@@ -30,7 +30,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from keepbest.atomic import fsync_dir, sha256_file, sync_and_hash, temp_path_for, write_json_atomic
+from keepbest.atomic import (
+    failure_text,
+    fsync_dir,
+    sha256_file,
+    sync_and_hash,
+    temp_path_for,
+    write_json_atomic,
+)
 from keepbest.errors import CheckpointWriteError, CorruptFileError, NoBestCheckpointError
 from keepbest.rundir.layout import PENDING_FILE, RECORD_FILE, WEIGHTS_FILE
 
@@ -165,11 +172,13 @@ def commit_best(
     except Exception as exc:
         if not weights_in_place:  # else the pending record is the truth (read_record)
             for leftover in (tmp, run_dir / PENDING_FILE):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     leftover.unlink()
+        previous = "the previous best is intact" if target.exists() else "no best was saved before"
         raise CheckpointWriteError(
             f"could not save the best checkpoint of step {step} (epoch {epoch}) to {target} "
-            f"({type(exc).__name__}: {exc}); the previous best is intact"
+            f"({failure_text(exc)}); {previous}; run the same command to resume once it can "
+            "be written"
         ) from exc
     return record
 

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ValidationError
 
 from keepbest.atomic import (
     HashingWriter,
+    failure_text,
     fsync_dir,
     sha256_file,
     temp_path_for,
@@ -168,7 +169,6 @@ class ResumeStore:
         ``metrics``: Keras' metric accumulators of a mid-epoch state, by variable path (as
         ``Distribution.read_metrics`` reads them); by default read from the model."""
         started = time.monotonic()
-        self.folder.mkdir(exist_ok=True)
         stem = f"state-{global_step:012d}"
         weights = self.folder / f"{stem}.npz"
         tmp = temp_path_for(weights)
@@ -178,6 +178,7 @@ class ResumeStore:
                 metrics = {v.path: np.asarray(v) for v in model.metrics_variables}
             groups["metrics"] = list(metrics.values())
         try:
+            self.folder.mkdir(exist_ok=True)
             with (
                 HashingWriter(tmp) as out,
                 zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
@@ -206,13 +207,14 @@ class ResumeStore:
             fsync_dir(self.folder)
             write_json_atomic(self.folder / f"{stem}.json", manifest.model_dump())
         except Exception as exc:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
             raise CheckpointWriteError(
-                f"could not write the resume state {weights} ({type(exc).__name__}: {exc}); "
+                f"could not write the resume state {weights} ({failure_text(exc)}); "
                 "the best checkpoint and the previous resume state are intact"
             ) from exc
-        self._prune(keep=2)
+        with contextlib.suppress(OSError):  # old states that stay are harmless
+            self._prune(keep=2)
         return manifest
 
     def _prune(self, keep: int) -> None:

@@ -3,7 +3,9 @@
 The grid is a YAML mapping from dotted config keys to lists of values; the runs are the
 cartesian product, in file order, so run ``i`` is the same on every machine and a Slurm
 array task can pick it by ``SLURM_ARRAY_TASK_ID``. Every run lives in
-``output_dir/<base name>/<key=value,...>`` and is validated before any of them trains.
+``output_dir/<base name>/<key=value,...>`` and is validated before any of them trains,
+its run dir included (``keepbest.rundir.guard``: not a file, nor a folder of something
+else).
 
 Example grid (``grid.yaml``)::
 
@@ -28,6 +30,7 @@ import yaml
 
 from keepbest.config import ExperimentConfig, load_config, parse_yaml
 from keepbest.errors import ConfigError, InputError
+from keepbest.rundir.guard import check_run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +119,8 @@ def expand_sweep(
         name = ",".join(f"{short[k]}={_label(v)}" for k, v in values.items())
         try:
             resolved = placed_config(config, overrides, values, base.output_dir / base.name, name)
-        except ConfigError as exc:
+            check_run_dir(resolved.run_dir())  # where it trains (keepbest.rundir.guard)
+        except InputError as exc:
             problems += [f"run {index} ({name}): {line}" for line in exc.problems]
             continue
         runs.append(SweepRun(index, name, values, resolved))

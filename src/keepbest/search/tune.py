@@ -55,6 +55,7 @@ from keepbest.errors import (
     RunBusyError,
     StoppedForResume,
 )
+from keepbest.rundir.guard import check_study_dir
 from keepbest.rundir.layout import RunDir
 from keepbest.search.space import Dimension, check_space, read_space, trial_name
 from keepbest.search.sweep import _as_yaml, placed_config
@@ -261,6 +262,7 @@ class Tuner:
                     "one process); use mirrored or none, and parallel workers instead"
                 )
         study_dir = base.output_dir / name
+        check_study_dir(study_dir, (STUDY_FILE, JOURNAL_FILE), writes=check)
         if check:
             check_space(config, overrides, dims, study_dir)
         budget = trials if trials is not None else 0
@@ -278,13 +280,6 @@ class Tuner:
             if trials is not None and trials > size:
                 log.info("the grid has %d points: the study stops after %d trials", size, size)
                 budget = size
-        if study_dir.is_file():
-            raise InputError(f"--study: {study_dir} is a file, not a folder")
-        if RunDir(study_dir).has_run():
-            raise InputError(
-                f"--study: {study_dir} is the run dir of a single run; give the study "
-                "another name with --study"
-            )
         return cls(
             config=Path(config),
             overrides=tuple(overrides),

@@ -1,0 +1,1278 @@
+"""Hostile input and faults: nothing a user types can destroy a run, hang, crash, or print
+a traceback.
+
+Every row of CASES is one hostile command: the files to lay out in its own folder (beside
+a copy of one trained run, ``runs/t``, and of its config, ``train.yaml``), the command,
+the exit code and what its one error line says. All cases run the real CLI in
+subprocesses, all at once (a module fixture), and each must end with:
+
+- the documented exit code; no traceback, no crash (a signal, a segfault);
+- exactly one line on stderr: ``error: ...``, holding the expected fragments;
+- the trained run unchanged, byte for byte (a tree hash before and after);
+- no temporary file (``.tmp-*``) anywhere, and nothing at the paths it must not create.
+
+Full and read-only disks are small tmpfs mounts (root only; those cases skip elsewhere);
+"file too large" is RLIMIT_FSIZE. To add a case, add a row.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import run_cli, small_config
+
+RUN = "runs/t"  # every case's copy of the trained run
+TRAIN = ("train", "--config", "exp.yaml")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One hostile command, run in its own folder (the working directory).
+
+    ``files``: path -> bytes, text, or a function that writes the path; ``config``: written
+    to exp.yaml (a mapping, or raw YAML text); ``prepare``: anything else, given the folder
+    (e.g. damage the run's copy); ``disk``: a tmpfs at ./disk, ``"readonly"`` (remounted
+    read-only after ``files``/``prepare``) or ``"full:<KiB>"``; ``fsize``: RLIMIT_FSIZE in
+    bytes; ``kept``: run dirs that must be unchanged; ``absent``: paths that must not
+    exist afterwards; ``check``: a last look at the folder (None, or what is wrong);
+    ``log``: the error line names a traceback log that must exist; ``max_seconds``: the
+    command must fail faster than that."""
+
+    id: str
+    args: tuple[str, ...]
+    code: int
+    says: tuple[str, ...]
+    files: dict = dataclasses.field(default_factory=dict)
+    config: dict | str | None = None
+    prepare: Callable[[Path], None] | None = None
+    disk: str | None = None
+    fsize: int | None = None
+    kept: tuple[str, ...] = (RUN,)
+    absent: tuple[str, ...] = ()
+    needs_image_run: bool = False
+    check: Callable[[Path], str | None] | None = None
+    log: bool = False
+    max_seconds: float | None = None
+    heavy: bool = False  # loads TensorFlow (or trains): started first, so the corpus ends sooner
+
+
+# --------------------------------------------------------------------------- file makers
+
+
+def npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def png(seed: int, size: int = 8) -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size), dtype="uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def truncated_png(seed: int) -> bytes:
+    """A PNG that starts right and breaks off: only decoding finds it."""
+    whole = png(seed)
+    return whole[: len(whole) // 2]
+
+
+RNG = np.random.default_rng(0)
+X = RNG.random((60, 4)).astype("float32")
+Y = np.arange(60) % 3
+GOOD_NPZ = npz(x=X, y=Y)
+
+
+def flipped(data: bytes, at: float = 0.5) -> bytes:
+    damaged = bytearray(data)
+    damaged[int(len(damaged) * at)] ^= 0xFF
+    return bytes(damaged)
+
+
+def npz_config(**sections) -> dict:
+    data = {"source": "npz", "path": "d.npz", "validation": {"split": 0.2}, "batch_size": 16}
+    return small_config(name="bad", data=data, train={"epochs": 1}, **sections)
+
+
+def csv_config(target: str = "label") -> dict:
+    data = {"source": "csv", "path": "t.csv", "target": target, "validation": {"split": 0.25}}
+    return small_config(name="bad", data={**data, "batch_size": 4}, train={"epochs": 1})
+
+
+def images(classes: dict[str, int], folder: str = "img", extra: dict | None = None) -> dict:
+    """``classes``: class name -> number of good 8x8 PNGs; ``extra``: more files."""
+    files = {
+        f"{folder}/{name}/{i:02d}.png": png(zlib.crc32(f"{name}{i}".encode()))
+        for name, count in classes.items()
+        for i in range(count)
+    }
+    return {**files, **(extra or {})}
+
+
+def image_config(**data) -> dict:
+    settings = {
+        "source": "image_dir",
+        "path": "img",
+        "image_size": [8, 8],
+        "color_mode": "grayscale",
+        "validation": {"split": 0.25},
+        "batch_size": 4,
+        **data,
+    }
+    return small_config(name="bad", data=settings, train={"epochs": 1})
+
+
+def builder_config(code: str, **sections) -> tuple[dict, dict]:
+    """A config whose builder is mymodels:build (digits data) and the module's file."""
+    source = "import keras\n\n" + textwrap.dedent(code)
+    cfg = small_config(
+        name="bad", model={"builder": "mymodels:build", "kwargs": {}}, train={"epochs": 1}
+    )
+    for key, value in sections.items():
+        cfg[key] = value
+    return cfg, {"mymodels.py": source}
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """YAML whose aliases expand to 9**levels values (about 387 million for 9)."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, levels):
+        refs = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def config_text(cfg: dict, **extra_yaml: str) -> str:
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    return text + "".join(f"{key}: {value}\n" for key, value in extra_yaml.items())
+
+
+def replace_with_file(relative: str, content: str = "not a folder\n"):
+    def prepare(folder: Path) -> None:
+        target = folder / relative
+        shutil.rmtree(target)
+        target.write_text(content)
+
+    return prepare
+
+
+def write_into(relative: str, content: str):
+    def prepare(folder: Path) -> None:
+        (folder / relative).write_text(content)
+
+    return prepare
+
+
+def run_on_disk(folder: Path) -> None:
+    """The trained run (and its config) on the tmpfs at ./disk."""
+    shutil.copytree(folder / RUN, folder / "disk" / "runs" / "t", symlinks=True)
+    cfg = yaml.safe_load((folder / "train.yaml").read_text())
+    cfg["output_dir"] = "disk/runs"
+    (folder / "disk.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def resumable(run: str):
+    """The run that failed mid-training can be resumed: a complete resume state, no lock."""
+
+    def check(folder: Path) -> str | None:
+        from keepbest.rundir.resume_store import ResumeStore
+        from keepbest.rundir.status import run_status
+
+        state = ResumeStore(folder / run).latest()
+        status = run_status(folder / run)
+        if state is None or status.state != "resumable":
+            return f"{run}: state {state}, status {status.state}"
+        return None
+
+    return check
+
+
+LAMBDA_BUILDER = """
+def build(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="doubled")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+"""
+THREE_OUTPUTS = """
+def build(input_shape):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+"""
+TWO_OUTPUTS = """
+def build(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Flatten()(inputs)
+    heads = [keras.layers.Dense(num_classes, activation="softmax")(x) for _ in range(2)]
+    return keras.Model(inputs, heads)
+"""
+WRONG_INPUT = """
+def build(num_classes):
+    inputs = keras.Input(shape=(5,))
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(inputs))
+"""
+ONE_OUTPUT = """
+def build(input_shape):
+    inputs = keras.Input(shape=input_shape)
+    return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+"""
+FAILS_IN_TRAINING = """
+@keras.saving.register_keras_serializable(package="hostile")
+class Fragile(keras.layers.Layer):
+    def call(self, x, training=None):
+        if training:
+            raise RuntimeError("this layer breaks in training")
+        return x
+
+
+def build(input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = Fragile()(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+"""
+
+NO_RUN_FILES = "keepbest never replaces a run dir or a file inside one, not even with --overwrite"
+READ_ONLY = "Read-only file system"
+NO_SPACE = "No space left on device"
+TOO_LARGE = "File too large"
+PREDICT = ("predict", RUN, "--input", "x.npz")
+EXPORT = ("export", RUN)
+TUNE = ("tune", "train.yaml", "--space", "space.yaml", "--trials", "1")
+
+CASES = [
+    # ----------------------------------------------------------------- data files
+    Case(
+        "npz-not-a-zip",
+        TRAIN,
+        2,
+        ("data.path:", "d.npz is not an .npz archive (it does not start like one)"),
+        files={"d.npz": b"these are not the arrays you are looking for"},
+        config=npz_config(),
+        absent=("runs/bad",),
+        max_seconds=30,  # refused before TensorFlow is imported
+    ),
+    Case(
+        "npz-truncated",
+        TRAIN,
+        2,
+        ("data.path:", "d.npz is damaged or truncated"),
+        files={"d.npz": GOOD_NPZ[: len(GOOD_NPZ) // 2]},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npz-empty",
+        TRAIN,
+        2,
+        ("d.npz is empty (0 bytes)",),
+        files={"d.npz": b""},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npz-damaged-member",
+        TRAIN,
+        2,
+        ("'x' is damaged or truncated",),
+        files={"d.npz": flipped(GOOD_NPZ, 0.3)},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npz-pickled-objects",
+        TRAIN,
+        2,
+        ("'y' holds Python objects (pickled), which keepbest never unpickles",),
+        files={"d.npz": npz(x=X, y=np.array([{"label": 1}] * 60, dtype=object))},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npz-nan-features",
+        TRAIN,
+        2,
+        ("data.path: 1 samples hold NaN or infinite values (the first is sample 7)",),
+        files={"d.npz": npz(x=np.where(np.arange(60)[:, None] == 7, np.nan, X), y=Y)},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npz-rows-differ",
+        TRAIN,
+        2,
+        ("x has 60 rows but y has 50",),
+        files={"d.npz": npz(x=X, y=Y[:50])},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "float-labels-with-sparse-loss",
+        TRAIN,
+        2,
+        (
+            "loss: sparse_categorical_crossentropy takes class ids (integers), but "
+            "data.y_key: 'y' holds floats",
+        ),
+        files={"d.npz": npz(x=X, y=Y + 0.5)},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "single-class",
+        TRAIN,
+        2,
+        ("data.y_key: 'y': every training label is class 2; a classifier needs two classes",),
+        files={"d.npz": npz(x=X, y=np.full(60, 2))},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "single-text-class",
+        TRAIN,
+        2,
+        ("every training label is class 0 ('cat')",),
+        files={"d.npz": npz(x=X, y=np.array(["cat"] * 60))},
+        config=npz_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "class-ids-with-one-hot-loss",
+        TRAIN,
+        2,
+        ("loss: categorical_crossentropy takes one-hot targets", "holds class ids"),
+        files={"d.npz": GOOD_NPZ},
+        config=npz_config(loss="categorical_crossentropy"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "csv-binary-garbage",
+        TRAIN,
+        2,
+        ("data.path: cannot read", "t.csv"),
+        files={"t.csv": bytes(range(256)) * 8},
+        config=csv_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "csv-header-only",
+        TRAIN,
+        2,
+        ("t.csv needs a header row and at least one data row",),
+        files={"t.csv": "a,b,label\n"},
+        config=csv_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "csv-ragged",
+        TRAIN,
+        2,
+        ("t.csv line 3 has 2 fields, the header has 3",),
+        files={"t.csv": "a,b,label\n1,2,0\n3,4\n5,6,1\n"},
+        config=csv_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "csv-missing-value",
+        TRAIN,
+        2,
+        ("t.csv line 3, column 'b': '' is not a number",),
+        files={"t.csv": "a,b,label\n1,2,0\n3,,1\n5,6,1\n"},
+        config=csv_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "csv-float-target-with-sparse-loss",
+        TRAIN,
+        2,
+        ("takes class ids (integers), but data.target: 'label' holds floats",),
+        files={"t.csv": "a,b,label\n" + "".join(f"{i},{i % 3},{i / 7:.3f}\n" for i in range(20))},
+        config=csv_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "csv-single-class",
+        TRAIN,
+        2,
+        ("data.target: 'label': every training label is class 0 ('dog')",),
+        files={"t.csv": "a,b,label\n" + "".join(f"{i},{i % 3},dog\n" for i in range(20))},
+        config=csv_config(),
+        absent=("runs/bad",),
+    ),
+    # ----------------------------------------------------------------- images
+    Case(
+        "image-that-is-text",
+        TRAIN,
+        2,
+        ("img/b/zz.png is not a PNG, JPEG, GIF or BMP image; remove or replace it",),
+        files=images({"a": 4, "b": 4}, extra={"img/b/zz.png": "hello, I am not a picture"}),
+        config=image_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "image-empty-file",
+        TRAIN,
+        2,
+        ("img/a/empty.jpg is empty; remove or replace it",),
+        files=images({"a": 4, "b": 4}, extra={"img/a/empty.jpg": b""}),
+        config=image_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "image-single-class-folder",
+        TRAIN,
+        2,
+        ("every training label is class 0 ('a'); a classifier needs two classes",),
+        files=images({"a": 8}),
+        config=image_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "image-truncated-in-first-batch",  # found by the pre-flight batch: nothing written
+        TRAIN,
+        2,
+        ("data.path:", "val/a/00.png cannot be decoded as an image", "remove or replace it"),
+        files={
+            **images({"a": 4, "b": 4}),
+            **images({"a": 1, "b": 2}, folder="val"),
+            "val/a/00.png": truncated_png(1),
+        },
+        config=image_config(validation={"path": "val"}),
+        absent=("runs/bad",),
+        heavy=True,
+    ),
+    Case(
+        "image-truncated-deep-in-training",  # found mid-training: named, run resumable
+        TRAIN,
+        2,
+        (
+            "data.path:",
+            "img/b/zz-broken.png cannot be decoded as an image",
+            "then run the same command to resume",
+        ),
+        files={
+            **images({"a": 10, "b": 10}),
+            **images({"a": 2, "b": 2}, folder="val"),
+            "img/b/zz-broken.png": truncated_png(2),
+        },
+        config={
+            **image_config(validation={"path": "val"}, shuffle=False),
+            "resume": {"every_steps": 1, "max_overhead": None},
+        },
+        check=resumable("runs/bad"),
+        heavy=True,
+    ),
+    Case(
+        "predict-images-one-truncated",
+        ("predict", "runs/img", "--input", "new", "--output", "p.csv"),
+        2,
+        ("--input: new/b.png cannot be decoded as an image", "remove or replace it"),
+        files={"new/a.png": png(5), "new/b.png": truncated_png(6), "new/c.png": png(7)},
+        needs_image_run=True,
+        kept=(RUN, "runs/img"),
+        absent=("p.csv",),
+        heavy=True,
+    ),
+    Case(
+        "evaluate-images-one-truncated",
+        ("evaluate", "runs/img", "--data", "new"),
+        2,
+        ("--data: ", "new/c1/00.png cannot be decoded as an image", "remove or replace it"),
+        files={"new/c0/00.png": png(5), "new/c1/00.png": truncated_png(6)},
+        needs_image_run=True,
+        kept=(RUN, "runs/img"),
+        heavy=True,
+    ),
+    Case(
+        "predict-images-one-not-an-image",
+        ("predict", "runs/img", "--input", "new", "--output", "p.csv"),
+        2,
+        ("--input: new/b.png is not a PNG, JPEG, GIF or BMP image",),
+        files={"new/a.png": png(5), "new/b.png": "text", "new/c.png": png(7)},
+        needs_image_run=True,
+        kept=(RUN, "runs/img"),
+        absent=("p.csv",),
+    ),
+    # ----------------------------------------------------------------- builders
+    Case(
+        "builder-with-a-lambda",
+        TRAIN,
+        2,
+        (
+            "model.builder: mymodels:build: the model's layer 'doubled' is a Lambda layer "
+            "holding Python code",
+        ),
+        files=builder_config(LAMBDA_BUILDER)[1],
+        config=builder_config(LAMBDA_BUILDER)[0],
+        absent=("runs/bad",),
+        heavy=True,
+    ),
+    Case(
+        "builder-fewer-outputs-than-classes",
+        TRAIN,
+        2,
+        (
+            "model.builder: mymodels:build gives 3 outputs per sample, but data holds class "
+            "ids 0 to 9; give the model 10 outputs",
+        ),
+        files=builder_config(THREE_OUTPUTS)[1],
+        config=builder_config(THREE_OUTPUTS)[0],
+        absent=("runs/bad",),
+        heavy=True,
+    ),
+    Case(
+        "builder-two-outputs",
+        TRAIN,
+        2,
+        ("returns a model with 2 outputs; keepbest trains a model with one output",),
+        files=builder_config(TWO_OUTPUTS)[1],
+        config=builder_config(TWO_OUTPUTS)[0],
+        absent=("runs/bad",),
+        heavy=True,
+    ),
+    Case(
+        "builder-input-does-not-fit",
+        TRAIN,
+        2,
+        ("model.builder: the model mymodels:build builds fails on the first batch of data",),
+        files=builder_config(WRONG_INPUT)[1],
+        config=builder_config(WRONG_INPUT)[0],
+        absent=("runs/bad",),
+        heavy=True,
+    ),
+    Case(
+        "builder-output-shape-vs-targets",
+        TRAIN,
+        2,
+        ("gives outputs of shape (N, 1), but the targets have shape (N, 3)",),
+        files={
+            **builder_config(ONE_OUTPUT)[1],
+            "d.npz": npz(x=X, y=RNG.random((60, 3)).astype("float32")),
+        },
+        config={
+            **npz_config(loss="mean_squared_error", metrics=[]),
+            "model": {"builder": "mymodels:build", "kwargs": {}},
+        },
+        absent=("runs/bad",),
+        heavy=True,
+    ),
+    Case(
+        "builder-breaks-during-training",  # user code fails after the pre-flight: exit 1
+        TRAIN,
+        1,
+        ("unexpected RuntimeError: this layer breaks in training", "the traceback is in"),
+        files=builder_config(FAILS_IN_TRAINING)[1],
+        config=builder_config(FAILS_IN_TRAINING)[0],
+        log=True,
+        heavy=True,
+    ),
+    # ----------------------------------------------------------------- run-dir faults
+    Case(
+        "resume-replaced-by-a-file",
+        ("train", "--config", "train.yaml", "--set", "train.epochs=3"),
+        7,
+        ("runs/t/resume is not a folder, so the run's resume states are gone",),
+        prepare=replace_with_file(f"{RUN}/resume"),
+        max_seconds=30,
+    ),
+    Case(
+        "run-dir-is-a-file",
+        TRAIN,
+        2,
+        ("runs/bad is a file, not a run dir",),
+        files={"runs/bad": "a file where the run dir goes\n"},
+        config=small_config(name="bad"),
+        kept=(RUN, "runs/bad"),
+    ),
+    Case(
+        "run-dir-is-someone-elses-folder",
+        TRAIN,
+        2,
+        ("runs/bad exists and is not a keepbest run dir (it holds notes.txt, photos)",),
+        files={"runs/bad/notes.txt": "mine\n", "runs/bad/photos/a.txt": "mine too\n"},
+        config=small_config(name="bad"),
+        kept=(RUN, "runs/bad"),
+    ),
+    Case(
+        "restart-overwrite-would-delete-more-than-the-run",
+        ("train", "--config", "train.yaml", "--restart", "--overwrite"),
+        2,
+        ("runs/t also holds notes.txt, which --overwrite would delete with the run",),
+        prepare=write_into(f"{RUN}/notes.txt", "my notes\n"),
+    ),
+    Case(
+        "new-run-named-like-a-run-file",
+        ("train", "--config", "train.yaml", "--set", "output_dir=runs/t", "--set", "name=resume"),
+        2,
+        ("would be runs/t/resume, which belongs to the run dir runs/t",),
+    ),
+    Case(
+        "history-garbage",
+        ("plot", RUN, "--out", "c.png"),
+        7,
+        ("runs/t/history.csv is not a valid history",),
+        prepare=write_into(f"{RUN}/history.csv", "epoch,loss\none,two\n"),
+        absent=("c.png",),
+    ),
+    Case(
+        "best-json-garbage",
+        ("evaluate", RUN),
+        7,
+        ("runs/t/best.json is not a valid keepbest record",),
+        prepare=write_into(f"{RUN}/best.json", "{not json"),
+    ),
+    Case(
+        "data-spec-garbage",
+        (*PREDICT, "--output", "p.csv"),
+        7,
+        ("data_spec.json is not a valid data spec",),
+        prepare=write_into(f"{RUN}/data_spec.json", "[1, 2"),
+        absent=("p.csv",),
+    ),
+    Case(
+        "model-json-garbage",
+        ("export", RUN, "--out", "m.keras"),
+        1,
+        ("runs/t/model.json cannot be deserialized",),
+        prepare=write_into(f"{RUN}/model.json", '{"class_name": "Nonsense"}'),
+        absent=("m.keras",),
+        heavy=True,
+    ),
+    Case(
+        "config-yaml-gone",
+        (*PREDICT, "--output", "p.csv"),
+        2,
+        ("runs/t/config.yaml: config file not found",),
+        prepare=lambda folder: (folder / RUN / "config.yaml").unlink(),
+        absent=("p.csv",),
+    ),
+    # ----------------------------------------------------------------- the overwrite rule
+    Case(
+        "export-savedmodel-over-the-run-dir",
+        (*EXPORT, "--format", "savedmodel", "--out", RUN, "--overwrite"),
+        2,
+        ("--out: runs/t is a run dir", NO_RUN_FILES),
+    ),
+    Case(
+        "export-over-resume-states",
+        (*EXPORT, "--format", "savedmodel", "--out", f"{RUN}/resume", "--overwrite"),
+        2,
+        ("--out: runs/t/resume is inside the run dir runs/t", NO_RUN_FILES),
+    ),
+    Case(
+        "export-new-file-inside-the-run-dir",
+        (*EXPORT, "--out", f"{RUN}/model.keras"),
+        2,
+        ("--out: runs/t/model.keras is inside the run dir runs/t",),
+        absent=(f"{RUN}/model.keras",),
+    ),
+    Case(
+        "export-over-the-folder-of-all-runs",
+        (*EXPORT, "--format", "savedmodel", "--out", "runs", "--overwrite"),
+        2,
+        ("--out: runs holds the run dir runs/t",),
+    ),
+    Case(
+        "export-over-another-run",
+        (*EXPORT, "--format", "savedmodel", "--out", "other", "--overwrite"),
+        2,
+        ("--out: other is a run dir",),
+        prepare=lambda folder: shutil.copytree(folder / RUN, folder / "other"),
+        kept=(RUN, "other"),
+    ),
+    Case(
+        "export-over-a-file-without-overwrite",
+        (*EXPORT, "--out", "m.keras"),
+        2,
+        ("--out: m.keras exists; choose another path, or pass --overwrite",),
+        files={"m.keras": "precious"},
+        kept=(RUN, "m.keras"),
+    ),
+    Case(
+        "export-file-onto-a-folder",
+        (*EXPORT, "--out", "dir.keras", "--overwrite"),
+        2,
+        ("--out: dir.keras is a folder; give a file name",),
+        files={"dir.keras/keep.txt": "mine"},
+        kept=(RUN, "dir.keras"),
+    ),
+    Case(
+        "export-savedmodel-over-a-foreign-folder",
+        (*EXPORT, "--format", "savedmodel", "--out", "photos", "--overwrite"),
+        2,
+        ("--out: photos is a folder but not a SavedModel",),
+        files={"photos/a.jpg": "mine"},
+        kept=(RUN, "photos"),
+    ),
+    Case(
+        "export-missing-folder",
+        (*EXPORT, "--out", "nope/m.keras"),
+        2,
+        ("--out: the folder nope does not exist",),
+    ),
+    Case(
+        "export-folder-is-a-file",
+        (*EXPORT, "--out", "x.npz/m.keras"),
+        2,
+        ("--out: x.npz is a file, not a folder",),
+    ),
+    Case(
+        "export-wrong-suffix",
+        (*EXPORT, "--out", "m.h5"),
+        2,
+        ("--out: m.h5 must end in .keras for --format keras",),
+    ),
+    Case(
+        "predict-over-the-run-history",
+        (*PREDICT, "--output", f"{RUN}/history.csv", "--overwrite"),
+        2,
+        ("--output: runs/t/history.csv is inside the run dir runs/t", NO_RUN_FILES),
+    ),
+    Case(
+        "predict-output-is-the-input",
+        (*PREDICT, "--output", "./x.npz", "--overwrite"),
+        2,
+        ("--output: x.npz is the input x.npz; write the output to another file",),
+        kept=(RUN, "x.npz"),
+    ),
+    Case(
+        "predict-output-exists",
+        (*PREDICT, "--output", "p.csv"),
+        2,
+        ("--output: p.csv exists; choose another path, or pass --overwrite",),
+        files={"p.csv": "precious\n"},
+        kept=(RUN, "p.csv"),
+    ),
+    Case(
+        "predict-output-is-a-folder",
+        (*PREDICT, "--output", "out.csv", "--overwrite"),
+        2,
+        ("Invalid value for '--output': File 'out.csv' is a directory",),
+        files={"out.csv/keep.txt": "mine"},
+        kept=(RUN, "out.csv"),
+    ),
+    Case(
+        "predict-output-through-a-symlink-into-the-run",
+        (*PREDICT, "--output", "link.csv", "--overwrite"),
+        2,
+        ("--output: link.csv is inside the run dir runs/t",),
+        prepare=lambda folder: (folder / "link.csv").symlink_to(folder / RUN / "history.csv"),
+    ),
+    Case(
+        "predict-missing-folder",
+        (*PREDICT, "--output", "nope/p.csv"),
+        2,
+        ("--output: the folder nope does not exist",),
+    ),
+    Case(
+        "predict-wrong-suffix",
+        (*PREDICT, "--output", "p.txt"),
+        2,
+        ("--output: p.txt must end in .npz or .csv",),
+    ),
+    Case(
+        "predict-input-not-a-zip",
+        ("predict", RUN, "--input", "bad.npz", "--output", "p.csv"),
+        2,
+        ("--input: bad.npz is not an .npz archive",),
+        files={"bad.npz": "x,y\n1,2\n"},
+        absent=("p.csv",),
+        max_seconds=30,  # refused before TensorFlow is imported
+    ),
+    Case(
+        "predict-input-truncated",
+        ("predict", RUN, "--input", "bad.npz", "--output", "p.csv"),
+        2,
+        ("--input: bad.npz is damaged or truncated",),
+        files={"bad.npz": GOOD_NPZ[:-30]},
+        absent=("p.csv",),
+    ),
+    Case(
+        "predict-input-pickled",
+        ("predict", RUN, "--input", "bad.npz", "--output", "p.csv"),
+        2,
+        ("holds Python objects (pickled), which keepbest never unpickles",),
+        files={"bad.npz": npz(x=np.array([None] * 4, dtype=object))},
+        absent=("p.csv",),
+    ),
+    Case(
+        "predict-input-wrong-shape",
+        ("predict", RUN, "--input", "flat.npz", "--output", "p.csv"),
+        2,
+        ("the model expects input of shape (N, 8, 8), got (60, 4)",),
+        files={"flat.npz": npz(x=X)},
+        absent=("p.csv",),
+    ),
+    Case(
+        "plot-over-the-run-history",
+        ("plot", RUN, "--out", f"{RUN}/history.csv", "--overwrite"),
+        2,
+        ("--out: runs/t/history.csv is inside the run dir runs/t", NO_RUN_FILES),
+    ),
+    Case(
+        "plot-output-exists",
+        ("plot", RUN, "--out", "c.png"),
+        2,
+        ("--out: c.png exists; choose another path, or pass --overwrite",),
+        files={"c.png": "precious"},
+        kept=(RUN, "c.png"),
+    ),
+    Case(
+        "plot-onto-a-folder",
+        ("plot", RUN, "--out", "runs", "--overwrite"),
+        2,
+        ("--out: runs is a folder; give a file name",),
+    ),
+    Case(
+        "plot-not-a-run",
+        ("plot", "empty"),
+        4,
+        ("empty is not a keepbest run dir",),
+        files={"empty/readme.txt": "nothing here"},
+        absent=("empty/curves.png",),
+    ),
+    # ----------------------------------------------------------------- full and read-only disks
+    Case(
+        "train-into-a-read-only-folder",
+        ("train", "--config", "train.yaml", "--set", "output_dir=disk/runs"),
+        6,
+        ("cannot write disk/runs/t", READ_ONLY),
+        disk="readonly",
+        absent=("disk/runs",),
+        max_seconds=30,  # refused before TensorFlow is imported
+    ),
+    Case(
+        "resume-a-run-on-a-read-only-disk",
+        ("train", "--config", "disk.yaml", "--set", "train.epochs=3"),
+        6,
+        ("cannot write disk/runs/t", READ_ONLY),
+        prepare=run_on_disk,
+        disk="readonly",
+        kept=(RUN, "disk/runs/t"),
+    ),
+    Case(
+        "plot-into-a-read-only-run",
+        ("plot", "disk/runs/t"),
+        6,
+        ("cannot write disk/runs/t/curves.png", READ_ONLY),
+        prepare=run_on_disk,
+        disk="readonly",
+        kept=(RUN, "disk/runs/t"),
+    ),
+    Case(
+        "export-to-a-read-only-disk",
+        (*EXPORT, "--out", "disk/m.keras"),
+        6,
+        ("cannot write disk/m.keras", READ_ONLY),
+        disk="readonly",
+    ),
+    Case(
+        "predict-to-a-read-only-disk",
+        (*PREDICT, "--output", "disk/p.csv"),
+        6,
+        ("cannot write disk/p.csv", READ_ONLY),
+        disk="readonly",
+    ),
+    Case(
+        "train-onto-a-full-disk",
+        ("train", "--config", "train.yaml", "--set", "output_dir=disk/runs"),
+        6,
+        ("cannot write", "disk/runs/t/", NO_SPACE),
+        disk="full:12",
+        heavy=True,
+    ),
+    Case(
+        "export-onto-a-full-disk",
+        (*EXPORT, "--out", "disk/m.keras"),
+        6,
+        ("cannot write disk/m.keras", NO_SPACE, "nothing there was changed"),
+        disk="full:16",
+        absent=("disk/m.keras",),
+        heavy=True,
+    ),
+    Case(
+        "predict-onto-a-full-disk",
+        ("predict", RUN, "--input", "many.npz", "--output", "disk/p.csv"),
+        6,
+        ("cannot write disk/p.csv", NO_SPACE),
+        files={"many.npz": npz(x=np.tile(np.arange(64).reshape(1, 8, 8) % 17, (400, 1, 1)))},
+        disk="full:16",
+        absent=("disk/p.csv",),
+        heavy=True,
+    ),
+    Case(
+        "plot-onto-a-full-disk",
+        ("plot", RUN, "--out", "disk/c.png"),
+        6,
+        ("cannot write disk/c.png", NO_SPACE),
+        disk="full:4",
+        absent=("disk/c.png",),
+    ),
+    Case(
+        "first-best-save-too-large",  # HDF5 failing mid-write: a clean exit, no segfault
+        ("train", "--config", "exp.yaml"),
+        6,
+        (
+            "could not save the best checkpoint of step 12 (epoch 1)",
+            TOO_LARGE,
+            "no best was saved before",
+        ),
+        config=small_config(name="big", train={"epochs": 1}),
+        fsize=21_000,  # above the first resume state (about 19.7 KB), below the best (22 KB)
+        check=resumable("runs/big"),
+        heavy=True,
+    ),
+    Case(
+        "predict-file-too-large",
+        (*PREDICT, "--output", "p.csv"),
+        6,
+        ("cannot write p.csv", TOO_LARGE),
+        fsize=200,
+        absent=("p.csv",),
+        heavy=True,
+    ),
+    # ----------------------------------------------------------------- command-line misuse
+    Case("unknown-command", ("trian",), 2, ("No such command 'trian'",)),
+    Case("unknown-option", (*PREDICT, "--outptu", "p.csv"), 2, ("No such option '--outptu'",)),
+    Case("missing-option", PREDICT, 2, ("Missing option '--output'",)),
+    Case(
+        "batch-size-zero",
+        (*PREDICT, "--output", "p.csv", "--batch-size", "0"),
+        2,
+        ("Invalid value for '--batch-size': 0 is not in the range x>=1",),
+    ),
+    Case("show-a-file", ("show", "x.npz"), 2, ("'x.npz' is a file",)),
+    Case(
+        "input-missing", ("predict", RUN, "--input", "no.npz", "--output", "p.csv"), 2, ("no.npz",)
+    ),
+    Case(
+        "evaluate-a-folder-that-is-no-run",
+        ("evaluate", "empty"),
+        4,
+        ("empty has no best checkpoint yet",),
+        files={"empty/readme.txt": "nothing here"},
+        max_seconds=30,  # refused before TensorFlow is imported
+    ),
+    Case("config-is-a-folder", ("train", "--config", "runs"), 2, ("'runs' is a directory",)),
+    Case(
+        "overwrite-without-restart",
+        ("train", "--config", "train.yaml", "--overwrite"),
+        2,
+        ("--overwrite only goes with --restart",),
+    ),
+    Case(
+        "sweep-index-out-of-range",
+        ("sweep", "train.yaml", "--grid", "grid.yaml", "--index", "7"),
+        2,
+        ("--index 7: the sweep has 2 runs (0..1)",),
+        files={"grid.yaml": "optimizer.learning_rate: [0.01, 0.02]\n"},
+    ),
+    Case(
+        "sweep-where-a-file-is",
+        ("sweep", "exp.yaml", "--grid", "grid.yaml", "--dry-run"),
+        2,
+        ("run 0 (learning_rate=0.01): exp.yaml: output_dir: is a file, not a folder",),
+        files={"grid.yaml": "optimizer.learning_rate: [0.01]\n", "runs/bad": "a file\n"},
+        config=small_config(name="bad"),
+        kept=(RUN, "runs/bad"),
+    ),
+    Case(
+        "tune-study-inside-a-run-dir",
+        (*TUNE, "--study", "resume", "--set", "output_dir=runs/t"),
+        2,
+        ("would be runs/t/resume, which belongs to the run dir runs/t",),
+        files={"space.yaml": "optimizer.learning_rate: {log_uniform: [0.001, 0.1]}\n"},
+    ),
+    Case(
+        "tune-study-in-someone-elses-folder",
+        (*TUNE, "--study", "photos"),
+        2,
+        ("--study: runs/photos exists and is not a study's folder (it holds a.jpg)",),
+        files={
+            "space.yaml": "optimizer.learning_rate: {log_uniform: [0.001, 0.1]}\n",
+            "runs/photos/a.jpg": "mine",
+        },
+        kept=(RUN, "runs/photos"),
+    ),
+    # ----------------------------------------------------------------- YAML abuse
+    Case(
+        "billion-laughs-in-model-kwargs",
+        ("train", "--config", "exp.yaml", "--print-config"),
+        2,
+        ("exp.yaml: invalid YAML: its aliases (*name) expand it to", "more than 100,000 beyond"),
+        config=billion_laughs() + "name: bad\ndata: {source: digits}\nmodel:\n"
+        "  builder: mlp\n  kwargs: {hidden: *a8}\n",
+        max_seconds=20,  # minutes and gigabytes before the bound
+    ),
+    Case(
+        "billion-laughs-in-a-set-value",
+        ("train", "--config", "train.yaml", "--set", "model.kwargs.extra=" + billion_laughs()),
+        2,
+        ("model.kwargs.extra: --set value 'a0: &a0 [lol", "invalid YAML: its aliases"),
+        max_seconds=20,
+    ),
+    Case(
+        "billion-laughs-in-a-grid",
+        ("sweep", "train.yaml", "--grid", "grid.yaml", "--dry-run"),
+        2,
+        ("grid.yaml: invalid YAML: its aliases (*name) expand it to",),
+        files={"grid.yaml": billion_laughs() + "model.kwargs.hidden: [*a8]\n"},
+        max_seconds=20,
+    ),
+    Case(
+        "alias-inside-its-own-anchor",
+        TRAIN,
+        2,
+        ("invalid YAML: an alias refers to the value that holds it (a cycle)",),
+        config="name: bad\ndata: {source: digits}\nmodel: {builder: mlp, kwargs: &k {me: *k}}\n",
+    ),
+    Case(
+        "nested-ten-thousand-deep",
+        TRAIN,
+        2,
+        ("line 1, column 108: invalid YAML: nested more than 100 levels deep",),
+        config="extra: " + "[" * 10_000 + "]" * 10_000 + "\n",
+        max_seconds=20,
+    ),
+    Case(
+        "nested-deep-in-blocks",
+        TRAIN,
+        2,
+        ("invalid YAML: nested more than 100 levels deep",),
+        config="".join(" " * i + f"k{i}:\n" for i in range(300)) + " " * 300 + "v\n",
+    ),
+    Case(
+        "yaml-python-tag",
+        TRAIN,
+        2,
+        ("invalid YAML: could not determine a constructor for the tag",),
+        config="name: !!python/object/apply:os.system ['touch pwned']\n",
+        absent=("pwned",),
+    ),
+    Case(
+        "yaml-binary",
+        TRAIN,
+        2,
+        ("exp.yaml:",),
+        files={"exp.yaml": bytes(range(256))},
+    ),
+]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def tree_hash(path: Path) -> str:
+    """sha256 over a file or folder tree: relative paths, kinds and bytes (links unfollowed)."""
+    digest = hashlib.sha256()
+    if not path.exists() and not path.is_symlink():
+        return "absent"
+    items = [path] if not path.is_dir() else sorted(path.rglob("*"))
+    for item in items:
+        name = item.relative_to(path).as_posix() if item != path else "."
+        if item.is_symlink():
+            digest.update(f"L {name} {os.readlink(item)}\n".encode())
+        elif item.is_dir():
+            digest.update(f"D {name}\n".encode())
+        else:
+            digest.update(f"F {name}\n".encode() + item.read_bytes())
+    return digest.hexdigest()
+
+
+_LIMITED = textwrap.dedent(
+    """
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limit = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    sys.argv = ["keepbest", *sys.argv[2:]]
+    from keepbest.cli import main
+    main()
+    """
+)
+
+
+def _can_mount(folder: Path) -> bool:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)])
+    if done.returncode != 0:
+        return False
+    subprocess.run(["umount", str(folder)], check=True)
+    return True
+
+
+@dataclasses.dataclass
+class Outcome:
+    result: subprocess.CompletedProcess | None
+    folder: Path
+    before: dict[str, str] = dataclasses.field(default_factory=dict)
+    after: dict[str, str] = dataclasses.field(default_factory=dict)
+    leftovers: list[str] = dataclasses.field(default_factory=list)
+    present: list[str] = dataclasses.field(default_factory=list)
+    problem: str | None = None
+    seconds: float = 0.0
+    skipped: str | None = None
+
+
+def _lay_out(folder: Path, case: Case) -> None:
+    for name, content in case.files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if callable(content):
+            content(path)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    if case.config is not None:
+        text = case.config if isinstance(case.config, str) else config_text(case.config)
+        (folder / "exp.yaml").write_text(text)
+    if case.prepare is not None:
+        case.prepare(folder)
+
+
+def _run_case(case: Case, root: Path, trained: dict, mounts: bool) -> Outcome:
+    folder = root / case.id
+    folder.mkdir()
+    outcome = Outcome(None, folder)
+    if case.disk and not mounts:
+        outcome.skipped = "needs root to mount a tmpfs"
+        return outcome
+    disk = folder / "disk"
+    mounted: list[Path] = []
+    try:
+        shutil.copytree(trained["t"] / RUN, folder / RUN, symlinks=True)
+        shutil.copy(trained["t"] / "exp.yaml", folder / "train.yaml")
+        (folder / "x.npz").write_bytes(npz(x=np.arange(20 * 64).reshape(20, 8, 8) % 17))
+        if case.needs_image_run:
+            shutil.copytree(trained["img"].result() / "runs" / "img", folder / "runs" / "img")
+        if case.disk:
+            disk.mkdir()
+            size = case.disk.partition(":")[2] or "1024"
+            mount = ["mount", "-t", "tmpfs", "-o", f"size={size}k", "tmpfs", str(disk)]
+            subprocess.run(mount, check=True)
+            mounted.append(disk)
+        _lay_out(folder, case)
+        if case.disk == "readonly":
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        _run_command(case, folder, outcome)
+    except Exception as exc:  # a broken case is a failed case, not a broken corpus
+        outcome.problem = f"the case itself failed: {exc!r}"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], check=False)
+    return outcome
+
+
+def _run_command(case: Case, folder: Path, outcome: Outcome) -> None:
+    """Run the case's command; look at the folder before and after (the tmpfs mounted)."""
+    outcome.before = {kept: tree_hash(folder / kept) for kept in case.kept}
+    started = time.monotonic()
+    if case.fsize is not None:
+        outcome.result = subprocess.run(
+            [sys.executable, "-c", _LIMITED, str(case.fsize), *case.args],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+    else:
+        outcome.result = run_cli(*case.args, cwd=folder, timeout=300)
+    outcome.seconds = time.monotonic() - started
+    outcome.after = {kept: tree_hash(folder / kept) for kept in case.kept}
+    outcome.leftovers = [str(p.relative_to(folder)) for p in folder.rglob(".tmp-*")]
+    outcome.present = [name for name in case.absent if (folder / name).exists()]
+    if case.check is not None:
+        outcome.problem = case.check(folder)
+
+
+def _train(folder: Path, cfg: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "exp.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    done = run_cli("train", "--config", "exp.yaml", cwd=folder)
+    assert done.returncode == 0, done.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Train the two runs the cases need, then run every case at once."""
+    base = tmp_path_factory.mktemp("trained")
+    image_data = images({"c0": 8, "c1": 8}, folder="images")
+    for name, content in image_data.items():
+        (base / "img" / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / "img" / name).write_bytes(content)
+    image_cfg = image_config(path="images", validation={"split": 0.25})
+    image_cfg["name"] = "img"
+    digits_run = _train(base / "t", small_config(train={"epochs": 2}))
+    pristine = tree_hash(digits_run / RUN)
+    mounts = _can_mount(base / "mount-probe")
+    root = tmp_path_factory.mktemp("hostile")
+    workers = (os.cpu_count() or 2) + 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        # the image run trains while the first cases run; the cases that need it wait
+        trained = {"t": digits_run, "img": pool.submit(_train, base / "img", image_cfg)}
+        ordered = sorted(CASES, key=lambda case: not case.heavy)
+        futures = {case.id: pool.submit(_run_case, case, root, trained, mounts) for case in ordered}
+        results = {case.id: futures[case.id].result() for case in CASES}
+    assert tree_hash(digits_run / RUN) == pristine  # the original, never touched by a case
+    (root / "seconds.txt").write_text(  # for whoever tunes the corpus's run time
+        "".join(f"{outcome.seconds:7.1f}  {key}\n" for key, outcome in results.items())
+    )
+    return results
+
+
+def test_the_corpus_is_large_and_its_cases_distinct():
+    assert len({case.id for case in CASES}) == len(CASES) >= 60
+    assert {case.code for case in CASES} >= {1, 2, 4, 6, 7}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_hostile_case(case: Case, outcomes):
+    outcome = outcomes[case.id]
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    result = outcome.result
+    assert result is not None, outcome.problem
+    shown = f"exit {result.returncode}\nstderr:\n{result.stderr}\nstdout:\n{result.stdout[-2000:]}"
+    assert result.returncode == case.code, shown
+    assert "Traceback" not in result.stderr + result.stdout, shown
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), shown
+    for fragment in case.says:
+        assert fragment in lines[0], shown
+    assert outcome.before == outcome.after, "a kept run or file changed"
+    assert not outcome.leftovers, outcome.leftovers
+    assert not outcome.present, f"created: {outcome.present}"
+    assert outcome.problem is None, outcome.problem
+    if case.max_seconds is not None:
+        assert outcome.seconds < case.max_seconds, outcome.seconds
+    if case.log:
+        found = re.search(r"the traceback is in (\S+)\)", lines[0])
+        assert found, lines[0]
+        log = Path(found.group(1))
+        log = log if log.is_absolute() else outcome.folder / log
+        assert "Traceback (most recent call last)" in log.read_text(), log
