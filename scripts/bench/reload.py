@@ -43,13 +43,14 @@ def _make_run(root: Path) -> Path:
     from keepbest.callbacks.best import save_weights
     from keepbest.config import load_config
     from keepbest.data.pipelines import load_pipelines
-    from keepbest.models import build_model
+    from keepbest.models import build_model, compile_args
     from keepbest.rundir.layout import RunDir
     from keepbest.rundir.record import commit_best
 
     cfg = load_config(keepbest_config(WORKLOADS[WORKLOAD], root, epochs=1, learning_rate=0.01))
     pipes = load_pipelines(cfg)
     model = build_model(cfg, pipes.spec)
+    compile_args(cfg).apply(model)  # as in training (the writer leaves the optimizer out)
     run = RunDir(cfg.run_dir())
     run.write_setup(cfg, pipes.spec, model)
     commit_best(
