@@ -62,13 +62,15 @@ def scratch(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"keepbest-bench-{prefix}-"))
 
 
-def run_child(task: str, **kwargs) -> dict:
-    """Run ``module:function(**kwargs)`` in a fresh Python and return its JSON result."""
+def run_child(task: str, python: str | None = None, **kwargs) -> dict:
+    """Run ``module:function(**kwargs)`` in a fresh Python (this one, or ``python``) and
+    return its JSON result."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
         result_path = Path(out.name)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH")]))
-    command = [sys.executable, str(BENCH_DIR / "child.py"), task, json.dumps(kwargs), out.name]
+    child = [str(BENCH_DIR / "child.py"), task, json.dumps(kwargs), out.name]
+    command = [python or sys.executable, *child]
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -5,13 +5,14 @@ A run directory is made by keepbest's own code (``RunDir.write_setup`` and
 
 - baseline: rebuild the model from the run's ``model.json``, compile it as configured,
   ``model.load_weights`` (no checksum);
-- keepbest: ``load_best(run_dir)`` (record, sha256 check, rebuild, compile, load).
+- keepbest: ``load_best(run_dir)`` (record, sha256 check beside the rebuild, compile,
+  then ``weights_h5.load``: the file read a slice at a time into the variables).
 
 The weights file is dropped from the page cache before each load (``POSIX_FADV_DONTNEED``
 after a sync), as for a model loaded by a fresh process some time after training. A
-second row compares the load step alone on an already built model: ``verify_checksum``
-followed by ``load_weights`` against ``load_weights``, i.e. the checksum's cost when
-nothing hides it.
+second row compares the load step alone on an already built model:
+``load_best_weights`` (``verify_checksum``, then keepbest's sliced reader) against
+``load_weights``, i.e. the checksum's cost when nothing hides it.
 """
 
 from __future__ import annotations
@@ -39,22 +40,22 @@ def _drop_from_cache(path: Path) -> None:
 
 def _make_run(root: Path) -> Path:
     """A run directory with a best checkpoint, written by keepbest's own code."""
-    import keras
-
+    from keepbest.callbacks.best import save_weights
     from keepbest.config import load_config
     from keepbest.data.pipelines import load_pipelines
-    from keepbest.models import build_model
+    from keepbest.models import build_model, compile_args
     from keepbest.rundir.layout import RunDir
     from keepbest.rundir.record import commit_best
 
     cfg = load_config(keepbest_config(WORKLOADS[WORKLOAD], root, epochs=1, learning_rate=0.01))
     pipes = load_pipelines(cfg)
     model = build_model(cfg, pipes.spec)
+    compile_args(cfg).apply(model)  # as in training (the writer leaves the optimizer out)
     run = RunDir(cfg.run_dir())
     run.write_setup(cfg, pipes.spec, model)
     commit_best(
         run.path,
-        lambda path: keras.saving.save_weights(model, path),
+        lambda path: save_weights(model, path),
         epoch=1,
         step=1,
         monitor="val_loss",
@@ -69,10 +70,10 @@ def load_times(reps: int, root: str) -> dict:
     """Child: seconds per load, both ways, end to end and for the load step alone."""
     import keras
 
-    from keepbest.inference.load import load_best
+    from keepbest.inference.load import load_best, load_best_weights
     from keepbest.models import compile_args
     from keepbest.rundir.layout import RunDir
-    from keepbest.rundir.record import read_record, verify_checksum
+    from keepbest.rundir.record import read_record
 
     run = RunDir(_make_run(Path(root)))
     weights = run.weights_file
@@ -87,7 +88,7 @@ def load_times(reps: int, root: str) -> dict:
         built.load_weights(weights)
 
     def step_checked() -> None:
-        built.load_weights(verify_checksum(run.path, read_record(run.path)))
+        load_best_weights(built, run.path, read_record(run.path))
 
     built = keras.models.model_from_json(run.model_file.read_text(encoding="utf-8"))
     actions = {
@@ -125,7 +126,8 @@ def measure(quick: bool) -> list[Row]:
         ),
         Row(
             "4",
-            f"{WORKLOAD}: load step alone: verify_checksum + load_weights vs load_weights",
+            f"{WORKLOAD}: load step alone: load_best_weights (verify_checksum + sliced read) "
+            "vs load_weights",
             seconds(t["step_plain"]),
             seconds(t["step_checked"]),
             t["step_checked"] / t["step_plain"],

@@ -27,7 +27,17 @@ from pathlib import Path
 from common import Row
 from workloads import WORKLOADS
 
-BENCHMARKS = ("overhead", "memory", "saving", "reload", "train_eval", "resume", "csv_read")
+BENCHMARKS = (
+    "overhead",
+    "steps",
+    "cadence",
+    "memory",
+    "saving",
+    "reload",
+    "train_eval",
+    "resume",
+    "csv_read",
+)
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

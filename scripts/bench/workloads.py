@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,11 @@ class Workload:
         return self.params * 4 / MIB
 
     @property
+    def largest_mib(self) -> float:
+        """The largest variable's size (a hidden kernel, width x width float32)."""
+        return self.width * self.width * 4 / MIB
+
+    @property
     def steps(self) -> int:
         return -(-self.samples // self.batch_size)
 
@@ -62,7 +68,8 @@ class Workload:
     def describe(self) -> str:
         return (
             f"{self.name}: Dense {self.depth}x{self.width}, {self.params / 1e6:.1f}M params "
-            f"({self.mib:.0f} MiB), {self.steps} steps of {self.batch_size}"
+            f"({self.mib:.0f} MiB, largest variable {self.largest_mib:.0f} MiB), "
+            f"{self.steps} steps of {self.batch_size}"
         )
 
 
@@ -70,7 +77,11 @@ WORKLOADS = {
     # steps dominated by framework overhead: ~1 ms of arithmetic each
     "small": Workload("small", width=32, depth=2, samples=32000, val_samples=4096),
     "10M": Workload("10M", width=1280, depth=6, samples=2048, val_samples=512, batch_size=64),
+    # a mid-size model in very short epochs: where per-epoch saves cost the most
+    "14M": Workload("14M", width=1536, depth=6, samples=64, val_samples=64, batch_size=16),
     "100M": Workload("100M", width=4096, depth=6),
+    # as many parameters as 100M, in two layers: a largest variable 3x as large
+    "100M-wide": Workload("100M-wide", width=7094, depth=2),
     "300M": Workload("300M", width=7094, depth=6),  # saved, never trained
 }
 
@@ -147,13 +158,14 @@ def bare_setup(config: dict):
     return cfg, pipes, model
 
 
-def bare_fit(model, pipes, epochs: int, callbacks: list) -> None:
-    """``model.fit`` as a user would call it on the same data: no keepbest callbacks."""
+def bare_fit(model, pipes, epochs: int, callbacks: list, validation: bool = True) -> None:
+    """``model.fit`` as a user would call it on the same data: no keepbest callbacks;
+    Keras validates at each epoch end unless ``validation`` is False."""
     model.fit(
         pipes.train_stream(0),
         steps_per_epoch=pipes.steps_per_epoch,
         epochs=epochs,
-        validation_data=pipes.validation,
+        validation_data=pipes.validation if validation else None,
         callbacks=callbacks,
         verbose=0,
         shuffle=False,
@@ -242,6 +254,33 @@ def stopwatch(durations: list[float]) -> Callable[[Callable], Callable]:
         return timed
 
     return wrap
+
+
+def stamped(calls: list[tuple[float, float]]) -> Callable[[Callable], Callable]:
+    """A ``patched`` wrapper that appends each call's (start, duration) to ``calls``, so
+    that calls can be placed in the epochs an ``epoch_clock`` timed."""
+
+    def wrap(original: Callable) -> Callable:
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                calls.append((started, time.perf_counter() - started))
+
+        return timed
+
+    return wrap
+
+
+def within_epochs(clock, calls: list[tuple[float, float]]) -> list[float]:
+    """For each epoch ``clock`` timed, the seconds of the ``calls`` that started in it."""
+    bounds = [start for start, _ in clock.starts] + [clock.ended[0]]
+    return [
+        sum(duration for started, duration in calls if begin <= started < end)
+        for begin, end in itertools.pairwise(bounds)
+    ]
 
 
 def with_callback(callback) -> Callable[[Callable], Callable]:
