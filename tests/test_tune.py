@@ -320,7 +320,7 @@ def test_bad_spaces_are_refused_with_one_line_each(tmp_path, space, options, exp
 def test_bad_places_for_the_study_are_refused(tmp_path):
     write_study(tmp_path)
     cfg, space = tmp_path / "exp.yaml", tmp_path / "space.yaml"
-    with pytest.raises(ConfigError, match="--space: file not found: "):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: --space file not found"):
         Tuner.prepare(cfg, tmp_path / "missing.yaml", 2)
     with pytest.raises(ConfigError, match="is a folder, not a file"):
         Tuner.prepare(cfg, tmp_path, 2)

@@ -10,7 +10,8 @@ import yaml
 
 from keepbest.config import load_config
 from keepbest.errors import ConfigError, InputError
-from keepbest.search.sweep import expand_sweep, select
+from keepbest.search.space import read_space
+from keepbest.search.sweep import expand_sweep, read_grid, select
 
 BASE = {"name": "exp", "data": {"source": "digits", "validation": {"split": 0.2}}}
 
@@ -92,3 +93,39 @@ def test_two_keys_with_one_last_segment_get_longer_names(tmp_path):
     assert [run.name for run in expand_sweep(config, grid)] == [
         "kwargs.rate=0.1,optimizer.rate=0.2"
     ]
+
+
+@pytest.mark.parametrize(
+    "read, what",
+    [
+        (lambda p: load_config(p), "config file"),
+        (lambda p: read_grid(p), "--grid file"),
+        (lambda p: read_space(p), "--space file"),
+    ],
+)
+def test_every_yaml_input_is_read_by_one_reader_with_one_set_of_messages(tmp_path, read, what):
+    """A config, a grid and a search space share the reader: the same one line each for a
+    missing file, a folder, bytes that are not UTF-8 and text that is not YAML."""
+    bad = {
+        "missing.yaml": None,
+        "folder.yaml": "dir",
+        "latin1.yaml": "caf\xe9: 1\n".encode("latin-1"),
+        "broken.yaml": b"a: [1, 2\n",
+    }
+    for name, content in bad.items():
+        path = tmp_path / name
+        if content == "dir":
+            path.mkdir()
+        elif content is not None:
+            path.write_bytes(content)
+    expected = {
+        "missing.yaml": f"missing.yaml: {what} not found",
+        "folder.yaml": f"folder.yaml: {what} is a folder, not a file",
+        "latin1.yaml": f"latin1.yaml: cannot read the {what} ('utf-8' codec",
+        "broken.yaml": "broken.yaml: line 2, column 1: invalid YAML",
+    }
+    for name, words in expected.items():
+        with pytest.raises(ConfigError) as caught:
+            read(tmp_path / name)
+        assert str(caught.value).count("\n") == 0
+        assert words in str(caught.value), (name, str(caught.value))

@@ -14,6 +14,7 @@ from keepbest.config.loading import (
     config_to_yaml,
     load_config,
     parse_yaml,
+    read_yaml_file,
     reported_against,
 )
 from keepbest.config.schema import ExperimentConfig
@@ -24,5 +25,6 @@ __all__ = [
     "config_to_yaml",
     "load_config",
     "parse_yaml",
+    "read_yaml_file",
     "reported_against",
 ]

@@ -202,6 +202,23 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """The parsed YAML document in the file at ``path`` (``what`` names it in errors: "config
+    file", "--grid", ...); ``ConfigError`` if it is missing, a folder, unreadable or not
+    YAML. The one reader of keepbest's YAML inputs: a config, a sweep grid, a search space.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: {what} is a folder, not a file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} ({exc})") from None
+    return parse_yaml(text, str(path))
+
+
 def load_config(
     source: str | Path | dict,
     overrides: typing.Sequence[str] = (),
@@ -221,13 +238,7 @@ def load_config(
     else:
         path = Path(source)
         origin = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{origin}: config file not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{origin}: cannot read the config file ({exc})") from None
-        raw = parse_yaml(text, origin)
+        raw = read_yaml_file(path, "config file")
         base = Path(base_dir).resolve() if base_dir else path.resolve().parent
         if raw is None:
             raw = {}

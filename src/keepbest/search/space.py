@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from keepbest.config import parse_yaml
+from keepbest.config import read_yaml_file
 from keepbest.config.messages import short_repr
 from keepbest.config.references import did_you_mean
 from keepbest.errors import ConfigError
@@ -179,16 +179,7 @@ def parse_space(raw: Any, origin: str = "space") -> list[Dimension]:
 
 
 def read_space(path: str | Path) -> list[Dimension]:
-    space_path = Path(path)
-    if space_path.is_dir():
-        raise ConfigError(f"--space: {space_path} is a folder, not a file")
-    if not space_path.is_file():
-        raise ConfigError(f"--space: file not found: {space_path}")
-    try:
-        text = space_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--space: cannot read {space_path} ({exc})") from None
-    return parse_space(parse_yaml(text, str(space_path)), str(space_path))
+    return parse_space(read_yaml_file(path, "--space file"), str(path))
 
 
 def check_space(

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from keepbest.config import ExperimentConfig, load_config, parse_yaml
+from keepbest.config import ExperimentConfig, load_config, read_yaml_file
 from keepbest.errors import ConfigError, InputError
 from keepbest.rundir.guard import check_run_dir
 
@@ -78,9 +78,7 @@ def placed_config(
 
 def read_grid(path: str | Path) -> dict[str, list]:
     grid_path = Path(path)
-    if not grid_path.is_file():
-        raise ConfigError(f"--grid: file not found: {grid_path}")
-    grid = parse_yaml(grid_path.read_text(encoding="utf-8"), str(grid_path))
+    grid = read_yaml_file(grid_path, "--grid file")
     if not isinstance(grid, dict) or not grid:
         raise ConfigError(f"{grid_path}: expected a mapping of dotted keys to lists of values")
     problems = [
