@@ -183,6 +183,19 @@ def write_into(relative: str, content: str):
     return prepare
 
 
+def resumes_once_replaced(bad: str, good: str):
+    """A ``check``: with the bad file replaced, the same command resumes the run and ends."""
+
+    def check(folder: Path) -> str | None:
+        shutil.copy(folder / good, folder / bad)
+        done = run_cli(*TRAIN, cwd=folder, timeout=300)
+        if done.returncode != 0 or "resuming at epoch 1" not in done.stdout:
+            return f"the same command did not resume: exit {done.returncode}\n{done.stderr}"
+        return None
+
+    return check
+
+
 def run_on_disk(folder: Path) -> None:
     """The trained run (and its config) on the tmpfs at ./disk."""
     shutil.copytree(folder / RUN, folder / "disk" / "runs" / "t", symlinks=True)
@@ -428,6 +441,27 @@ CASES = [
         files=images({"a": 4, "b": 4}, extra={"img/b/zz.png": "hello, I am not a picture"}),
         config=image_config(),
         absent=("runs/bad",),
+    ),
+    Case(  # a header that reads right: found only when the validation pass decodes it
+        "image-breaks-mid-training",
+        TRAIN,
+        2,
+        (
+            "data.validation.path: ",
+            "val/b/zz.png cannot be decoded as an image",
+            "remove or replace it, then run the same command to resume",
+        ),
+        files=images(
+            {"a": 8, "b": 8},
+            extra={**images({"a": 2, "b": 2}, folder="val"), "val/b/zz.png": truncated_png(9)},
+        ),
+        config={
+            **image_config(validation={"path": "val"}),
+            "train": {"epochs": 2},
+            "checkpoint": {"monitor": "loss"},
+        },
+        check=resumes_once_replaced("val/b/zz.png", "img/b/00.png"),
+        heavy=True,
     ),
     Case(
         "image-empty-file",

@@ -54,13 +54,18 @@ class Pipelines:
     num_train: int | None  # training samples (None: a factory's dataset)
     num_train_eval: int | None  # samples in train_eval (None: a dataset of unknown size)
     num_validation: int | None
-    image_files: tuple[str, ...] = ()  # an image run's files (training, then validation)
+    # an image run's files, by the config key that names their folder
+    image_files: tuple[tuple[str, tuple[str, ...]], ...] = ()
     float_targets: bool = False  # regression targets (else class ids, or a factory's own)
 
     def undecodable(self, exc: BaseException, then: str = "") -> DataError | None:
         """For an error raised while batches were read: the ``DataError`` that names the
         image file that cannot be decoded, or None if the error is another one."""
-        return undecodable_image(exc, self.image_files, self.spec, "data.path", then)
+        for where, files in self.image_files:
+            named = undecodable_image(exc, files, self.spec, where, then)
+            if named is not None:
+                return named
+        return None
 
 
 def find_undecodable(files, spec: DataSpec) -> tuple[str, str] | None:
@@ -263,9 +268,17 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
             _check_validation(val, cfg)
         _check_classes(train, spec, cfg)
     validation = fixed_order(val, spec, batch_size) if isinstance(val, Arrays) else val
-    images: tuple[str, ...] = ()
+    images: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if spec.image_size is not None and isinstance(train, Arrays):
-        images = tuple(str(p) for part in (train, val) if isinstance(part, Arrays) for p in part.x)
+        own_folder = cfg.data.validation is not None and cfg.data.validation.path is not None
+        images = tuple(
+            (where, tuple(str(p) for p in part.x))
+            for where, part in (
+                ("data.path", train),
+                ("data.validation.path" if own_folder else "data.path", val),
+            )
+            if isinstance(part, Arrays)
+        )
     return Pipelines(
         spec=spec,
         steps_per_epoch=steps,
