@@ -16,6 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items):
+    """For pytest-xdist's ``--dist loadgroup`` (README's test command): a test file runs
+    whole on one worker, so its module fixtures train once; the files that use the local
+    Slurm (``pytest_plugins = ["slurm_fixture"]``) share one worker, so one cluster of each
+    kind comes up per session. Without xdist the marks do nothing."""
+    for item in items:
+        plugins = getattr(item.module, "pytest_plugins", ())
+        group = "slurm" if "slurm_fixture" in plugins else item.path.stem
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def small_config(**sections) -> dict:
     """A config that trains in a few seconds: digits, a 16-unit MLP, 3 epochs."""
     cfg = {

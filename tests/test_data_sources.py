@@ -485,13 +485,13 @@ def test_a_factory_opens_relative_paths_from_the_config_folder_wherever_it_runs(
     folder as ``config_dir``. Run from an unrelated working directory."""
     folder = tmp_path / "project"
     (folder / "data").mkdir(parents=True)
-    np.savez(folder / "data" / "t.npz", x=np.ones((5, 3)), y=np.zeros(5, "int64"))
+    np.savez(folder / "data" / "t.npz", x=np.ones((5, 3)), y=np.arange(5) % 2)
     (folder / "cd_factory.py").write_text(CONFIG_DIR_FACTORY, encoding="utf-8")
     data = {"source": "python", "factory": "cd_factory:load", "kwargs": {"path": "data/t.npz"}}
     path = write(folder, data)
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "data").mkdir(parents=True)  # a decoy the working directory would find
-    np.savez(elsewhere / "data" / "t.npz", x=np.ones((9, 3)), y=np.zeros(9, "int64"))
+    np.savez(elsewhere / "data" / "t.npz", x=np.ones((9, 3)), y=np.arange(9) % 2)
     monkeypatch.chdir(elsewhere)
     assert load_pipelines(load_config(path)).num_train == 5
 
@@ -514,8 +514,9 @@ def test_same_module_name_next_to_two_configs(tmp_path):
     for n in (4, 6):
         folder = tmp_path / f"exp{n}"
         folder.mkdir()
+        labels = [0, 1] * (n // 2)
         source = (
-            f"import numpy as np\ndef load():\n    return (np.zeros(({n}, 1)), [0] * {n}), None\n"
+            f"import numpy as np\ndef load():\n    return (np.zeros(({n}, 1)), {labels}), None\n"
         )
         (folder / "shared_name.py").write_text(source, encoding="utf-8")
         path = write(folder, {"source": "python", "factory": "shared_name:load"})
@@ -528,7 +529,7 @@ def test_same_module_name_next_to_two_configs(tmp_path):
 
 def stream_config(tmp_path: Path, shuffle: bool, seed: int = 3) -> ExperimentConfig:
     """10 samples whose single feature is their index, in batches of 4 (3 per epoch)."""
-    np.savez(tmp_path / "ids.npz", x=np.arange(10.0), y=np.zeros(10, "int64"))
+    np.savez(tmp_path / "ids.npz", x=np.arange(10.0), y=np.arange(10) % 2)
     data = {"source": "npz", "path": "ids.npz", "batch_size": 4, "shuffle": shuffle}
     return load_config(write(tmp_path, data, seed=seed))
 

@@ -228,7 +228,8 @@ def test_the_monitor_is_checked_on_one_batch_before_the_run_dir_is_touched(tmp_p
     cfg = load_config(
         small_config(output_dir=str(tmp_path), checkpoint={"monitor": "val_accuracy"})
     )
-    data = MeasureData.from_pipelines(load_pipelines(cfg))
+    pipelines = load_pipelines(cfg)
+    data = MeasureData.from_pipelines(pipelines)
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
     )
@@ -236,7 +237,7 @@ def test_the_monitor_is_checked_on_one_batch_before_the_run_dir_is_touched(tmp_p
     with pytest.raises(
         MonitorError, match="'val_accuracy' is not logged by this run; it logs val_loss"
     ):
-        _check_monitor_is_logged(cfg, model, data)
+        _check_monitor_is_logged(cfg, model, data, pipelines)
     assert list(tmp_path.iterdir()) == []
 
 

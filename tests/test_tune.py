@@ -192,7 +192,7 @@ def test_summary_ranks_trials_with_sampled_values_and_states(study):
     complete = [row for row in rows if row["status"] == "complete"]
     assert rows[: len(complete)] == complete  # complete trials first, best first
     assert [row["value"] for row in complete] == sorted(row["value"] for row in complete)
-    table = run_cli("summary", "runs/st", cwd=study["folder"])
+    table = run_cli("summary", "runs/st", "--wide", cwd=study["folder"])  # every key in full
     heading, header = table.stdout.splitlines()[:2]
     assert heading == "loss (min), best first:"  # one group: every trial monitors loss
     assert header.split()[:4] == [
@@ -326,7 +326,7 @@ def test_bad_places_for_the_study_are_refused(tmp_path):
         Tuner.prepare(cfg, tmp_path, 2)
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "st").write_text("a file")
-    with pytest.raises(ConfigError, match=r"output_dir: is a file, not a folder: .*runs/st"):
+    with pytest.raises(InputError, match=r"--study: .*runs/st is a file, not a folder"):
         Tuner.prepare(cfg, space, 2)
     (tmp_path / "runs" / "st").unlink()
     (tmp_path / "runs" / "st").mkdir()  # a single run's dir: its setup files

@@ -160,6 +160,8 @@ def test_saving_and_loading_hold_no_copy_of_a_large_variable(tmp_path):
             check=True,
         )
         extra[rows] = [float(v) for v in done.stdout.split()]
+    # One bound for both sizes, below the smaller variable (64 MiB): neither holds a copy
+    # of its variable, and a 4x larger variable may not take more. (The excess is a few
+    # 8 MiB slices, depending on what the allocator keeps: measured 8 to 40 MiB.)
     for save, load in extra.values():
         assert save < 40 and load < 64, extra  # MiB
-    assert extra[16384][1] < extra[4096][1] + 24, extra  # flat, not 4x

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keepbest.cluster.distribute import may_write
 from keepbest.config import ExperimentConfig, load_config, reported_against
 from keepbest.config.diff import training_differences
 from keepbest.data.spec import shape_text
@@ -106,7 +107,7 @@ def check_run_dir(cfg: ExperimentConfig, restart: bool = False, overwrite: bool 
     run = RunDir(cfg.run_dir())
     _refuse_if_busy(run)
     with reported_against(cfg):
-        guard.check_run_dir(run.path, restart, overwrite)
+        guard.check_run_dir(run.path, restart, overwrite, writes=may_write(cfg.distribute))
     return run
 
 

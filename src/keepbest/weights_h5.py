@@ -171,11 +171,16 @@ class Slices:
         import tensorflow as tf
 
         target = variable._value  # the backend's tf.Variable
+        rows = _rows_per_slice(self.shape, self.dtype.itemsize)
+        buffer = np.empty((min(rows, self.shape[0]), *self.shape[1:]), self.dtype)  # reused
         for start, stop in _row_slices(self.shape, self.dtype.itemsize):
-            part = tf.constant(self.dataset[start:stop], dtype=target.dtype)
+            view = buffer[: stop - start]
+            self.dataset.read_direct(view, np.s_[start:stop])
+            part = tf.constant(view, dtype=target.dtype)
             # In place: ``target[a:b].assign`` would first read the whole variable, and
             # the write would then copy it (copy-on-write of a buffer still referenced).
             target.scatter_update(tf.IndexedSlices(part, tf.range(start, stop)))
+            del part  # before the next slice is made: one slice in TensorFlow at a time
 
 
 def _stores():

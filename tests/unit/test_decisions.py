@@ -3,6 +3,7 @@ what a finished run says, whether a reload reproduces. Pure functions, real valu
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -157,3 +158,33 @@ def test_a_cadence_config_needs_some_cadence(tmp_path):
         load_config({**base, "checkpoint": {"every_steps": 10, "start_from_epoch": 1}})
     with pytest.raises(ConfigError, match=r"applies with checkpoint\.every_steps only"):
         load_config({**base, "checkpoint": {"start_from_step": 10}})
+
+
+def _tf_config(task: str, index: int, chief: bool = False) -> dict:
+    cluster = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task, "index": index}})}
+
+
+@pytest.mark.parametrize(
+    "env, writes",
+    [
+        (_tf_config("worker", 0), True),
+        (_tf_config("worker", 1), False),
+        (_tf_config("worker", 0, chief=True), False),
+        (_tf_config("chief", 0, chief=True), True),
+        ({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0"}, True),
+        ({"SLURM_JOB_ID": "7", "SLURM_PROCID": "1"}, False),
+    ],
+)
+def test_only_the_chief_s_run_dir_must_be_writable_before_training(monkeypatch, env, writes):
+    """The pre-flight write check runs where the chief will write; the other workers see
+    the run dir read-only by design and must not be refused for it."""
+    from keepbest.cluster.distribute import may_write
+    from keepbest.config.schema import DistributeConfig
+
+    for name in ("TF_CONFIG", "SLURM_JOB_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert may_write(DistributeConfig(strategy="multi_worker")) is writes
+    assert may_write(DistributeConfig(strategy="none")) is True

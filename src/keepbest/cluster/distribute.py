@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -255,6 +256,26 @@ def slurm_resolver(port_base: int):
     return tf.distribute.cluster_resolver.SimpleClusterResolver(
         spec, task_type=task_type, task_id=task_id, num_accelerators={}, rpc_layer="grpc"
     )
+
+
+def may_write(settings) -> bool:
+    """Whether this process may be the one that writes the run's files (the chief), known
+    without TensorFlow: not a multi-worker run, or the ``chief`` task of ``TF_CONFIG`` (its
+    worker 0 when it names no chief), or task 0 of the Slurm job. Used only to decide
+    whether to check, before any work, that the run dir is writable: the other workers
+    see it read-only by design."""
+    if settings.strategy != "multi_worker":
+        return True
+    if "TF_CONFIG" in os.environ:
+        try:
+            tf_config = json.loads(os.environ["TF_CONFIG"])
+            task, cluster = tf_config["task"], tf_config["cluster"]
+            if task["type"] == "chief":
+                return True
+            return task["type"] == "worker" and int(task["index"]) == 0 and "chief" not in cluster
+        except (ValueError, KeyError, TypeError):
+            return True  # TensorFlow will say what is wrong with it
+    return os.environ.get("SLURM_PROCID", "0") == "0"
 
 
 def _connect(settings):

@@ -202,7 +202,9 @@ def _nearest_existing(path: Path) -> Path:
     return Path("/")
 
 
-def check_run_dir(path: str | Path, restart: bool = False, overwrite: bool = False) -> None:
+def check_run_dir(
+    path: str | Path, restart: bool = False, overwrite: bool = False, writes: bool = True
+) -> None:
     """Whether ``train`` (or a sweep's run) may train in ``path``: a new folder, an empty
     one, its own run dir (to resume), or a folder holding only runs (a sweep's); with
     ``restart`` and ``overwrite`` only a folder holding nothing but the old run."""
@@ -242,6 +244,8 @@ def check_run_dir(path: str | Path, restart: bool = False, overwrite: bool = Fal
                 "the run: move them away first, or --restart without --overwrite (which "
                 "renames the old run aside)"
             )
+    if not writes:  # a worker that only reads the chief's files
+        return
     existing = _nearest_existing(run)
     check_writable(existing, run)
     if restart and run.exists():
