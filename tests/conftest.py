@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -16,15 +17,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pytest_collection_modifyitems(items):
-    """For pytest-xdist's ``--dist loadgroup`` (README's test command): a test file runs
-    whole on one worker, so its module fixtures train once; the files that use the local
-    Slurm (``pytest_plugins = ["slurm_fixture"]``) share one worker, so one cluster of each
-    kind comes up per session. Without xdist the marks do nothing."""
-    for item in items:
-        plugins = getattr(item.module, "pytest_plugins", ())
-        group = "slurm" if "slurm_fixture" in plugins else item.path.stem
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (``-n 2``, README's test command): a test file runs whole on one
+    worker, so its module fixtures train once, and the files that use the local Slurm
+    (``pytest_plugins = ["slurm_fixture"]``) share one worker, so one cluster of each kind
+    comes up per session (two multi-node clusters would claim the same addresses)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    root = Path(config.rootpath)
+
+    @functools.cache
+    def scope_of_file(path: str) -> str:
+        text = (root / path).read_text(encoding="utf-8") if path.endswith(".py") else ""
+        return "slurm" if 'pytest_plugins = ["slurm_fixture"]' in text else path
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of_file(nodeid.split("::", 1)[0])
+
+    return ByFile(config, log)
 
 
 def small_config(**sections) -> dict:
