@@ -221,6 +221,7 @@ class TrainingLoop(keras.callbacks.Callback):
     def _save(self, step: int, progress: Progress, stop_kind: str | None = None) -> None:
         """Write a state (the chief); every worker must call it: a mid-epoch state gathers
         every replica's metric accumulators."""
+        started = self.resume.clock()  # what the state costs, all of it, for the cadence
         metrics = self.distribution.read_metrics(self.model) if progress.batch else None
         self._last_state = step  # on every worker, so that all take the same path
         if not self.resume.writes:
@@ -234,6 +235,7 @@ class TrainingLoop(keras.callbacks.Callback):
             next_batch=next_batch,
             best=self.best.so_far(),
             metrics=metrics,
+            started=started,
         )
 
     def _running_means(self) -> dict[str, float]:

@@ -101,12 +101,14 @@ class ResumeWriter:
         next_batch: str | None = None,
         best: BestSoFar | None = None,
         metrics: dict | None = None,
+        started: float | None = None,
     ) -> None:
         """Write a state now (the chief only); ``next_batch`` fingerprints the batch a run
-        resumed from it should see first."""
+        resumed from it should see first; ``started``: when the work for this state began
+        (reading metrics, fingerprinting), so that the cadence budgets all of it."""
         if not self.writes:
             return
-        started = self.clock()
+        started = self.clock() if started is None else started
         self.store.save(
             model,
             progress,
