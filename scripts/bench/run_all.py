@@ -1,7 +1,7 @@
 """Run every keepbest benchmark and print one table of ratios against the baselines.
 
-    python scripts/bench/run_all.py            # all benchmarks (about 10 min on 2 cores)
-    python scripts/bench/run_all.py --quick    # fewer repetitions (about 6 min)
+    python scripts/bench/run_all.py            # all benchmarks (about 55 min on 2 cores)
+    python scripts/bench/run_all.py --quick    # fewer repetitions
     python scripts/bench/run_all.py --only saving reload
     python scripts/bench/run_all.py --markdown README.md   # also update the README's table
 
