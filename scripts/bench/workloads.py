@@ -239,8 +239,8 @@ def patched(owner: Any, name: str, wrap: Callable[[Callable], Callable]) -> Iter
             delattr(owner, name)
 
 
-def stopwatch(durations: list[float]) -> Callable[[Callable], Callable]:
-    """A ``patched`` wrapper that appends each call's duration to ``durations``."""
+def _timer(record: Callable[[float, float], None]) -> Callable[[Callable], Callable]:
+    """A ``patched`` wrapper that calls ``record(start, duration)`` after each call."""
 
     def wrap(original: Callable) -> Callable:
         @functools.wraps(original)
@@ -249,29 +249,22 @@ def stopwatch(durations: list[float]) -> Callable[[Callable], Callable]:
             try:
                 return original(*args, **kwargs)
             finally:
-                durations.append(time.perf_counter() - started)
+                record(started, time.perf_counter() - started)
 
         return timed
 
     return wrap
+
+
+def stopwatch(durations: list[float]) -> Callable[[Callable], Callable]:
+    """A ``patched`` wrapper that appends each call's duration to ``durations``."""
+    return _timer(lambda started, duration: durations.append(duration))
 
 
 def stamped(calls: list[tuple[float, float]]) -> Callable[[Callable], Callable]:
     """A ``patched`` wrapper that appends each call's (start, duration) to ``calls``, so
     that calls can be placed in the epochs an ``epoch_clock`` timed."""
-
-    def wrap(original: Callable) -> Callable:
-        @functools.wraps(original)
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                calls.append((started, time.perf_counter() - started))
-
-        return timed
-
-    return wrap
+    return _timer(lambda started, duration: calls.append((started, duration)))
 
 
 def within_epochs(clock, calls: list[tuple[float, float]]) -> list[float]:
