@@ -52,4 +52,20 @@ class StopSignals:
 
     def __exit__(self, *exc_info) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # see ignore_from_now_on
+                signal.signal(sig, handler)
+
+
+def ignore_from_now_on(names: Sequence[str]) -> None:
+    """This process is stopping, its state saved: ignore the named signals from now on,
+    here and in the processes it starts (they inherit an ignored signal), so that a
+    further one cannot cut the exit short. Slurm's requeue sends SIGTERM to every
+    process of the job, the ``scontrol requeue`` that asked for it included, before that
+    one has returned. ``StopSignals`` leaves an ignored signal ignored when it exits.
+    SIGINT is never ignored: a second Ctrl-C still stops at once."""
+    for name in names:
+        if name != "SIGINT":
+            try:
+                signal.signal(signal.Signals[name], signal.SIG_IGN)
+            except ValueError:  # not the main thread: nothing to install from here
+                return

@@ -17,6 +17,8 @@ import os
 import shutil
 import subprocess
 
+from keepbest.signals import ignore_from_now_on
+
 
 def job_id() -> str | None:
     """The Slurm job to requeue (an array task's own id), or None outside Slurm."""
@@ -28,13 +30,18 @@ def should_requeue(setting: bool | str) -> bool:
 
 
 def requeue_self() -> str:
-    """Ask Slurm to requeue this job; returns a sentence saying what happened."""
+    """Ask Slurm to requeue this job; returns a sentence saying what happened.
+
+    Called once the resume state is saved: the requeue SIGTERMs every process of the job,
+    so this one and its ``scontrol`` ignore SIGTERM from here on (else scontrol dies before
+    it can say that the requeue worked, and keepbest before it has said what it did)."""
     job = job_id()
     if job is None:
         return "not requeued: SLURM_JOB_ID is not set"
     scontrol = shutil.which("scontrol")
     if scontrol is None:
         return f"not requeued: scontrol is not on PATH (job {job})"
+    ignore_from_now_on(["SIGTERM"])
     done = subprocess.run(
         [scontrol, "requeue", job], capture_output=True, text=True, timeout=60, check=False
     )

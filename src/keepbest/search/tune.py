@@ -496,7 +496,7 @@ class Tuner:
         between trials ends the worker like one during a trial (exit 75, Slurm
         requeue); a claimed trial that has not started stays RUNNING for later."""
         from keepbest.cluster.slurm import requeue_self, should_requeue
-        from keepbest.signals import StopSignals
+        from keepbest.signals import StopSignals, ignore_from_now_on
 
         me = Owner.current()
         outcomes: list[Outcome] = []
@@ -508,7 +508,7 @@ class Tuner:
                     note = "run the same command to resume"
                     if should_requeue(self.base.resume.requeue):
                         note = requeue_self()
-                    _stopping(self.base.resume.signals)
+                    ignore_from_now_on(self.base.resume.signals)
                     raise StoppedForResume(
                         f"stopped by {stop.received[0]} between trials of study "
                         f"{self.study_name!r}; {note}"
@@ -518,7 +518,7 @@ class Tuner:
                 try:
                     outcome = self.run_trial(claim)
                 except StoppedForResume:
-                    _stopping(self.base.resume.signals)
+                    ignore_from_now_on(self.base.resume.signals)
                     raise
                 if outcome.state == "busy":
                     skip.add(outcome.number)
@@ -554,17 +554,6 @@ class Tuner:
                 f"{best.value:.6g} (verified), {self.study_dir / best.user_attrs['run_dir']}"
             )
         return line
-
-
-def _stopping(names: Sequence[str]) -> None:
-    """The worker is stopping, its state saved: further stop signals (Slurm's requeue
-    sends SIGTERM) are ignored, so that they cannot cut its exit short; a second Ctrl-C
-    still stops at once."""
-    import signal
-
-    for name in names:
-        if name != "SIGINT":
-            signal.signal(signal.Signals[name], signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- summary
