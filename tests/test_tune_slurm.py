@@ -75,6 +75,8 @@ def test_a_tune_array_shares_one_study_and_a_requeued_task_resumes_its_trial(
     records = slurm_cluster.wait_job(array, "COMPLETED", timeout=300, count=2)
     [signalled] = [r for r in records if r["JobId"] == job]
     assert int(signalled["Restarts"]) >= 1
+    # the requeue named the one task: its sibling ran once, undisturbed
+    assert [int(r["Restarts"]) for r in records if r["JobId"] != job] == [0], records
     logs = {
         r["JobId"]: (tmp_path / f"tune-{array}_{r['ArrayTaskId']}.log").read_text() for r in records
     }

@@ -16,13 +16,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 
 from keepbest.signals import ignore_from_now_on
 
 
-def job_id() -> str | None:
-    """The Slurm job to requeue (an array task's own id), or None outside Slurm."""
-    return os.environ.get("SLURM_JOB_ID")
+def job_id(environ: Mapping[str, str] = os.environ) -> str | None:
+    """This job as ``scontrol requeue`` names exactly it, or None outside Slurm: an array
+    task as ``ARRAYJOB_TASK``. (Its bare ``SLURM_JOB_ID`` is, for one task of each array,
+    the array's own id, and requeueing that requeues every task of the array.)"""
+    array, task = environ.get("SLURM_ARRAY_JOB_ID"), environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return environ.get("SLURM_JOB_ID")
 
 
 def should_requeue(setting: bool | str) -> bool:

@@ -50,3 +50,13 @@ def test_without_it_the_child_dies_of_the_sigterm():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip() == "child -15", (done.stdout, done.stderr)
+
+
+def test_requeue_names_an_array_task_as_array_underscore_task():
+    """A bare SLURM_JOB_ID that is also the array's id would requeue every task of it."""
+    from keepbest.cluster.slurm import job_id
+
+    task = {"SLURM_JOB_ID": "12", "SLURM_ARRAY_JOB_ID": "12", "SLURM_ARRAY_TASK_ID": "1"}
+    assert job_id(task) == "12_1"
+    assert job_id({"SLURM_JOB_ID": "40"}) == "40"
+    assert job_id({}) is None
