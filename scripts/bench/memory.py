@@ -129,3 +129,80 @@ def measure(quick: bool) -> list[Row]:
             )
         )
     return rows
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def _phase(frame) -> str:
+    """Where the main thread is: its innermost keepbest function and the Keras entry point
+    (fit, evaluate, save_weights...) it runs under, if any."""
+    ours, entry = "", ""
+    while frame is not None:
+        code, name = frame.f_code, frame.f_globals.get("__name__", "")
+        if not ours and name.startswith("keepbest"):
+            ours = f"{name.removeprefix('keepbest.')}:{code.co_name}"
+        if name.startswith("keras.src.") and code.co_name in KERAS_ENTRIES:
+            entry = code.co_name
+        frame = frame.f_back
+    return f"{ours or '-'} [{entry}]" if entry else ours or "-"
+
+
+KERAS_ENTRIES = {"fit", "evaluate", "predict", "save_weights", "load_weights", "build"}
+
+
+def trace(workload: str, variant: str, root: str, interval: float = 0.005) -> dict:
+    """Child: train one variant while a thread samples the resident memory and where the
+    main thread is; returns the largest RSS seen in each phase."""
+    import sys
+    import threading
+    import time
+
+    main = threading.main_thread().ident
+    page = 4096 / 2**20
+    samples: dict[str, list[float]] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        with open("/proc/self/statm") as statm:
+            while not done.is_set():
+                statm.seek(0)
+                rss = int(statm.read().split()[1]) * page
+                phase = _phase(sys._current_frames().get(main))
+                samples.setdefault(phase, []).append(rss)
+                time.sleep(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result = peak(workload, variant, root)
+    done.set()
+    sampler.join()
+    phases = {phase: max(values) for phase, values in samples.items()}
+    return {"peak_mib": result["peak_mib"], "phases": phases}
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Where the peak memory is: RSS sampled every 5 ms with the phase "
+        "(keepbest function, Keras entry point) the main thread is in."
+    )
+    parser.add_argument("--trace", choices=sorted(VARIANTS), default="100M")
+    parser.add_argument("--variants", nargs="+", default=["bare", "keepbest"])
+    parser.add_argument("--top", type=int, default=12)
+    args = parser.parse_args()
+    for variant in args.variants:
+        root = scratch("memory-trace")
+        try:
+            found = run_child("memory:trace", workload=args.trace, variant=variant, root=str(root))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        print(f"{args.trace} {variant}: peak RSS {found['peak_mib']:.0f} MiB (VmHWM)")
+        ranked = sorted(found["phases"].items(), key=lambda item: -item[1])
+        for phase, rss in ranked[: args.top]:
+            print(f"  {rss:8.0f} MiB  {phase}")
+
+
+if __name__ == "__main__":
+    main()
