@@ -126,12 +126,17 @@ def _dense_model(width: int):
     return model
 
 
-def test_resume_state_written_in_slices_is_the_same_npy_and_restores(tmp_path, monkeypatch):
+@pytest.mark.parametrize("way", ["view", "slices"])
+def test_resume_state_written_in_slices_is_the_same_npy_and_restores(tmp_path, monkeypatch, way):
+    """A large variable goes into the state from a view of its memory (a CPU variable) or
+    in slices (as a GPU or mirrored one would); either way the same .npy as numpy's."""
+    from keepbest import variable_memory
     from keepbest.atomic import sha256_file
-    from keepbest.rundir import resume_store
     from keepbest.rundir.resume_store import Progress, ResumeStore, restore
 
-    monkeypatch.setattr(resume_store, "_SLICE_BYTES", 1000)  # the 64x64 kernel: 16 slices
+    monkeypatch.setattr(variable_memory, "SLICE_BYTES", 1000)  # the 64x64 kernel: 16 slices
+    if way == "slices":
+        monkeypatch.setattr(variable_memory, "host_view", lambda variable: None)
     model = _dense_model(64)
     manifest = ResumeStore(tmp_path).save(model, Progress(epoch=1), 1, history=[])
 

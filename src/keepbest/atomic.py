@@ -152,8 +152,12 @@ class HashingWriter:
         self._done = False
 
     def write(self, data) -> int:
-        # The helper hashes after this returns: keep bytes that nobody can change.
-        chunk = data if isinstance(data, bytes) else bytes(data)
+        # The helper hashes after this returns: keep bytes that nobody can change. A
+        # read-only buffer (bytes; a view of a variable's memory, see variable_memory) is
+        # kept as it is, a writable one (the caller may reuse it) is copied.
+        chunk = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        if not isinstance(chunk, bytes) and not chunk.readonly:
+            chunk = bytes(chunk)
         if self._hashing is not None:
             self._hashing.result()  # one chunk at a time, in order
             self._hashing = None

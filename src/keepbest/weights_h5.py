@@ -7,15 +7,15 @@ host copies of the largest variable exist (a large embedding or a wide Dense mak
 hundreds of MB), which breaks keepbest's promise that the best weights are never held in
 memory. Here Keras' own traversal (``saving_lib._save_state`` / ``_load_state``: the
 same groups, dataset names, order and metadata as ``save_weights``) runs with a store
-that moves a large variable between the model and the file in row slices of at most
-``SLICE_BYTES``:
+that moves a large variable between the model and the file without a host copy of it:
 
-- writing, a variable's dataset is created at its full shape and filled slice by slice
-  from ``variable.value[a:b]``;
+- writing, a variable's dataset is created at its full shape and written from
+  ``variable_memory.host_chunks``: a view of the variable's own memory (a CPU variable),
+  or row slices of at most ``variable_memory.SLICE_BYTES`` (a GPU or mirrored one);
 - reading, the store hands the layer a ``Slices`` view of the dataset, and the
   variable's ``assign`` (extended here, for the duration of a load only) copies it into
-  the variable slice by slice. Anything else that asks a ``Slices`` for its values gets
-  them whole, as from Keras' own store.
+  the variable a row slice at a time, in place. Anything else that asks a ``Slices`` for
+  its values gets them whole, as from Keras' own store.
 
 A plain ``model.load_weights`` reads what ``save`` writes, and ``load`` reads what Keras
 wrote. These are private Keras functions: they are used only while their source is
@@ -34,15 +34,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from keepbest import variable_memory
 from keepbest.errors import KeepbestError
-
-SLICE_BYTES = 8 * 1024 * 1024  # a variable larger than this moves in slices of this size
 
 # The Keras functions whose behaviour the file's layout (and this module's use of them)
 # depends on, as in keras 3.15.1.
@@ -128,20 +126,6 @@ def _check_keras() -> None:
         )
 
 
-def _rows_per_slice(shape: tuple[int, ...], itemsize: int) -> int:
-    return max(1, SLICE_BYTES // (itemsize * max(1, math.prod(shape[1:]))))
-
-
-def _row_slices(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[int, int]]:
-    rows = _rows_per_slice(shape, itemsize)
-    for start in range(0, shape[0], rows):
-        yield start, min(start + rows, shape[0])
-
-
-def _is_large(shape: tuple[int, ...], itemsize: int) -> bool:
-    return bool(shape) and math.prod(shape) * itemsize > SLICE_BYTES
-
-
 class Slices:
     """A large dataset of the file, read a slice of rows at a time by a variable's
     ``assign`` during ``load``; as an array (``np.asarray``) it is read whole."""
@@ -171,9 +155,9 @@ class Slices:
         import tensorflow as tf
 
         target = variable._value  # the backend's tf.Variable
-        rows = _rows_per_slice(self.shape, self.dtype.itemsize)
+        rows = variable_memory.rows_per_slice(self.shape, self.dtype.itemsize)
         buffer = np.empty((min(rows, self.shape[0]), *self.shape[1:]), self.dtype)  # reused
-        for start, stop in _row_slices(self.shape, self.dtype.itemsize):
+        for start, stop in variable_memory.row_slices(self.shape, self.dtype.itemsize):
             view = buffer[: stop - start]
             self.dataset.read_direct(view, np.s_[start:stop])
             part = tf.constant(view, dtype=target.dtype)
@@ -181,6 +165,10 @@ class Slices:
             # the write would then copy it (copy-on-write of a buffer still referenced).
             target.scatter_update(tf.IndexedSlices(part, tf.range(start, stop)))
             del part  # before the next slice is made: one slice in TensorFlow at a time
+        # A scatter puts the variable in TensorFlow's copy-on-read mode, in which every
+        # later read -- each step of the verification's evaluate -- copies the whole
+        # variable. Nothing else refers to its buffer now: reads may share it again.
+        tf.raw_ops.DisableCopyOnRead(resource=target.handle)
 
 
 def _stores():
@@ -196,15 +184,15 @@ def _stores():
             if not (
                 isinstance(value, keras.Variable)
                 and dtype.kind in "fiub"
-                and _is_large(shape, dtype.itemsize)
+                and variable_memory.is_large(shape, dtype.itemsize)
             ):
                 super().__setitem__(key, value)  # small, or bfloat16: as Keras does it
                 return
             if not self._h5_entry_initialized:
                 self._create_h5_group(self._h5_entry_path)
             dataset = self._h5_entry_group.create_dataset(key, shape=shape, dtype=dtype)
-            for start, stop in _row_slices(shape, dtype.itemsize):
-                dataset[start:stop] = backend.convert_to_numpy(value.value[start:stop])
+            for start, stop, rows in variable_memory.host_chunks(value):
+                dataset.write_direct(np.ascontiguousarray(rows), dest_sel=np.s_[start:stop])
 
     class SlicedReadStore(H5IOStore):
         def __getitem__(self, key):
@@ -212,7 +200,7 @@ def _stores():
 
             dataset = safe_get_h5_dataset(self._h5_entry_group, key)
             shape = tuple(dataset.shape)
-            if dataset.attrs.get("dtype") == "bfloat16" or not _is_large(
+            if dataset.attrs.get("dtype") == "bfloat16" or not variable_memory.is_large(
                 shape, dataset.dtype.itemsize
             ):
                 return super().__getitem__(key)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import re
 import time
 import zipfile
@@ -55,7 +54,6 @@ from keepbest.rundir.layout import RunDir
 
 log = logging.getLogger(__name__)
 _STATE_NAME = re.compile(r"^state-(\d{12})\.json$")
-_SLICE_BYTES = 8 * 1024 * 1024  # a large variable goes to disk in slices of at most this size
 
 
 class Progress(BaseModel):
@@ -110,24 +108,25 @@ def _variable_groups(model) -> dict[str, list]:
 
 
 def _write_npy(member, variable) -> None:
-    """``variable`` as a .npy file, a large one a slice of rows at a time: ``np.asarray``
-    of the whole of it would add a host copy as large as the variable."""
+    """``variable`` as a .npy file, its rows taken from ``host_chunks``: a view of the
+    variable's memory, or slices; never a host copy of all of it."""
+    from keepbest.variable_memory import host_chunks
+
     shape = tuple(variable.shape)
-    # Rows per slice, sized for 8-byte elements (the widest usual); no TF op for small ones.
-    rows = max(1, _SLICE_BYTES // (8 * max(1, math.prod(shape[1:]))))
-    if not shape or rows >= shape[0]:
+    if not shape:
         np.lib.format.write_array(member, np.asarray(variable))
         return
-    first = np.asarray(variable.value[:rows])
-    header = {
-        "descr": np.lib.format.dtype_to_descr(first.dtype),
-        "fortran_order": False,
-        "shape": shape,
-    }
-    np.lib.format.write_array_header_1_0(member, header)
-    member.write(first.tobytes())
-    for start in range(rows, shape[0], rows):
-        member.write(np.asarray(variable.value[start : start + rows]).tobytes())
+    header_written = False
+    for _, _, rows in host_chunks(variable):
+        if not header_written:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(rows.dtype),
+                "fortran_order": False,
+                "shape": shape,
+            }
+            np.lib.format.write_array_header_1_0(member, header)
+            header_written = True
+        member.write(memoryview(np.ascontiguousarray(rows)).cast("B"))
 
 
 def _signature(groups: dict[str, list]) -> list[str]:

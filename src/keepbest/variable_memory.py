@@ -1,0 +1,90 @@
+"""A model variable's values on their way to a file, with no second copy of it in memory.
+
+keepbest promises that the best weights live on disk only. Turning a variable into a
+numpy array (``np.asarray(variable)``, Keras' ``convert_to_numpy``) copies all of it: for
+a large embedding or a wide Dense, hundreds of MB held twice at once. The writers of the
+best checkpoint (``weights_h5``) and of the resume state (``rundir.resume_store``) take a
+variable's rows from ``host_chunks`` instead:
+
+- a TensorFlow variable on the CPU, not mirrored by a tf.distribute strategy: one chunk,
+  a read-only numpy view of the variable's own memory (a tensor read from a CPU variable
+  shares its buffer, and numpy wraps it without copying);
+- any other (on a GPU, mirrored): row slices of at most ``SLICE_BYTES``, each copied.
+
+A view cannot change under its reader: TensorFlow copies a variable on write while
+another tensor still refers to its memory, and nothing updates the model while a
+callback saves it.
+
+Example:
+
+    >>> from keepbest.variable_memory import host_chunks
+    >>> for start, stop, rows in host_chunks(model.variables[0]):   # doctest: +SKIP
+    ...     dataset[start:stop] = rows
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+SLICE_BYTES = 8 * 1024 * 1024  # a variable larger than this is copied in slices of this size
+
+
+def rows_per_slice(shape: tuple[int, ...], itemsize: int) -> int:
+    return max(1, SLICE_BYTES // (itemsize * max(1, math.prod(shape[1:]))))
+
+
+def row_slices(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive row slices of at most ``SLICE_BYTES``."""
+    rows = rows_per_slice(shape, itemsize)
+    for start in range(0, shape[0], rows):
+        yield start, min(start + rows, shape[0])
+
+
+def is_large(shape: tuple[int, ...], itemsize: int) -> bool:
+    """Whether a variable of this shape and item size is moved in slices."""
+    return bool(shape) and math.prod(shape) * itemsize > SLICE_BYTES
+
+
+def host_view(variable) -> np.ndarray | None:
+    """The variable's values as a read-only numpy view of its own memory, or None when
+    that would be a copy (a variable on a GPU, or mirrored by a tf.distribute strategy)."""
+    import tensorflow as tf
+
+    target = getattr(variable, "_value", variable)  # a Keras variable's tf.Variable
+    if (
+        not isinstance(target, tf.Variable)
+        or isinstance(target, tf.distribute.DistributedValues)
+        or "CPU" not in target.device.upper()
+    ):
+        return None
+    view = np.asarray(target.read_value())
+    return None if view.flags.owndata else view  # owndata: numpy copied after all
+
+
+def _itemsize(dtype) -> int:
+    try:
+        return np.dtype(getattr(dtype, "as_numpy_dtype", dtype)).itemsize
+    except TypeError:  # a name numpy does not know: size the slices for the widest
+        return 8
+
+
+def host_chunks(variable) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The variable's rows in order as ``(start, stop, array)``: all at once as a view of
+    its memory when possible (``host_view``), else copied a slice at a time. A scalar or
+    a small variable is one chunk, copied."""
+    shape = tuple(variable.shape)
+    whole = host_view(variable) if shape else None
+    if whole is not None:
+        yield 0, shape[0], whole
+        return
+    value = getattr(variable, "value", variable)
+    itemsize = _itemsize(variable.dtype)
+    if not is_large(shape, itemsize):
+        array = np.asarray(value)
+        yield 0, (shape[0] if shape else 0), array
+        return
+    for start, stop in row_slices(shape, itemsize):
+        yield start, stop, np.asarray(value[start:stop])
