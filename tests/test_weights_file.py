@@ -140,7 +140,7 @@ MEMORY = textwrap.dedent(
         return hwm_and_rss()[0] - before
 
     from pathlib import Path
-    from keepbest.rundir.resume_store import Progress, ResumeStore
+    from keepbest.rundir.resume_store import Progress, ResumeStore, restore
 
     rows = int(sys.argv[2])
     model = keras.Sequential([keras.Input((4096,)), keras.layers.Dense(rows, use_bias=False)])
@@ -153,7 +153,10 @@ MEMORY = textwrap.dedent(
     load = measured(lambda: weights_h5.load(model, path))
     use = measured(lambda: model.predict(x, verbose=0))  # reads every variable
     state = measured(lambda: ResumeStore(path.parent).save(model, Progress(epoch=1), 1, []))
-    print(save, load, use, state)
+    latest = ResumeStore(path.parent).latest()
+    resume = measured(lambda: restore(model, latest))
+    after = measured(lambda: model.predict(x, verbose=0))
+    print(save, load, use, state, resume, after)
     """
 )
 
@@ -179,6 +182,7 @@ def test_saving_and_loading_hold_no_copy_of_a_large_variable(tmp_path):
     # 8 MiB slices, depending on what the allocator keeps: measured 8 to 40 MiB.)
     # After a load the model runs without copying its variables (TensorFlow's
     # copy-on-read mode, which the sliced writes set, is switched off again).
-    # The resume state (weights and optimizer) is written the same way as the best.
-    for save, load, use, state in extra.values():
-        assert save < 40 and load < 64 and use < 40 and state < 40, extra  # MiB
+    # The resume state (weights and optimizer) is written and restored the same way.
+    for save, load, use, state, resume, after in extra.values():
+        assert save < 40 and load < 64 and use < 40, extra  # MiB
+        assert state < 40 and resume < 64 and after < 40, extra

@@ -1,4 +1,5 @@
-"""A model variable's values on their way to a file, with no second copy of it in memory.
+"""A model variable's values on their way to a file and back, with no second copy of it in
+memory.
 
 keepbest promises that the best weights live on disk only. Turning a variable into a
 numpy array (``np.asarray(variable)``, Keras' ``convert_to_numpy``) copies all of it: for
@@ -15,6 +16,9 @@ A view cannot change under its reader: TensorFlow copies a variable on write whi
 another tensor still refers to its memory, and nothing updates the model while a
 callback saves it.
 
+Reading back (the best checkpoint for verification and ``load_best``, a resume state),
+``assign_in_slices`` copies stored rows into the variable in place, one slice at a time.
+
 Example:
 
     >>> from keepbest.variable_memory import host_chunks
@@ -25,7 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -88,3 +92,40 @@ def host_chunks(variable) -> Iterator[tuple[int, int, np.ndarray]]:
         return
     for start, stop in row_slices(shape, itemsize):
         yield start, stop, np.asarray(value[start:stop])
+
+
+def fits_in_place(variable, shape: tuple[int, ...]) -> bool:
+    """Whether stored rows of ``shape`` can go straight into ``variable``: the same shape,
+    and a plain TensorFlow variable (not one mirrored by a tf.distribute strategy)."""
+    import tensorflow as tf
+
+    target = getattr(variable, "_value", None)
+    return (
+        shape == tuple(variable.shape)
+        and isinstance(target, tf.Variable)
+        and not isinstance(target, tf.distribute.DistributedValues)
+    )
+
+
+def assign_in_slices(
+    variable, shape: tuple[int, ...], dtype: np.dtype, read_rows: Callable
+) -> None:
+    """Fill ``variable`` (``fits_in_place``) from storage a row slice at a time, in place:
+    ``read_rows(view, start, stop)`` fills ``view`` with rows ``start:stop``."""
+    import tensorflow as tf
+
+    target = variable._value  # the backend's tf.Variable
+    rows = rows_per_slice(shape, dtype.itemsize)
+    buffer = np.empty((min(rows, shape[0]), *shape[1:]), dtype)  # reused
+    for start, stop in row_slices(shape, dtype.itemsize):
+        view = buffer[: stop - start]
+        read_rows(view, start, stop)
+        part = tf.constant(view, dtype=target.dtype)
+        # In place: ``target[a:b].assign`` would first read the whole variable, and the
+        # write would then copy it (copy-on-write of a buffer still referenced).
+        target.scatter_update(tf.IndexedSlices(part, tf.range(start, stop)))
+        del part  # before the next slice is made: one slice in TensorFlow at a time
+    # A scatter puts the variable in TensorFlow's copy-on-read mode, in which every later
+    # read -- each step of an evaluate -- copies the whole variable. Nothing else refers
+    # to its buffer now: reads may share it again.
+    tf.raw_ops.DisableCopyOnRead(resource=target.handle)

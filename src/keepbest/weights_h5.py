@@ -140,35 +140,13 @@ class Slices:
         return array if dtype is None else array.astype(dtype)
 
     def fits(self, variable) -> bool:
-        """Whether slices can go straight into ``variable``: the same shape, and a plain
-        TensorFlow variable (not one mirrored by a tf.distribute strategy)."""
-        import tensorflow as tf
-
-        target = getattr(variable, "_value", None)
-        return (
-            self.shape == tuple(variable.shape)
-            and isinstance(target, tf.Variable)
-            and not isinstance(target, tf.distribute.DistributedValues)
-        )
+        return variable_memory.fits_in_place(variable, self.shape)
 
     def assign_to(self, variable) -> None:
-        import tensorflow as tf
-
-        target = variable._value  # the backend's tf.Variable
-        rows = variable_memory.rows_per_slice(self.shape, self.dtype.itemsize)
-        buffer = np.empty((min(rows, self.shape[0]), *self.shape[1:]), self.dtype)  # reused
-        for start, stop in variable_memory.row_slices(self.shape, self.dtype.itemsize):
-            view = buffer[: stop - start]
+        def read_rows(view, start, stop):
             self.dataset.read_direct(view, np.s_[start:stop])
-            part = tf.constant(view, dtype=target.dtype)
-            # In place: ``target[a:b].assign`` would first read the whole variable, and
-            # the write would then copy it (copy-on-write of a buffer still referenced).
-            target.scatter_update(tf.IndexedSlices(part, tf.range(start, stop)))
-            del part  # before the next slice is made: one slice in TensorFlow at a time
-        # A scatter puts the variable in TensorFlow's copy-on-read mode, in which every
-        # later read -- each step of the verification's evaluate -- copies the whole
-        # variable. Nothing else refers to its buffer now: reads may share it again.
-        tf.raw_ops.DisableCopyOnRead(resource=target.handle)
+
+        variable_memory.assign_in_slices(variable, self.shape, self.dtype, read_rows)
 
 
 def _stores():

@@ -267,16 +267,54 @@ def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
             f"{state.weights_path} was saved from a different model or optimizer "
             "(variables differ); the config or the builder's code changed: use --restart"
         )
-    with np.load(state.weights_path, allow_pickle=False) as archive:
+    with zipfile.ZipFile(state.weights_path) as archive:
         for group, variables in groups.items():
             for index, variable in enumerate(variables):
-                variable.assign(archive[f"{group}/{index:06d}"])
+                with archive.open(f"{group}/{index:06d}.npy") as member:
+                    _read_npy_into(member, variable)
         if state.manifest.metric_paths:
-            return {
-                path: archive[f"metrics/{index:06d}"]
-                for index, path in enumerate(state.manifest.metric_paths)
-            }
+            with np.load(state.weights_path, allow_pickle=False) as arrays:
+                return {
+                    path: arrays[f"metrics/{index:06d}"]
+                    for index, path in enumerate(state.manifest.metric_paths)
+                }
     return None
+
+
+def _read_npy_into(member, variable) -> None:
+    """Assign the .npy file ``member`` to ``variable``: a large one a row slice at a time,
+    in place (``variable_memory.assign_in_slices``), never whole in host memory."""
+    from keepbest.variable_memory import assign_in_slices, fits_in_place, is_large
+
+    version = np.lib.format.read_magic(member)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran_order, dtype = read_header(member)
+    if fortran_order or not is_large(shape, dtype.itemsize) or not fits_in_place(variable, shape):
+        count = int(np.prod(shape))
+        data = np.frombuffer(_read_exactly(member, count * dtype.itemsize), dtype, count)
+        variable.assign(data.reshape(shape, order="F" if fortran_order else "C"))
+        return
+
+    def read_rows(view, start, stop):
+        _read_exactly(member, view.nbytes, into=memoryview(view).cast("B"))
+
+    assign_in_slices(variable, shape, dtype, read_rows)
+
+
+def _read_exactly(member, size: int, into: memoryview | None = None):
+    """``size`` bytes of ``member`` (into ``into`` if given); a short file is corrupt."""
+    buffer = into if into is not None else memoryview(bytearray(size))
+    done = 0
+    while done < size:
+        got = member.readinto(buffer[done:])
+        if not got:
+            raise CorruptFileError(f"{member.name} in a resume state ends early")
+        done += got
+    return buffer
 
 
 def build_metrics(model, batch) -> None:
