@@ -116,16 +116,14 @@ def _write_npy(member, variable) -> None:
     if not shape:
         np.lib.format.write_array(member, np.asarray(variable))
         return
-    header_written = False
-    for _, _, rows in host_chunks(variable):
-        if not header_written:
+    for start, _, rows in host_chunks(variable):
+        if start == 0:  # the header: the shape of all of it, the dtype of its rows
             header = {
                 "descr": np.lib.format.dtype_to_descr(rows.dtype),
                 "fortran_order": False,
                 "shape": shape,
             }
             np.lib.format.write_array_header_1_0(member, header)
-            header_written = True
         member.write(memoryview(np.ascontiguousarray(rows)).cast("B"))
 
 
@@ -294,27 +292,19 @@ def _read_npy_into(member, variable) -> None:
     )
     shape, fortran_order, dtype = read_header(member)
     if fortran_order or not is_large(shape, dtype.itemsize) or not fits_in_place(variable, shape):
-        count = int(np.prod(shape))
-        data = np.frombuffer(_read_exactly(member, count * dtype.itemsize), dtype, count)
-        variable.assign(data.reshape(shape, order="F" if fortran_order else "C"))
+        member.seek(0)  # small (or mirrored): numpy reads it whole
+        variable.assign(np.lib.format.read_array(member, allow_pickle=False))
         return
 
     def read_rows(view, start, stop):
-        _read_exactly(member, view.nbytes, into=memoryview(view).cast("B"))
+        into, done = memoryview(view).cast("B"), 0
+        while done < into.nbytes:
+            got = member.readinto(into[done:])
+            if not got:
+                raise CorruptFileError(f"{member.name} in a resume state ends early")
+            done += got
 
     assign_in_slices(variable, shape, dtype, read_rows)
-
-
-def _read_exactly(member, size: int, into: memoryview | None = None):
-    """``size`` bytes of ``member`` (into ``into`` if given); a short file is corrupt."""
-    buffer = into if into is not None else memoryview(bytearray(size))
-    done = 0
-    while done < size:
-        got = member.readinto(buffer[done:])
-        if not got:
-            raise CorruptFileError(f"{member.name} in a resume state ends early")
-        done += got
-    return buffer
 
 
 def build_metrics(model, batch) -> None:
