@@ -70,7 +70,9 @@ def test_a_tune_array_shares_one_study_and_a_requeued_task_resumes_its_trial(
         time.sleep(0.2)
     victim = started[0]
     job = victim.user_attrs["keepbest_owner"]["slurm_job"]
-    slurm_cluster.run("scancel", "--signal=USR1", "--batch", job)
+    # Named as ARRAY_TASK: one task's bare job id can be the array's, which is every task.
+    [task] = [r["ArrayTaskId"] for r in slurm_cluster.jobs(array) if r["JobId"] == job]
+    slurm_cluster.run("scancel", "--signal=USR1", "--batch", f"{array}_{task}")
 
     records = slurm_cluster.wait_job(array, "COMPLETED", timeout=300, count=2)
     [signalled] = [r for r in records if r["JobId"] == job]
