@@ -52,17 +52,22 @@ def is_large(shape: tuple[int, ...], itemsize: int) -> bool:
     return bool(shape) and math.prod(shape) * itemsize > SLICE_BYTES
 
 
+def _plain_tf_variable(variable):
+    """The Keras variable's backend ``tf.Variable`` when it is a plain one (not mirrored
+    by a tf.distribute strategy), else None."""
+    import tensorflow as tf
+
+    target = getattr(variable, "_value", None)
+    if isinstance(target, tf.Variable) and not isinstance(target, tf.distribute.DistributedValues):
+        return target
+    return None
+
+
 def host_view(variable) -> np.ndarray | None:
     """The variable's values as a read-only numpy view of its own memory, or None when
     that would be a copy (a variable on a GPU, or mirrored by a tf.distribute strategy)."""
-    import tensorflow as tf
-
-    target = getattr(variable, "_value", variable)  # a Keras variable's tf.Variable
-    if (
-        not isinstance(target, tf.Variable)
-        or isinstance(target, tf.distribute.DistributedValues)
-        or "CPU" not in target.device.upper()
-    ):
+    target = _plain_tf_variable(variable)
+    if target is None or "CPU" not in target.device.upper():
         return None
     view = np.asarray(target.read_value())
     return None if view.flags.owndata else view  # owndata: numpy copied after all
@@ -97,14 +102,7 @@ def host_chunks(variable) -> Iterator[tuple[int, int, np.ndarray]]:
 def fits_in_place(variable, shape: tuple[int, ...]) -> bool:
     """Whether stored rows of ``shape`` can go straight into ``variable``: the same shape,
     and a plain TensorFlow variable (not one mirrored by a tf.distribute strategy)."""
-    import tensorflow as tf
-
-    target = getattr(variable, "_value", None)
-    return (
-        shape == tuple(variable.shape)
-        and isinstance(target, tf.Variable)
-        and not isinstance(target, tf.distribute.DistributedValues)
-    )
+    return shape == tuple(variable.shape) and _plain_tf_variable(variable) is not None
 
 
 def assign_in_slices(

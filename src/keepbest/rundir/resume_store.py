@@ -270,13 +270,11 @@ def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
             for index, variable in enumerate(variables):
                 with archive.open(f"{group}/{index:06d}.npy") as member:
                     _read_npy_into(member, variable)
-        if state.manifest.metric_paths:
-            with np.load(state.weights_path, allow_pickle=False) as arrays:
-                return {
-                    path: arrays[f"metrics/{index:06d}"]
-                    for index, path in enumerate(state.manifest.metric_paths)
-                }
-    return None
+        metrics = {}
+        for index, path in enumerate(state.manifest.metric_paths):
+            with archive.open(f"metrics/{index:06d}.npy") as member:
+                metrics[path] = np.lib.format.read_array(member, allow_pickle=False)
+    return metrics or None
 
 
 def _read_npy_into(member, variable) -> None:
