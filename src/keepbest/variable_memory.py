@@ -105,6 +105,27 @@ def fits_in_place(variable, shape: tuple[int, ...]) -> bool:
     return shape == tuple(variable.shape) and _plain_tf_variable(variable) is not None
 
 
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts at a multiple of ``align`` bytes (the
+    alignment TensorFlow's CPU kernels expect of a buffer they did not allocate)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    offset = -raw.ctypes.data % align
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+def _shared_tensor(array: np.ndarray):
+    """A TensorFlow tensor over ``array``'s own memory (no copy); a copy where DLPack
+    cannot carry the dtype."""
+    import tensorflow as tf
+
+    try:
+        capsule = array.__dlpack__()
+    except (BufferError, TypeError):  # e.g. a dtype DLPack has no code for
+        return tf.constant(array)
+    return tf.experimental.dlpack.from_dlpack(capsule)
+
+
 def assign_in_slices(
     variable, shape: tuple[int, ...], dtype: np.dtype, read_rows: Callable
 ) -> None:
@@ -114,11 +135,15 @@ def assign_in_slices(
 
     target = variable._value  # the backend's tf.Variable
     rows = rows_per_slice(shape, dtype.itemsize)
-    buffer = np.empty((min(rows, shape[0]), *shape[1:]), dtype)  # reused
+    buffer = _aligned_empty((min(rows, shape[0]), *shape[1:]), dtype)  # reused
+    shared = dtype == np.dtype(target.dtype.as_numpy_dtype)
     for start, stop in row_slices(shape, dtype.itemsize):
         view = buffer[: stop - start]
         read_rows(view, start, stop)
-        part = tf.constant(view, dtype=target.dtype)
+        # The slice goes to TensorFlow as a tensor over the buffer itself (DLPack, no
+        # copy): a copy would be a fresh allocation per slice, and the allocator keeps
+        # some of them (measured: 8 to 72 MiB retained for a 256 MiB variable).
+        part = _shared_tensor(view) if shared else tf.constant(view, dtype=target.dtype)
         # In place: ``target[a:b].assign`` would first read the whole variable, and the
         # write would then copy it (copy-on-write of a buffer still referenced).
         target.scatter_update(tf.IndexedSlices(part, tf.range(start, stop)))

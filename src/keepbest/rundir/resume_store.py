@@ -54,6 +54,7 @@ from keepbest.rundir.layout import RunDir
 
 log = logging.getLogger(__name__)
 _STATE_NAME = re.compile(r"^state-(\d{12})\.json$")
+READ_BYTES = 1024 * 1024  # the most a large .npy member is read at a time (into a slice)
 
 
 class Progress(BaseModel):
@@ -295,9 +296,11 @@ def _read_npy_into(member, variable) -> None:
         return
 
     def read_rows(view, start, stop):
+        # A zip member's readinto reads into a temporary bytes object first: at most
+        # READ_BYTES at a time, so that temporary stays small beside the slice.
         into, done = memoryview(view).cast("B"), 0
         while done < into.nbytes:
-            got = member.readinto(into[done:])
+            got = member.readinto(into[done : done + READ_BYTES])
             if not got:
                 raise CorruptFileError(f"{member.name} in a resume state ends early")
             done += got
