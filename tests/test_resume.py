@@ -36,8 +36,13 @@ SHAPES = {
 }
 
 
-def config_for(shape: str, epochs: int) -> dict:
-    cfg = small_config(train={"epochs": epochs}, **SHAPES[shape])
+# Epochs of a signal test: batches of 1 take about a second an epoch, so 3 leave time for
+# a signal 0.1 s into epoch 2; one step an epoch needs more epochs for the signal to land.
+EPOCHS = {"boundary": 5, "mid_epoch": 3, "steps": 3}
+
+
+def config_for(shape: str, epochs: int | None = None) -> dict:
+    cfg = small_config(train={"epochs": epochs or EPOCHS[shape]}, **SHAPES[shape])
     cfg["model"]["kwargs"] = {"hidden": [32], "dropout": 0.2}  # Dropout: SeedGenerator state
     return cfg
 
@@ -88,7 +93,7 @@ def references(tmp_path_factory) -> dict[str, Path]:
     """Uninterrupted runs of each config shape, trained once for the module."""
     runs = {}
     for shape in SHAPES:
-        config = write(tmp_path_factory.mktemp(f"ref-{shape}"), config_for(shape, epochs=5))
+        config = write(tmp_path_factory.mktemp(f"ref-{shape}"), config_for(shape))
         done = run_cli("train", "--config", str(config), cwd=config.parent)
         assert done.returncode == 0, done.stderr
         runs[shape] = config.parent / "runs" / "t"
@@ -106,7 +111,7 @@ def references(tmp_path_factory) -> dict[str, Path]:
     ],
 )
 def test_signal_then_resume_equals_uninterrupted_run(tmp_path, references, signame, shape):
-    config = write(tmp_path, config_for(shape, epochs=5))
+    config = write(tmp_path, config_for(shape))
     run_dir = tmp_path / "runs" / "t"
     process = start_training(config)
     wait_for_rows(run_dir, 1, process)
