@@ -188,3 +188,43 @@ def test_saving_and_loading_hold_no_copy_of_a_large_variable(tmp_path):
     for save, load, use, state, resume, after in extra.values():
         assert save < 20 and load < 20 and use < 20, extra  # MiB
         assert state < 20 and resume < 20 and after < 20, extra
+
+
+@pytest.mark.parametrize("stored", ["<f4", ">f4", "<f2", "bfloat16"])
+def test_slices_reach_the_variable_in_place_whatever_dtype_they_were_stored_in(stored):
+    """A slice of the variable's own dtype is handed to TensorFlow over the read buffer
+    itself (no copy); another dtype (big-endian or bfloat16, which DLPack cannot carry from
+    numpy, or half) is converted. Either way the variable ends with the stored values."""
+    import keras
+    import ml_dtypes
+    import tensorflow as tf
+
+    dtype = np.dtype(ml_dtypes.bfloat16) if stored == "bfloat16" else np.dtype(stored)
+    values = (np.arange(300 * 7, dtype="float32").reshape(300, 7) % 64) / 2  # exact in all
+    variable = keras.Variable(np.zeros((300, 7), "float32"))
+    reads = []
+
+    def read_rows(view, start, stop):
+        reads.append(view.ctypes.data)
+        view[...] = values[start:stop].astype(dtype)
+
+    old = variable_memory.SLICE_BYTES
+    variable_memory.SLICE_BYTES = 7 * dtype.itemsize * 64  # 64 rows a slice: 5 slices
+    try:
+        variable_memory.assign_in_slices(variable, (300, 7), dtype, read_rows)
+    finally:
+        variable_memory.SLICE_BYTES = old
+    assert len(reads) == 5 and len(set(reads)) == 1  # one buffer, reused
+    assert reads[0] % 64 == 0  # aligned as TensorFlow's CPU kernels expect
+    np.testing.assert_array_equal(np.asarray(variable), values)
+
+    # What DLPack carries is shared when aligned, and copied when not: TensorFlow's kernels
+    # abort the process on a tensor whose data is not aligned to 64 bytes.
+    aligned = variable_memory._aligned_empty((65, 7), dtype)
+    aligned[...] = values[:65].astype(dtype)
+    for array, share in ((aligned, stored in ("<f4", "<f2")), (aligned[1:], False)):
+        assert array.ctypes.data % 64 == (0 if array is aligned else 7 * dtype.itemsize)
+        tensor = variable_memory._shared_tensor(array)
+        assert (np.asarray(tensor).ctypes.data == array.ctypes.data) == share, stored
+        expected = values[: len(array)] if array is aligned else values[1:65]
+        assert bool(tf.reduce_all(tf.cast(tensor, tf.float32) * 1 == expected))  # a kernel

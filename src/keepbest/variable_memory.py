@@ -105,20 +105,27 @@ def fits_in_place(variable, shape: tuple[int, ...]) -> bool:
     return shape == tuple(variable.shape) and _plain_tf_variable(variable) is not None
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> np.ndarray:
-    """An uninitialised array whose data starts at a multiple of ``align`` bytes (the
-    alignment TensorFlow's CPU kernels expect of a buffer they did not allocate)."""
+# TensorFlow's CPU kernels require a tensor's data to start at a multiple of this many
+# bytes (Eigen's largest alignment): a kernel given less aborts the process.
+ALIGN_BYTES = 64
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array whose data starts at a multiple of ``ALIGN_BYTES``."""
     nbytes = math.prod(shape) * dtype.itemsize
-    raw = np.empty(nbytes + align, np.uint8)
-    offset = -raw.ctypes.data % align
+    raw = np.empty(nbytes + ALIGN_BYTES, np.uint8)
+    offset = -raw.ctypes.data % ALIGN_BYTES
     return raw[offset : offset + nbytes].view(dtype).reshape(shape)
 
 
 def _shared_tensor(array: np.ndarray):
-    """A TensorFlow tensor over ``array``'s own memory (no copy); a copy where DLPack
-    cannot carry the dtype."""
+    """A TensorFlow tensor over ``array``'s own memory (no copy) when it can be one: data
+    aligned to ``ALIGN_BYTES``, contiguous, and a dtype DLPack carries. Else a copy."""
     import tensorflow as tf
 
+    if array.ctypes.data % ALIGN_BYTES or not array.flags.c_contiguous:
+        # DLPack would accept it, and the first kernel to read it would abort the process
+        return tf.constant(array)
     try:
         capsule = array.__dlpack__()
     except (BufferError, TypeError):  # e.g. a dtype DLPack has no code for
