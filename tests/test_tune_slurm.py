@@ -23,6 +23,7 @@ pytest_plugins = ["slurm_fixture"]
 
 TUNE_SBATCH = REPO / "scripts" / "slurm" / "tune.sbatch"
 TRIALS = 3
+EPOCHS = 5
 
 
 def trials_of(folder: Path) -> list:
@@ -37,8 +38,11 @@ def trials_of(folder: Path) -> list:
 def test_a_tune_array_shares_one_study_and_a_requeued_task_resumes_its_trial(
     slurm_cluster: SlurmCluster, tmp_path: Path
 ):
-    # ~180 steps per epoch: the signal lands mid-trial
-    cfg = small_config(name="st", data={"batch_size": 8}, train={"epochs": 2})
+    # ~180 steps per epoch, 5 epochs: the signal, sent once the trial has finished its first
+    # epoch, lands mid-trial (finding the trial's task and signalling it through Slurm took
+    # longer than the rest of a 2-epoch trial once on a busy machine: it stopped during the
+    # final verification, and the trial resumed with nothing left to train)
+    cfg = small_config(name="st", data={"batch_size": 8}, train={"epochs": EPOCHS})
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     space = {"optimizer.learning_rate": {"log_uniform": [0.001, 0.01]}}
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
@@ -99,7 +103,9 @@ def test_a_tune_array_shares_one_study_and_a_requeued_task_resumes_its_trial(
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(": new (" in log for log in logs.values())  # both tasks claimed trials
     resumed = tmp_path / "runs/st" / trials[victim.number].user_attrs["run_dir"]
-    assert [row["epoch"] for row in read_history(resumed / "history.csv")] == [1, 2]
+    assert [row["epoch"] for row in read_history(resumed / "history.csv")] == list(
+        range(1, EPOCHS + 1)
+    )
 
     summary = run_cli("summary", "runs/st", "--json", cwd=tmp_path)
     assert summary.returncode == 0, summary.stderr
