@@ -191,7 +191,7 @@ def test_saving_and_loading_hold_no_copy_of_a_large_variable(tmp_path):
 
 
 @pytest.mark.parametrize("stored", ["<f4", ">f4", "<f2", "bfloat16"])
-def test_slices_reach_the_variable_in_place_whatever_dtype_they_were_stored_in(stored):
+def test_slices_reach_the_variable_in_place_whatever_dtype_they_were_stored_in(stored, monkeypatch):
     """A slice of the variable's own dtype is handed to TensorFlow over the read buffer
     itself (no copy); another dtype (big-endian or bfloat16, which DLPack cannot carry from
     numpy, or half) is converted. Either way the variable ends with the stored values."""
@@ -208,12 +208,8 @@ def test_slices_reach_the_variable_in_place_whatever_dtype_they_were_stored_in(s
         reads.append(view.ctypes.data)
         view[...] = values[start:stop].astype(dtype)
 
-    old = variable_memory.SLICE_BYTES
-    variable_memory.SLICE_BYTES = 7 * dtype.itemsize * 64  # 64 rows a slice: 5 slices
-    try:
-        variable_memory.assign_in_slices(variable, (300, 7), dtype, read_rows)
-    finally:
-        variable_memory.SLICE_BYTES = old
+    monkeypatch.setattr(variable_memory, "SLICE_BYTES", 7 * dtype.itemsize * 64)  # 5 slices
+    variable_memory.assign_in_slices(variable, (300, 7), dtype, read_rows)
     assert len(reads) == 5 and len(set(reads)) == 1  # one buffer, reused
     assert reads[0] % 64 == 0  # aligned as TensorFlow's CPU kernels expect
     np.testing.assert_array_equal(np.asarray(variable), values)
