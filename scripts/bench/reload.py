@@ -40,7 +40,7 @@ def _drop_from_cache(path: Path) -> None:
 
 def _make_run(root: Path) -> Path:
     """A run directory with a best checkpoint, written by keepbest's own code."""
-    from keepbest.callbacks.best import save_weights
+    from keepbest.checkpoint import save_weights
     from keepbest.config import load_config
     from keepbest.data.pipelines import load_pipelines
     from keepbest.models import build_model, compile_args
@@ -70,7 +70,8 @@ def load_times(reps: int, root: str) -> dict:
     """Child: seconds per load, both ways, end to end and for the load step alone."""
     import keras
 
-    from keepbest.inference.load import load_best, load_best_weights
+    from keepbest.checkpoint import load_best_weights
+    from keepbest.inference.load import load_best
     from keepbest.models import compile_args
     from keepbest.rundir.layout import RunDir
     from keepbest.rundir.record import read_record

@@ -3,7 +3,7 @@
 For each size, one process alternates, ``reps`` times:
 
 - ``model.save_weights`` over the previous file (Keras' own save, not durable);
-- ``commit_best`` with the writer ``BestCheckpoint`` uses, ``callbacks.best.save_weights``
+- ``commit_best`` with the writer ``BestCheckpoint`` uses, ``checkpoint.save_weights``
   (keepbest's own ``.weights.h5`` writer, a slice at a time), then fsync and sha256 of
   the file (``sync_and_hash``: the fsync in a helper thread while the hash reads the page
   cache), pending record, rename, folder fsyncs; each part is timed on its own;
@@ -57,7 +57,7 @@ def save_times(workload: str, reps: int, root: str, split: bool = False) -> dict
     sha256 alone and the fsync alone."""
     import keepbest.rundir.record
     from keepbest.atomic import sha256_file
-    from keepbest.callbacks.best import save_weights
+    from keepbest.checkpoint import save_weights
     from keepbest.rundir.record import WEIGHTS_FILE, commit_best
     from keepbest.rundir.resume_store import Progress, ResumeStore
 

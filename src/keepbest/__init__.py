@@ -1,7 +1,10 @@
 """keepbest: Keras training that keeps the provably best model, on disk.
 
 ``import keepbest`` is light: ``read_record`` and ``read_spec`` need no TensorFlow, and
-``train`` and ``load_best`` import Keras only when called.
+``train``, ``KeepBest`` and ``load_best`` import Keras only when used.
+
+In a script of your own, ``keepbest.KeepBest(run_dir, ...)`` in ``model.fit`` keeps the
+best model with the same promises as ``keepbest.train``.
 
 Example:
 
@@ -18,14 +21,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from keepbest.errors import KeepbestError
+from keepbest.errors import KeepbestError, StoppedForResume
 from keepbest.rundir.record import BestRecord, read_record
+from keepbest.version import __version__ as __version__
 
-__version__ = "0.1.0"
 __all__ = [
     "BestRecord",
     "DataSpec",
+    "KeepBest",
     "KeepbestError",
+    "StoppedForResume",
     "TrainResult",
     "load_best",
     "read_record",
@@ -34,6 +39,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "KeepBest": "keepbest.callbacks.keep_best",
     "train": "keepbest.training",
     "TrainResult": "keepbest.training",
     "load_best": "keepbest.inference.load",
@@ -42,6 +48,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from keepbest.callbacks.keep_best import KeepBest
     from keepbest.data.spec import DataSpec
     from keepbest.inference.load import load_best, read_spec
     from keepbest.training import TrainResult, train

@@ -52,9 +52,40 @@ class MeasureData:
         return self.validation if monitor.on_validation else self.train_eval
 
 
+class FitValidation:
+    """The validation data a script gave ``fit`` (``keepbest.KeepBest``): measured again
+    through Keras' own cached validation iterator, the very batches of fit's epoch-end
+    pass, captured at the first epoch end that validated."""
+
+    def __init__(self, model):
+        self.model = model
+        self.iterator = None
+
+    def capture(self) -> None:
+        found = getattr(self.model, "_eval_epoch_iterator", None)
+        if found is not None:
+            self.iterator = found
+
+    def evaluate(self, model) -> dict:
+        if self.iterator is None:
+            raise MonitorError(
+                "KeepBest: no validation pass was seen to measure a val_* monitor on: give "
+                "fit validation_data, or KeepBest(validation_data=...)"
+            )
+        before = getattr(model, "_eval_epoch_iterator", None)
+        model._eval_epoch_iterator = self.iterator
+        try:
+            return model.evaluate(verbose=0, return_dict=True, _use_cached_eval_dataset=True)
+        finally:
+            model._eval_epoch_iterator = before
+
+
 def evaluate_metrics(model, data) -> dict[str, float]:
     """Every compiled metric of ``model`` on ``data``, in inference mode, by name."""
-    results = model.evaluate(data, verbose=0, return_dict=True)
+    if isinstance(data, FitValidation):
+        results = data.evaluate(model)
+    else:
+        results = model.evaluate(data, verbose=0, return_dict=True)
     return {name: float(value) for name, value in results.items()}
 
 
@@ -78,6 +109,8 @@ def measure_point(
     has just put them in ``logs`` (at epoch ends)."""
     measured: dict[str, float] = {}
     validated = any(key.startswith(VALIDATION_PREFIX) for key in logs)
+    if validated and isinstance(data.validation, FitValidation):
+        data.validation.capture()  # fit's own pass: the batches a verification reuses
     if not monitor.on_validation:
         values = evaluate_metrics(model, data.train_eval)
         measured = {EPOCH_END_PREFIX + name: value for name, value in values.items()}
@@ -118,7 +151,7 @@ def verify_best(model, run_dir, record, monitor: Monitor, data: MeasureData, tol
     """Load the run's best checkpoint into ``model`` (checksum first) and measure the
     monitor again; ``VerificationError`` unless it reproduces the recorded value.
     Returns the value measured."""
-    from keepbest.inference.load import load_best_weights
+    from keepbest.checkpoint import load_best_weights
 
     weights = load_best_weights(model, run_dir, record)
     measured = measure(model, monitor, data)

@@ -28,16 +28,16 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from keepbest.config import ExperimentConfig, reported_against
+from keepbest.config.code import resolve_code
 from keepbest.config.references import (
     call_with_supported_kwargs,
     check_kwargs,
     describe_exception,
     did_you_mean,
 )
-from keepbest.config.schema import BUILTIN_BUILDERS
+from keepbest.config.schema import BUILTIN_BUILDERS, SCRIPT
 from keepbest.data.spec import DataSpec
 from keepbest.errors import ConfigError, InputError
-from keepbest.rundir.code import resolve_code
 
 Rate = Annotated[float, Field(ge=0, lt=1)]
 _BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
@@ -120,12 +120,44 @@ def resolve_builder(cfg: ExperimentConfig) -> Callable:
     built-in builder, against its argument types)."""
     with reported_against(cfg):
         name = cfg.model.builder
+        if name == SCRIPT:
+            return _object_builder(cfg)
         builder = _BUILTINS.get(name) or resolve_code(cfg, "model.builder", name)
         offered = [*(f.name for f in dataclasses.fields(DataSpec)), "config_dir"]
         check_kwargs(builder, cfg.model.kwargs, "model.kwargs", offered=offered)
         if builder in _BUILTINS.values():
             _check_types(builder, cfg.model.kwargs)
         return builder
+
+
+def _object_builder(cfg: ExperimentConfig) -> Callable:
+    """``keepbest.train(model=...)``: a ``keras.Model`` as it is, or a builder function."""
+    import keras
+
+    given = cfg.script_object("model")
+    if given is None:
+        raise ConfigError(
+            "model.builder: script: the model was given as an object (keepbest.train(model=...) "
+            "or KeepBest in a script) and is not in the config; give model= again, or "
+            "load the trained one with keepbest.load_best"
+        )
+    if isinstance(given, keras.Model):
+        if cfg.distribute.strategy != "none":
+            raise ConfigError(
+                f"model: a built keras.Model cannot move into distribute.strategy "
+                f"{cfg.distribute.strategy!r}; give model=a function that builds it"
+            )
+        if cfg.model.kwargs:
+            raise ConfigError("model.kwargs: a built keras.Model takes no kwargs; remove them")
+        return lambda: given
+    if not callable(given):
+        raise ConfigError(
+            f"model: expected a keras.Model or a function that builds one, "
+            f"got {type(given).__name__}"
+        )
+    offered = [*(f.name for f in dataclasses.fields(DataSpec)), "config_dir"]
+    check_kwargs(given, cfg.model.kwargs, "model.kwargs", offered=offered)
+    return given
 
 
 def _check_types(builder: Callable, kwargs: dict[str, Any]) -> None:
@@ -201,6 +233,11 @@ def compile_args(cfg: ExperimentConfig) -> CompileArgs:
 
     with reported_against(cfg):
         problems: list[str] = []
+        if SCRIPT in (cfg.optimizer.name, cfg.loss):
+            raise ConfigError(
+                "optimizer: a script's run records its compile settings in model.json, not "
+                "in the config; load_best compiles from there"
+            )
         optimizer = _collect(problems, _optimizer, cfg, keras)
         loss = _collect(problems, _keras_object, keras.losses, cfg.loss, "loss", "loss")
         metrics = [

@@ -180,6 +180,30 @@ def resolve_mode(name: str, mode: str, model=None) -> str:
     )
 
 
+def compiled_metric_names(model) -> list[str] | None:
+    """The names ``evaluate`` logs for ``model``'s compiled loss and metrics (``loss``
+    first), or None where they cannot be told before a step (several outputs)."""
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is not None and not compiled.built:
+        given = getattr(compiled, "_user_metrics", None) or []
+        weighted = getattr(compiled, "_user_weighted_metrics", None) or []
+        if not isinstance(given, list) or not isinstance(weighted, list):
+            return None
+        names = ["loss"]
+        for metric in [*given, *weighted]:
+            name = metric if isinstance(metric, str) else getattr(metric, "name", None)
+            name = name or getattr(metric, "__name__", None)
+            if not isinstance(name, str):
+                return None
+            names.append(name)
+        return names
+    names = ["loss"]
+    for metric in _compiled_metrics(model):
+        if metric.name not in names and metric.name != "compile_metrics":
+            names.append(metric.name)
+    return names
+
+
 def _compiled_metrics(model) -> list:
     found = []
     for metric in getattr(model, "metrics", []):

@@ -5,14 +5,15 @@ The order is what makes the promises hold:
 1. everything that can be wrong with the input (config, data, builder, optimizer, loss,
    metrics, the monitor's name) is checked before the run directory is touched; a run
    another process is training is refused before TensorFlow is even imported;
-2. the run directory is locked; an interrupted commit is finished or undone; a resume
-   state, if any, is loaded (a changed config is refused, a finished run is not redone);
-3. each epoch's best candidate is judged on the value measured on its saved weights
-   (``keepbest.callbacks.best``); every epoch end writes a resume state, and a stop
-   signal saves one mid-epoch (``keepbest.callbacks.resume``);
-4. after training the model is reloaded from ``best.weights.h5`` (checksum first) and
-   the monitored value is measured again and must equal the recorded one
-   (``keepbest.measure.verify_best``).
+2. ``model.fit`` runs with ``keepbest.KeepBest``, the callback any script can use
+   (``keepbest.callbacks.keep_best``): it locks the run directory, finishes or undoes an
+   interrupted commit, restores a resume state (a changed config is refused, a finished
+   run is not redone), judges each evaluation point on the value measured on its saved
+   weights, writes resume states, and, after ``fit``, reloads ``best.weights.h5``
+   (checksum first) and requires the monitored value measured again to equal the
+   recorded one (``keepbest.callbacks.session``). ``train`` only adds what a config
+   knows: its data starts where the run resumes, its progress report, TensorBoard,
+   MLflow and the observers.
 
 Progress and notices go to the ``keepbest`` loggers; the CLI shows them.
 
@@ -26,24 +27,23 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keepbest.cluster.distribute import may_write
 from keepbest.config import ExperimentConfig, load_config, reported_against
-from keepbest.config.diff import training_differences
+from keepbest.config.schema import SCRIPT
 from keepbest.data.spec import shape_text
-from keepbest.errors import ConfigError, NoBestError, RunBusyError, StoppedForResume
+from keepbest.errors import ConfigError, KeepbestError, RunBusyError
 from keepbest.rundir import guard
 from keepbest.rundir.layout import RunDir
-from keepbest.rundir.lock import RunLock, holder_of
-from keepbest.rundir.record import BestRecord, mark_verified, read_record, read_record_or_none
+from keepbest.rundir.lock import holder_of
+from keepbest.rundir.record import BestRecord
 
 if TYPE_CHECKING:
     from keepbest.callbacks.points import Observer
@@ -127,8 +127,18 @@ def train(
     overwrite: bool = False,
     progress_bar: bool | None = None,
     observers: Sequence[Observer] = (),
+    *,
+    model: Any = None,
+    data: Any = None,
 ) -> TrainResult:
     """Train (or resume) the configured run and return its verified best.
+
+    ``config``: a YAML file, a mapping (its relative paths start at the current
+    directory) or a parsed config. ``model``: a ``keras.Model`` or a builder function
+    (called like a config's builder) instead of ``model.builder``; ``data``: a
+    ``(train, validation)`` pair of arrays or datasets, or a function returning one (as
+    a ``python`` factory does), instead of the config's ``data`` section. The run dir
+    records that they came from objects (``evaluate`` then needs ``--data``).
 
     ``progress_bar``: Keras' progress bar plus a line per new best (True), or one log line
     per epoch (False); by default the bar when stdout is a terminal. ``observers`` are
@@ -140,7 +150,9 @@ def train(
             raise ConfigError("overrides apply to a config file or mapping, not a parsed config")
         cfg = config
     else:
-        cfg = load_config(config, overrides)
+        cfg = load_config(with_objects(config, model, data), overrides)
+    if model is not None or data is not None:
+        cfg._objects = {"model": model, "data": data}
     run = check_run_dir(cfg, restart, overwrite)  # before TensorFlow loads
 
     import keras
@@ -151,7 +163,6 @@ def train(
     from keepbest.data.pipelines import load_pipelines
     from keepbest.measure import MeasureData
     from keepbest.models import build_model, compile_args, resolve_builder
-    from keepbest.signals import StopSignals
 
     builder = resolve_builder(cfg)
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
@@ -159,13 +170,13 @@ def train(
     require_tensorboard(cfg)
     require_mlflow(cfg)
     pipelines = load_pipelines(cfg)
-    data = MeasureData.from_pipelines(pipelines)
+    measure_data = MeasureData.from_pipelines(pipelines)
     _check_every_steps(cfg, pipelines.steps_per_epoch)
     keras.utils.set_random_seed(cfg.seed)
     with distribution.scope():  # a builder that fails here leaves no trace on disk
-        model = build_model(cfg, pipelines.spec, builder)
-        compiled.apply(model)
-    _preflight(cfg, model, data, pipelines)
+        built = build_model(cfg, pipelines.spec, builder)
+        compiled.apply(built)
+    _preflight(cfg, built, measure_data, pipelines)
     chief = distribution.is_chief
     if restart and chief:
         aside = set_aside(run, overwrite)
@@ -173,20 +184,118 @@ def train(
             log.info("moved the previous run to %s", aside)
     if progress_bar is None:
         progress_bar = sys.stdout.isatty()
-    lock = RunLock(run.path) if chief else contextlib.nullcontext()
     lost = distribution.lost_workers_reported(cfg.distribute.heartbeat_timeout)
-    with (
-        lock,
-        StopSignals(cfg.resume.signals) as stop,
-        tracking(cfg, run, chief) as tracker,
-        lost,
-    ):
-        observers = [*tracker.observers, *observers]  # MLflow first: it logs pruned points
-        result = _train_locked(
-            cfg, run, model, pipelines, data, stop, distribution, progress_bar, observers
-        )
+    with tracking(cfg, run, chief) as tracker, lost:
+        listeners = _listeners(cfg, run, progress_bar, [*tracker.observers, *observers])
+        result = _fit(cfg, built, pipelines, measure_data, distribution, progress_bar, listeners)
         tracker.finish(result.record)
         return result
+
+
+def with_objects(config: str | Path | dict, model: Any, data: Any) -> str | Path | dict:
+    """A config whose model or data come as objects: ``model.builder``/``data.source``
+    become ``script`` (a config that also names them is refused)."""
+    if model is None and data is None:
+        return config
+    if not isinstance(config, dict):
+        from keepbest.config import read_yaml_file
+
+        config = read_yaml_file(Path(config), "config file") or {}
+        if not isinstance(config, dict):
+            return config  # load_config says what is wrong with it
+    raw = dict(config)
+    for given, key, value in ((model, "model", {"builder": SCRIPT}), (data, "data", None)):
+        if given is None:
+            continue
+        if key in raw:
+            raise ConfigError(
+                f"config: {key}: given twice, in the config and as {key}=...; remove one"
+            )
+        raw[key] = value if value is not None else {"source": SCRIPT}
+    return raw
+
+
+def _listeners(cfg: ExperimentConfig, run: RunDir, progress_bar: bool, observers) -> list:
+    from keepbest.callbacks.report import Report
+    from keepbest.callbacks.tensorboard import TensorBoardLog
+
+    listeners: list = [Report(cfg.train.epochs, every_point=not progress_bar)]
+    if cfg.logging.tensorboard:
+        listeners.append(TensorBoardLog(run.path))
+    return listeners + list(observers)  # MLflow first among observers: it logs pruned points
+
+
+def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> TrainResult:
+    """``fit`` with ``KeepBest``: config -> data -> model -> the callback -> verified."""
+    import keras
+
+    from keepbest.callbacks.keep_best import KeepBest
+    from keepbest.callbacks.session import RunSetup
+    from keepbest.data.fingerprint import FACTORY_FIX
+    from keepbest.data.pipelines import batch_fingerprint
+
+    steps = pipelines.steps_per_epoch
+
+    def fingerprint(step: int) -> str:
+        return batch_fingerprint(pipelines.train_stream(step))
+
+    setup = RunSetup(
+        cfg=cfg,
+        spec=pipelines.spec,
+        data=data,
+        steps_per_epoch=steps,
+        distribution=distribution,
+        fingerprint=fingerprint,
+        data_name=data_name(cfg),
+        data_fix=FACTORY_FIX,
+        listeners=listeners,
+    )
+    best = KeepBest.for_run(setup)
+    chief = distribution.is_chief
+    try:
+        session = best.open(model)
+        callbacks: list = [best]
+        if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's
+            callbacks.insert(0, keras.callbacks.ProgbarLogger())
+        schedule = cfg.checkpoint.schedule()
+        # At epoch ends Keras' own validation pass serves the evaluation points; with
+        # every_steps the points measure validation themselves, and Keras must not.
+        model.fit(
+            pipelines.train_stream(session.start_epoch * steps),  # the callback skips on
+            steps_per_epoch=steps,
+            epochs=cfg.train.epochs,
+            validation_data=None if schedule.by_steps else pipelines.validation,
+            callbacks=callbacks,
+            verbose=1 if progress_bar and chief else 0,
+            shuffle=False,  # the stream is already shuffled per (seed, epoch)
+        )
+    except KeepbestError:
+        raise
+    except Exception as exc:  # an image that cannot be decoded is named (bad input: exit 2)
+        named = pipelines.undecodable(exc, then="then run the same command to resume")
+        if named is None:
+            raise
+        with reported_against(cfg):
+            raise named from None
+    finally:
+        best.close()
+    return TrainResult(
+        cfg.run_dir(),
+        best.record,
+        best.history,
+        model,
+        best.stop_reason,
+        best.complete_before,
+        schedule.by_steps,
+    )
+
+
+def data_name(cfg: ExperimentConfig) -> str:
+    """The run's data as the not-bit-exact note names it."""
+    factory = getattr(cfg.data, "factory", None)
+    if factory:
+        return factory
+    return "data=" if cfg.data.source == SCRIPT else f"data source {cfg.data.source}"
 
 
 def _check_every_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> None:
@@ -207,8 +316,7 @@ def _preflight(cfg: ExperimentConfig, model, data, pipelines) -> None:
     outputs, a model that fails on the data, a monitor it does not log."""
     from keepbest.data.labels import targets_problems
     from keepbest.data.pipelines import labels_key
-    from keepbest.inference.load import unloadable_architecture
-    from keepbest.rundir.layout import architecture_json
+    from keepbest.rundir.layout import architecture_json, unloadable_architecture
 
     architecture = architecture_json(model)
     problem = unloadable_architecture(architecture) if architecture else None
@@ -271,201 +379,3 @@ def _targets_text(pipelines) -> str:
     if spec.num_classes is not None:
         return f"targets class ids 0 to {spec.num_classes - 1}"
     return f"targets {shape_text(tuple(spec.target_shape))}"
-
-
-def _train_locked(
-    cfg, run: RunDir, model, pipelines, data, stop, distribution, progress_bar, observers
-) -> TrainResult:
-    import keras
-
-    from keepbest.callbacks.best import BestCheckpoint
-    from keepbest.callbacks.history import HistoryCSV
-    from keepbest.callbacks.loop import EarlyStop, TrainingLoop
-    from keepbest.callbacks.report import Report
-    from keepbest.callbacks.resume import Cadence, ResumeWriter
-    from keepbest.callbacks.tensorboard import TensorBoardLog
-    from keepbest.cluster.slurm import requeue_self, should_requeue
-    from keepbest.data.pipelines import batch_fingerprint
-    from keepbest.monitor import Monitor
-    from keepbest.rundir.record import recover
-    from keepbest.rundir.resume_store import ResumeStore, build_metrics, restore
-    from keepbest.rundir.status import completion
-    from keepbest.signals import StopRequested
-
-    chief = distribution.is_chief
-    if chief:
-        run.remove_stale_temps()
-        record = recover(run.path)
-    distribution.barrier()  # the others read what the chief just recovered
-    if not chief:
-        record = read_record_or_none(run.path)
-    store = ResumeStore(run.path)
-    state = store.latest()
-    differences = training_differences(run.read_config(), cfg) if run.has_run() else []
-    if differences:
-        with reported_against(cfg):
-            raise ConfigError(
-                [f"{run.path} was trained with another config; these differ:"]
-                + [f"  {line}" for line in differences]
-                + ["use the original config, or start over with --restart"]
-            )
-    ck = cfg.checkpoint
-    monitor = Monitor(ck.monitor, ck.mode, ck.min_delta, ck.baseline)
-    schedule = ck.schedule()
-
-    finished = completion(cfg, state, record) if state else None
-    if finished:
-        if record is None:
-            raise NoBestError(f"{run.path} finished ({finished}) without any best checkpoint")
-        model, record = _verify(model, run, record, monitor, data, cfg, chief)
-        stop_reason = finished if state.manifest.stop_kind else None
-        return TrainResult(
-            run.path, record, state.history, model, stop_reason, finished, schedule.by_steps
-        )
-
-    if chief:
-        run.write_setup(cfg, pipelines.spec, model)
-    steps = pipelines.steps_per_epoch
-
-    def fingerprint(step: int) -> str:
-        return batch_fingerprint(pipelines.train_stream(step))
-
-    start_epoch, first_batch, metric_values, rows, notes = 0, 0, None, [], []
-    if state:
-        metric_values = restore(model, state)
-        if metric_values:
-            build_metrics(model, next(iter(pipelines.train_eval)))
-        start_epoch, first_batch = state.progress.epoch, state.progress.batch
-        rows, notes = state.history, list(state.manifest.notes)
-        best_so_far = "no best yet"
-        if record:
-            at = f"step {record.step}" if schedule.by_steps else f"epoch {record.epoch}"
-            best_so_far = f"best {record.monitor} {record.value:.6g} at {at}"
-        where = f"epoch {start_epoch + 1}" + (f", batch {first_batch + 1}" if first_batch else "")
-        log.info("resuming at %s, %s", where, best_so_far)
-        if state.manifest.next_batch and state.manifest.next_batch != fingerprint(
-            state.manifest.global_step
-        ):
-            notes.append(_inexact_resume(cfg, state.manifest.global_step))
-            log.warning("%s", notes[-1])
-
-    best = BestCheckpoint(
-        run.path,
-        monitor,
-        data,
-        schedule,
-        patience=ck.patience,
-        stop_on_nonfinite=ck.stop_on_nonfinite,
-        record=record,
-        so_far=state.manifest.best if state else None,
-        writes=chief,
-    )
-    history = HistoryCSV(run.history_file, rows, writes=chief)
-    if state:
-        history.rewrite()
-    resume = ResumeWriter(
-        store,
-        history,
-        Cadence(cfg.resume.every_steps, cfg.resume.every_seconds, cfg.resume.max_overhead),
-        start_step=start_epoch * steps + first_batch,
-        last_cost=state.manifest.write_seconds if state else None,
-        writes=chief,
-    )
-    resume.notes = best.notes = notes  # one list: what a state and best.json remember
-    listeners = []
-    if chief:
-        listeners.append(Report(cfg.train.epochs, every_point=not progress_bar))
-        if cfg.logging.tensorboard:
-            listeners.append(TensorBoardLog(run.path))
-        listeners += list(observers)
-    loop = TrainingLoop(
-        best=best,
-        history=history,
-        resume=resume,
-        stop=stop,
-        steps_per_epoch=steps,
-        distribution=distribution,
-        listeners=listeners,
-        first_batch=first_batch,
-        metric_values=metric_values,
-        fingerprint=fingerprint,
-        sync_every=cfg.distribute.sync_every_steps,
-    )
-    callbacks = [loop]
-    if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's
-        callbacks.insert(0, keras.callbacks.ProgbarLogger())
-    # At epoch ends Keras' own validation pass serves the epoch-end evaluation points;
-    # with every_steps the points measure validation themselves, and Keras must not.
-    validation = None if schedule.by_steps else pipelines.validation
-
-    def fit(first_epoch: int, last_epoch: int, start_batch: int, steps_per_epoch: int) -> None:
-        model.fit(
-            pipelines.train_stream(start_batch),
-            steps_per_epoch=steps_per_epoch,
-            initial_epoch=first_epoch,
-            epochs=last_epoch,
-            validation_data=validation,
-            callbacks=callbacks,
-            verbose=1 if progress_bar and chief else 0,
-            shuffle=False,  # the stream is already shuffled per (seed, epoch)
-        )
-
-    try:
-        if first_batch:  # finish the interrupted epoch, then go on with whole epochs
-            start = start_epoch * steps + first_batch
-            fit(start_epoch, start_epoch + 1, start, steps - first_batch)
-            start_epoch += 1
-        if start_epoch < cfg.train.epochs:
-            fit(start_epoch, cfg.train.epochs, start_epoch * steps, steps)
-        loop.finish(cfg.train.epochs)
-    except EarlyStop:
-        pass  # the loop saved the state that says so; the best is verified below
-    except StopRequested as stopped:
-        note = "run the same command to resume"
-        if should_requeue(cfg.resume.requeue) and chief:
-            note = requeue_self()
-        raise StoppedForResume(f"{stopped}; resume state saved in {store.folder}; {note}") from None
-    except Exception as exc:  # an image that cannot be decoded is named (bad input: exit 2)
-        named = pipelines.undecodable(exc, then="then run the same command to resume")
-        if named is None:
-            raise
-        with reported_against(cfg):
-            raise named from None
-
-    if best.best_epoch is None:
-        raise NoBestError(
-            f"no {'evaluation' if schedule.by_steps else 'epoch'} qualified as best {monitor.name} "
-            f"({best.stop_reason or 'none was finite and beat the baseline'}); "
-            "nothing was saved: check the learning rate, or checkpoint.baseline"
-        )
-    distribution.barrier()  # the chief's last best checkpoint is on disk for everyone
-    record = best.record if chief else read_record(run.path)
-    model, record = _verify(model, run, record, monitor, data, cfg, chief)
-    return TrainResult(
-        run.path, record, history.rows, model, best.stop_reason, by_steps=schedule.by_steps
-    )
-
-
-def _inexact_resume(cfg: ExperimentConfig, step: int) -> str:
-    """The one line that says a resume could not be bit-exact, and how to fix that."""
-    source = getattr(cfg.data, "factory", None) or f"data source {cfg.data.source}"
-    return (
-        f"resumed at step {step}, but {source} gave a first batch other than the one the "
-        "interrupted run would have seen next: this run is not bit-exact from here on; "
-        "make the dataset deterministic (a fixed shuffle seed, "
-        "reshuffle_each_iteration=False, or return arrays and let keepbest shuffle)"
-    )
-
-
-def _verify(model, run: RunDir, record: BestRecord, monitor, data, cfg, chief=True):
-    """Reload the best checkpoint into ``model`` and check that it reproduces its value;
-    the chief records the verified value in ``best.json``."""
-    from keepbest.measure import tolerance, verify_best
-
-    allowed = tolerance(cfg.checkpoint.verify_tolerance)
-    measured = verify_best(model, run.path, record, monitor, data, allowed)
-    if not chief:  # the chief records it; the others only report it
-        record = record.model_copy(update={"verified_value": measured})
-    elif record.verified_value != measured:
-        record = mark_verified(run.path, record, measured)
-    return model, record

@@ -6,7 +6,7 @@ differences that matter:
 - the monitored value is measured on the weights being saved (``keepbest.measure``): a
   training-set monitor gets an evaluation pass over the training data, never Keras'
   running mean;
-- the best weights live only on disk, written by ``keepbest.rundir.record.commit_best``
+- the best weights live only on disk, written by ``keepbest.checkpoint.save_best``
   (atomic, fsync'ed, sha256 recorded); no copy is ever held in memory;
 - patience counts evaluation points since the best *on disk*, and a non-finite value
   never wins.
@@ -31,9 +31,7 @@ import dataclasses
 import math
 from pathlib import Path
 
-import keras
-
-from keepbest import weights_h5
+from keepbest.checkpoint import library_versions, save_best
 from keepbest.measure import MeasureData, measure_point
 from keepbest.monitor import (
     Monitor,
@@ -43,22 +41,8 @@ from keepbest.monitor import (
     resolve_mode,
     stop_reason,
 )
-from keepbest.rundir.record import BestRecord, commit_best
+from keepbest.rundir.record import BestRecord
 from keepbest.rundir.resume_store import BestSoFar
-
-
-def library_versions() -> dict[str, str]:
-    import tensorflow as tf
-
-    from keepbest import __version__
-
-    return {"keepbest": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
-
-
-def save_weights(model, path: Path) -> None:
-    """The model's weights (not the optimizer's) as a Keras ``.weights.h5`` file, written a
-    slice at a time (``keepbest.weights_h5``)."""
-    weights_h5.save(model, path, skip=[model.optimizer])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +125,9 @@ class BestCheckpoint:
         elif self.ahead is not None and self._past(self.ahead, epoch, step):
             self.ahead = None  # the replay never met it: judge afresh from here on
         if improved and self.writes and self.ahead is None and not on_disk:
-            self.record = commit_best(
+            self.record = save_best(
                 self.run_dir,
-                lambda path: save_weights(model, path),
+                model,
                 epoch=epoch,
                 step=step,
                 monitor=monitor.name,

@@ -4,8 +4,8 @@ moments, in a fixed order.
 - **Evaluation points** (epoch ends, or every N global steps: ``keepbest.monitor.Schedule``):
   the weights are measured and judged (``BestCheckpoint.judge``: maybe a new best on
   disk), the history row is written, the listeners (progress report, TensorBoard,
-  observers) hear of it; an early stop decided there saves a resume state and leaves
-  ``fit`` at once, mid-epoch if that is where it falls.
+  observers) hear of it; an early stop decided there saves a resume state and ends
+  ``fit`` (``model.stop_training``; no step is trained after it, mid-epoch included).
 - **Resume points**, between any two steps: a resume state when the cadence says it is
   due (``callbacks.resume.Cadence``), and always on a stop request (a signal), which then
   leaves ``fit``. With several workers, stops and states happen at epoch ends and
@@ -13,6 +13,13 @@ moments, in a fixed order.
 
 Everything is checked in ``on_train_batch_begin``, before the next step, rather than
 after each step: Keras runs batch-end hooks synchronously when any callback has one.
+
+``step`` wraps fit's train function (``keepbest.callbacks.keep_best`` installs it): it
+skips the batches of a resumed epoch that were trained before the state (consumed, not
+trained: ``fit`` starts that epoch from its beginning), trains nothing after an early
+stop, and, without a ``fingerprint`` function, takes the batch a state's resumed run
+must see first from fit's own iterator (a state due at a step is then written just
+before the next step, with that batch's fingerprint).
 
 Example:
 
@@ -37,6 +44,7 @@ from keepbest.callbacks.history import HistoryCSV
 from keepbest.callbacks.points import EvaluationPoint
 from keepbest.callbacks.resume import ResumeWriter
 from keepbest.cluster.distribute import Distribution
+from keepbest.data.fingerprint import batch_fingerprint, inexact_resume
 from keepbest.rundir.resume_store import Progress
 from keepbest.signals import StopRequested, StopSignals
 
@@ -46,11 +54,6 @@ _SYNC_SHARE = 0.01  # several workers: what the stop/state agreements may cost
 _MAX_STOP_WAIT = 30.0  # seconds from a signal to the stop, at most (about)
 _WARM_UP_STEPS = 5  # the first steps of a process trace and warm up: not timed
 _CALIBRATION_STEPS = 20  # steps timed to choose K
-
-
-class EarlyStop(Exception):
-    """Raised inside ``fit`` right after the evaluation point that decided to stop (the
-    resume state is saved); ``train`` goes on to verify the best."""
 
 
 class TrainingLoop(keras.callbacks.Callback):
@@ -68,10 +71,13 @@ class TrainingLoop(keras.callbacks.Callback):
         metric_values: dict[str, np.ndarray] | None = None,
         fingerprint: Callable[[int], str] | None = None,
         sync_every: int | None = None,
+        expect_next: str | None = None,
     ):
         """``first_batch`` and ``metric_values`` describe a mid-epoch resume: the batches
-        of the first epoch already done, and Keras' metric accumulators at that point.
-        ``fingerprint(step)`` fingerprints the batch a run resumed at ``step`` sees first.
+        of the first epoch already done (skipped by ``step``), and Keras' metric
+        accumulators at that point. ``fingerprint(step)`` fingerprints the batch a run
+        resumed at ``step`` sees first; None: ``step`` fingerprints the batch fit gives
+        it, and ``expect_next`` is the fingerprint a resumed run's first batch must have.
         ``sync_every``: with several workers, agree every N steps (None: calibrate)."""
         super().__init__()
         self.best = best
@@ -83,9 +89,16 @@ class TrainingLoop(keras.callbacks.Callback):
         self.distribution = distribution or Distribution()
         self.listeners = list(listeners)
         self.fingerprint = fingerprint
-        self._offset = first_batch
+        self._skip_until = first_batch  # batches of the resumed epoch already trained
+        self._skip = 0  # batches the next call of ``step`` consumes untrained
         self._metric_values = metric_values
         self._epoch = 0
+        self.halted = False  # an early stop was decided: no step trains any more
+        self.stop_reason: str | None = None
+        self._pending: tuple | None = None  # a state due, written at the next step
+        self._stop_message: str | None = None  # raised once that state is written
+        self._expect_next = expect_next
+        self.notes: list[str] | None = None  # the run's notes (shared with best, resume)
         # A resumed run starts where its state was written, after that step's point.
         self._last_point = self._last_state = resume.last_step
         self._sync_every = sync_every  # several workers: sync every K steps
@@ -98,13 +111,20 @@ class TrainingLoop(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
-        if self._metric_values is not None:
+        if self._metric_values is not None and self._metrics_built():
             # fit() has just reset the metrics; continue the interrupted epoch's means.
             self.distribution.assign_metrics(self.model, self._metric_values)
             self._metric_values = None
+        # else Keras builds them in the first step: ``step`` builds them on its batch
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        done = self._offset + batch  # steps of this epoch already taken
+        if self.halted:
+            return
+        if batch < self._skip_until:  # trained before the state this run resumed from
+            self._skip = min(self._skip_until - batch, self._steps_per_call())
+            return
+        self._skip, self._skip_until = 0, 0
+        done = batch  # steps of this epoch already taken
         if done == 0:
             return  # an epoch boundary: the previous epoch's end dealt with it
         step = self._epoch * self.steps_per_epoch + done
@@ -116,8 +136,9 @@ class TrainingLoop(keras.callbacks.Callback):
             self._sync(step, progress)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.halted:
+            return
         logs = logs if logs is not None else {}
-        self._offset = 0
         step = (epoch + 1) * self.steps_per_epoch
         if not self.schedule.by_steps or self.schedule.is_point(step):
             self._evaluate(step, self.steps_per_epoch, logs)
@@ -126,10 +147,83 @@ class TrainingLoop(keras.callbacks.Callback):
     # ----------------------------------------------------------------- called by train()
 
     def finish(self, epochs: int) -> None:
-        """The end of training: the last state marks the run complete."""
-        step = epochs * self.steps_per_epoch
+        """The end of ``fit``: a state due is written now (without a next batch), and the
+        last state marks where training ended (all ``epochs``, or where another callback
+        stopped it)."""
+        self._flush()
+        if self.halted:
+            return
+        step = (self._epoch + 1) * self.steps_per_epoch
+        if self._epoch + 1 >= epochs:
+            step = epochs * self.steps_per_epoch
         if self._last_state != step:
-            self._save(step, Progress(epoch=epochs, batch=0))
+            self._save(step, Progress(epoch=step // self.steps_per_epoch, batch=0), now=True)
+
+    # ----------------------------------------------------------------- fit's train function
+
+    def step(self, train_function, iterator):
+        """One call of fit's train function, through keepbest: skipped batches are
+        consumed untrained, nothing trains after an early stop, and a state due is
+        written with the fingerprint of the batch that comes next."""
+        if self.halted:
+            return self._metric_logs()
+        if self._skip:
+            for _ in range(self._skip):
+                self._assign_metrics(next(iterator))
+            self._skip = 0
+            return self._metric_logs()
+        if self._pending is None and self._expect_next is None and self._metric_values is None:
+            return train_function(iterator)
+        batch = next(iterator)  # the next batch, taken here to fingerprint it, then trained
+        self._assign_metrics(batch)
+        fingerprint = batch_fingerprint(batch)
+        if self._expect_next is not None:
+            if fingerprint != self._expect_next:
+                self._inexact()
+            self._expect_next = None
+        if self._pending is not None:
+            self._flush(next_batch=fingerprint)
+        if self._stop_message is not None:
+            raise StopRequested(self._stop_message)
+        return train_function([batch])
+
+    def peeks(self) -> bool:
+        """Whether ``step`` takes batches from fit's iterator itself (no fingerprint
+        function, one step per call of the train function)."""
+        return self.fingerprint is None and self._steps_per_call() == 1
+
+    def _assign_metrics(self, batch) -> None:
+        """A mid-epoch resume whose metrics Keras had not built when the epoch began:
+        build them on ``batch`` (no training), then put the interrupted epoch's back."""
+        if self._metric_values is None:
+            return
+        from keepbest.rundir.resume_store import build_metrics
+
+        build_metrics(self.model, batch)
+        self.distribution.assign_metrics(self.model, self._metric_values)
+        self._metric_values = None
+
+    def _metrics_built(self) -> bool:
+        built = {variable.path for variable in self.model.metrics_variables}
+        return not (self._metric_values.keys() - built)
+
+    def _steps_per_call(self) -> int:
+        return int(getattr(self.model, "steps_per_execution", 1) or 1)
+
+    def _metric_logs(self) -> dict:
+        return dict(self.model.get_metrics_result())
+
+    def _inexact(self) -> None:
+        note = self.inexact_note(self.resume.last_step)
+        if self.notes is not None:
+            self.notes.append(note)
+        log.warning("%s", note)
+
+    def inexact_note(self, step: int) -> str:
+        """The one line that says a resume could not be bit-exact, and how to fix that."""
+        return inexact_resume(self.data_name, step)
+
+    data_name = "the data given to fit"
 
     # ----------------------------------------------------------------- the moments
 
@@ -162,8 +256,9 @@ class TrainingLoop(keras.callbacks.Callback):
                 progress = Progress(epoch=epoch, batch=0)
             else:
                 progress = Progress(epoch=epoch - 1, batch=done)
-            self._save(step, progress, stop_kind=verdict.stop_kind)
-            raise EarlyStop(verdict.stop_reason)
+            self._save(step, progress, stop_kind=verdict.stop_kind, now=True)
+            self.halted, self.stop_reason = True, verdict.stop_reason
+            self.model.stop_training = True
 
     def _sync(self, step: int, progress: Progress) -> None:
         """At a moment every worker reaches at the same step: stop if any worker was
@@ -208,25 +303,46 @@ class TrainingLoop(keras.callbacks.Callback):
     def _stop_for_resume(self, step: int, progress: Progress, by_another: bool = False) -> None:
         if not by_another:
             self._announce_stop()
-        if self._last_state != step:
-            self._save(step, progress)
         by = "another worker's signal" if by_another else self.stop.received[0]
         where = (
             f"in epoch {progress.epoch + 1} after batch {progress.batch} of {self.steps_per_epoch}"
             if progress.batch
             else f"after epoch {progress.epoch}"
         )
-        raise StopRequested(f"stopped by {by} at step {step} ({where})")
+        message = f"stopped by {by} at step {step} ({where})"
+        if self._last_state != step:
+            self._save(step, progress)
+        if self._pending is not None:  # written by ``step``, with the next batch's fingerprint
+            self._stop_message = message
+            return
+        raise StopRequested(message)
 
-    def _save(self, step: int, progress: Progress, stop_kind: str | None = None) -> None:
+    def _flush(self, next_batch: str | None = None) -> None:
+        """Write the state that is due (if any)."""
+        if self._pending is not None:
+            step, progress, started, metrics = self._pending
+            self._pending = None
+            self._write(step, progress, None, next_batch, metrics, started)
+
+    def _save(
+        self, step: int, progress: Progress, stop_kind: str | None = None, now: bool = False
+    ) -> None:
         """Write a state (the chief); every worker must call it: a mid-epoch state gathers
-        every replica's metric accumulators."""
+        every replica's metric accumulators. While ``step`` takes the batches (``peeks``),
+        a state that training goes on from is written just before the next step, with
+        that batch's fingerprint (``now``: at once, without one)."""
         started = self.resume.clock()  # what the state costs, all of it, for the cadence
         metrics = self.distribution.read_metrics(self.model) if progress.batch else None
         self._last_state = step  # on every worker, so that all take the same path
-        if not self.resume.writes:
+        if not now and stop_kind is None and self.peeks():
+            self._pending = (step, progress, started, metrics)
             return
         next_batch = self.fingerprint(step) if self.fingerprint else None
+        self._write(step, progress, stop_kind, next_batch, metrics, started)
+
+    def _write(self, step, progress, stop_kind, next_batch, metrics, started) -> None:
+        if not self.resume.writes:
+            return
         self.resume.save(
             self.model,
             progress,

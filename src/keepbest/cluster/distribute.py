@@ -73,6 +73,21 @@ class Distribution:
         logging.getLogger("tensorflow").addFilter(_NotEagerOverheadWarning())
         return cls(_connect(settings), multi_worker=True)
 
+    @classmethod
+    def of_model(cls, model) -> Distribution:
+        """The strategy a script built ``model`` under (``keepbest.KeepBest``)."""
+        import tensorflow as tf
+
+        strategy = getattr(model, "distribute_strategy", None)
+        if strategy is None or type(strategy).__name__ == "_DefaultDistributionStrategy":
+            return cls()
+        multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if multi:
+            from keepbest.cluster import keras_multiworker_patch
+
+            keras_multiworker_patch.apply()
+        return cls(strategy, multi_worker=multi)
+
     @property
     def is_chief(self) -> bool:
         return self.strategy is None or bool(self.strategy.extended.should_checkpoint)

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ValidationError
 
 from keepbest.config.references import did_you_mean
-from keepbest.config.schema import ExperimentConfig, ValidationData
+from keepbest.config.schema import SCRIPT, ExperimentConfig, ValidationData
 
 # What a member of a plain (untagged) union expects, by the first word of its error type.
 _EXPECTED = {
@@ -68,13 +68,15 @@ def _describe(dotted: str, path: list, parent: type[BaseModel] | None, error: di
         return f"{dotted}: required, but not given"
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']+)'", str(ctx.get("expected_tags", "")))
+        tags = [tag for tag in tags if tag != SCRIPT]  # objects given in Python, not YAML
         hint = did_you_mean(str(ctx.get("tag")), tags)
         return (
             f"{dotted}.source: unknown source {ctx.get('tag')!r}; expected one of "
             f"{', '.join(tags)}{hint}"
         )
     if kind == "union_tag_not_found":
-        return f"{dotted}.source: required, one of {', '.join(_data_sources())}"
+        named = [tag for tag in _data_sources() if tag != SCRIPT]
+        return f"{dotted}.source: required, one of {', '.join(named)}"
     if kind == "literal_error":
         options = re.findall(r"'([^']+)'", str(ctx.get("expected", "")))
         hint = did_you_mean(str(given), options)

@@ -38,6 +38,9 @@ from keepbest.monitor import Schedule
 from keepbest.signals import DEFAULT_SIGNALS, StopSignalName
 
 BUILTIN_BUILDERS = ("mlp", "cnn")
+# The model or the data was given as a Python object (``keepbest.KeepBest`` in a script,
+# ``keepbest.train(..., model=..., data=...)``): nothing in the config can rebuild it.
+SCRIPT = "script"
 BUNDLED_DATASETS = ("digits",)
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")
@@ -185,8 +188,25 @@ class PythonData(_DataBase):
         return value
 
 
+class ScriptData(_DataBase):
+    """Data given as Python objects: ``keepbest.train(..., data=...)`` (arrays or datasets,
+    as a ``python`` factory returns them), or whatever a script passed to ``model.fit``
+    with ``keepbest.KeepBest``. The run dir records only this; ``evaluate`` needs
+    ``--data``."""
+
+    source: Literal["script"]
+    description: str | None = None  # e.g. "arrays (1000, 8, 8) float32", for people
+
+    @field_validator("validation")
+    @classmethod
+    def _objects_own_validation(cls, value: ValidationData | None) -> ValidationData | None:
+        if value is not None:
+            raise ValueError("data given as objects brings its own validation data; remove this")
+        return value
+
+
 DataConfig = Annotated[
-    Union[BundledData, NpzData, CsvData, ImageDirData, PythonData],  # noqa: UP007
+    Union[BundledData, NpzData, CsvData, ImageDirData, PythonData, ScriptData],  # noqa: UP007
     Field(discriminator="source"),
 ]
 
@@ -198,7 +218,7 @@ class ModelConfig(Section):
     @field_validator("builder")
     @classmethod
     def _known_builder(cls, value: str) -> str:
-        if value in BUILTIN_BUILDERS or REFERENCE_PATTERN.match(value):
+        if value in BUILTIN_BUILDERS or value == SCRIPT or REFERENCE_PATTERN.match(value):
             return value
         hint = did_you_mean(value, BUILTIN_BUILDERS)
         raise ValueError(
@@ -213,10 +233,12 @@ class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = "adam"
-    learning_rate: float = Field(0.001, gt=0)
+    # null: the optimizer's own default (a script's run records its optimizer this way)
+    learning_rate: float | None = Field(0.001, gt=0)
 
     def kwargs(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, **(self.model_extra or {})}
+        given = {"learning_rate": self.learning_rate} if self.learning_rate is not None else {}
+        return {**given, **(self.model_extra or {})}
 
 
 class TrainConfig(Section):
@@ -362,14 +384,20 @@ class ExperimentConfig(Section):
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     _origin: str = PrivateAttr(default="config")
-    # For a config read from a run dir: where training found its code (rundir.code).
+    # For a config read from a run dir: where training found its code (config.code).
     _code_origin: Any = PrivateAttr(default=None)
+    # ``keepbest.train(..., model=..., data=...)``: the objects behind ``script``.
+    _objects: dict = PrivateAttr(default_factory=dict)
 
     @property
     def base_dir(self) -> Path:
         """The config file's folder: relative paths and 'module:function' refs start here
         (for a config read from a run dir: the folder of the config it was trained with)."""
         return self._base_dir
+
+    def script_object(self, key: str) -> Any:
+        """The ``model`` or ``data`` object given to ``keepbest.train`` (None if none)."""
+        return self._objects.get(key)
 
     @property
     def origin(self) -> str:
@@ -394,7 +422,7 @@ class ExperimentConfig(Section):
                 validation.path = check(validation.path, info)
             except ValueError as exc:
                 problems.append(f"data.validation.path: {exc} (got {str(validation.path)!r})")
-        has_validation = validation is not None or self.data.source == "python"
+        has_validation = validation is not None or self.data.source in ("python", SCRIPT)
         monitor = self.checkpoint.monitor
         if monitor.startswith("val_") and not has_validation:
             problems.append(
@@ -402,7 +430,7 @@ class ExperimentConfig(Section):
                 f"(e.g. {{split: 0.2}}) or monitor '{monitor[4:]}'"
             )
         known = ["loss", *self.metrics]
-        if monitor.removeprefix("val_") not in known:
+        if monitor.removeprefix("val_") not in known and self.loss != SCRIPT:
             hint = did_you_mean(monitor, [*known, *(f"val_{k}" for k in known)])
             problems.append(
                 f"checkpoint.monitor: '{monitor}' is not logged by this run; it logs "

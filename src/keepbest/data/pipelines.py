@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from keepbest.config import ExperimentConfig, reported_against
-from keepbest.config.schema import PythonData
+from keepbest.config.schema import PythonData, ScriptData
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
 from keepbest.errors import DataError, one_line
@@ -188,7 +188,7 @@ def _dataset_steps(dataset, cfg: ExperimentConfig) -> int:
             "set train.steps_per_epoch"
         )
     if cardinality == 0:
-        raise DataError(f"data.factory: {cfg.data.factory}'s training dataset is empty")
+        raise DataError(f"{_given_by(cfg)}'s training dataset is empty")
     return cardinality
 
 
@@ -200,12 +200,12 @@ def _check_validation(val, cfg: ExperimentConfig) -> None:
     if val is None and monitor.startswith("val_"):
         raise DataError(
             f"checkpoint.monitor: {monitor!r} needs validation data, but "
-            f"{cfg.data.factory} returned None for it; return (train, validation) "
+            f"{_given_by(cfg)} returned None for it; return (train, validation) "
             f"or monitor {monitor[4:]!r}"
         )
     if isinstance(val, tf.data.Dataset) and val.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise DataError(
-            f"data.factory: {cfg.data.factory}'s validation dataset repeats forever, so "
+            f"{_given_by(cfg)}'s validation dataset repeats forever, so "
             "validation would never end; remove its .repeat()"
         )
 
@@ -264,7 +264,7 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
             train_eval, num_train, num_train_eval = train.take(steps), None, None
         if eval_steps is not None:
             train_eval = train_eval.take(eval_steps)
-        if isinstance(cfg.data, PythonData):
+        if isinstance(cfg.data, (PythonData, ScriptData)):
             _check_validation(val, cfg)
         _check_classes(train, spec, cfg)
     validation = fixed_order(val, spec, batch_size) if isinstance(val, Arrays) else val
@@ -293,6 +293,12 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
     )
 
 
+def _given_by(cfg: ExperimentConfig) -> str:
+    """Where a run's own datasets come from, for messages."""
+    factory = getattr(cfg.data, "factory", None)
+    return f"data.factory: {factory}" if factory else "data"
+
+
 def labels_key(cfg: ExperimentConfig) -> str:
     """The config key that says where a run's labels come from (for messages)."""
     data = cfg.data
@@ -302,6 +308,8 @@ def labels_key(cfg: ExperimentConfig) -> str:
         return f"data.target: {data.target!r}"
     if data.source == "python":
         return f"data.factory: {data.factory}'s labels"
+    if data.source == "script":
+        return "data's labels"
     return f"data.path: {data.path}'s class folders" if data.source == "image_dir" else "data"
 
 
@@ -327,18 +335,11 @@ def _check_classes(train, spec: DataSpec, cfg: ExperimentConfig) -> None:
 
 
 def batch_fingerprint(dataset) -> str:
-    """The sha256 of the first batch of ``dataset`` (every tensor's bytes, in order): a
+    """The fingerprint (``keepbest.data.fingerprint``) of the first batch of ``dataset``: a
     fresh stream's first batch, to check that a resumed run sees the batch the
     interrupted run would have seen next."""
-    import hashlib
+    from keepbest.data.fingerprint import batch_fingerprint as fingerprint
 
-    import numpy as np
-    import tensorflow as tf
-
-    digest = hashlib.sha256()
     for element in dataset.take(1):
-        for tensor in tf.nest.flatten(element):
-            array = np.asarray(tensor)
-            digest.update(f"{array.dtype}{array.shape}".encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+        return fingerprint(element)
+    return fingerprint(())

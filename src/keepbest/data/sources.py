@@ -306,8 +306,13 @@ class PythonSource(Source):
 
     name = "python"
 
+    @property
+    def label(self) -> str:
+        """How messages name where the data comes from."""
+        return f"data.factory: {self.settings.factory}"
+
     def read(self) -> Loaded:
-        from keepbest.rundir.code import resolve_code
+        from keepbest.config.code import resolve_code
 
         data = self.settings
         factory = resolve_code(self.cfg, "data.factory", data.factory)
@@ -320,13 +325,15 @@ class PythonSource(Source):
             raise DataError(
                 f"data.factory: {data.factory} failed: {describe_exception(exc)}"
             ) from None
+        return self.loaded(result)
+
+    def loaded(self, result: Any) -> Loaded:
+        """What a factory returned, checked and made into arrays or datasets."""
         if not (isinstance(result, (tuple, list)) and len(result) in (2, 3)):
             got = type(result).__name__
             if isinstance(result, (tuple, list)):
                 got += f" of {len(result)}"
-            raise DataError(
-                f"data.factory: {data.factory} must return {_FACTORY_RETURNS}; got {got}"
-            )
+            raise DataError(f"{self.label} must return {_FACTORY_RETURNS}; got {got}")
         info = self._info(result[2] if len(result) == 3 else {})
         (train, dtype), (val, _) = self._part(result[0], 0), self._part(result[1], 1)
         arrays = [p for p in (train, val) if isinstance(p, Arrays)]
@@ -334,8 +341,9 @@ class PythonSource(Source):
         class_names = declared
         if arrays:
             second = arrays[1] if len(arrays) > 1 else None
-            class_names = finish_targets(arrays[0], second, "data.factory", declared) or declared
-        where = f"data.factory: {data.factory}'s validation data"
+            key = self.label.split(":")[0]
+            class_names = finish_targets(arrays[0], second, key, declared) or declared
+        where = f"{self.label}'s validation data"
         return Loaded(
             train,
             val,
@@ -347,7 +355,7 @@ class PythonSource(Source):
 
     def _info(self, info: Any) -> dict[str, list[str]]:
         """The factory's third element: class and feature names, each a list of texts."""
-        where = f"data.factory: {self.settings.factory}'s third element"
+        where = f"{self.label}'s third element"
         if not isinstance(info, dict):
             raise DataError(
                 f"{where} must be a dict with {' and/or '.join(FACTORY_INFO_KEYS)}; "
@@ -373,9 +381,8 @@ class PythonSource(Source):
 
     def _part(self, part: Any, index: int) -> tuple[Any, str | None]:
         """The train or validation part, and the dtype of its inputs as returned."""
-        factory = self.settings.factory
         which = ("train", "validation")[index]
-        where = f"data.factory: {factory}'s {which} data"
+        where = f"{self.label}'s {which} data"
         if part is None and index == 1:
             return None, None
         if isinstance(part, (tuple, list)) and len(part) == 2:
@@ -394,8 +401,7 @@ class PythonSource(Source):
             _check_dataset(part, where)
             return part, part.element_spec[0].dtype.name
         raise DataError(
-            f"data.factory: {factory} must return {_FACTORY_RETURNS}; its {which} "
-            f"is a {type(part).__name__}"
+            f"{self.label} must return {_FACTORY_RETURNS}; its {which} is a {type(part).__name__}"
         )
 
     def file_settings(self, path: Path, spec: DataSpec):
@@ -405,8 +411,59 @@ class PythonSource(Source):
         )
 
 
+class ScriptSource(PythonSource):
+    """Data given as objects: ``keepbest.train(..., data=...)`` takes what a ``python``
+    factory returns, or a function returning it; a script's ``KeepBest`` run records
+    only that its data came from the script. Neither can be read again later:
+    ``evaluate`` needs ``--data``, an .npz with ``x`` and ``y``."""
+
+    name = "script"
+
+    @property
+    def label(self) -> str:
+        return "data"
+
+    def read(self) -> Loaded:
+        given = self.cfg.script_object("data")
+        if given is None:
+            raise DataError(
+                "data: this run's data was given as objects in Python (keepbest.train(data=...) "
+                "or KeepBest in a script), so it cannot be read again; evaluate a file "
+                "instead: --data FILE.npz (arrays x and y)"
+            )
+        if callable(given):
+            try:
+                given = given()
+            except InputError:
+                raise
+            except Exception as exc:
+                raise DataError(
+                    f"data: the function given failed: {describe_exception(exc)}"
+                ) from None
+        return self.loaded(given)
+
+    def file_settings(self, path: Path, spec: DataSpec):
+        from keepbest.config.schema import NpzData
+
+        if path.suffix.lower() != ".npz":
+            raise DataError(
+                f"--data: {path.name}: this run's data came from a script; give an .npz "
+                "with arrays x and y"
+            )
+        return NpzData.model_construct(
+            source="npz",
+            path=path,
+            x_key="x",
+            y_key="y",
+            validation=None,
+            batch_size=self.settings.batch_size,
+            shuffle=False,
+        )
+
+
 SOURCES: dict[str, type[Source]] = {
-    cls.name: cls for cls in (DigitsSource, NpzSource, CsvSource, ImageDirSource, PythonSource)
+    cls.name: cls
+    for cls in (DigitsSource, NpzSource, CsvSource, ImageDirSource, PythonSource, ScriptSource)
 }
 
 

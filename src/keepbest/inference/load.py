@@ -28,24 +28,16 @@ Example:
 from __future__ import annotations
 
 import json
-import re
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from keepbest import weights_h5
+from keepbest.checkpoint import load_best_weights
 from keepbest.config.schema import BUILTIN_BUILDERS
 from keepbest.data.spec import DataSpec
 from keepbest.errors import ConfigError, CorruptFileError, KeepbestError, NoBestCheckpointError
 from keepbest.rundir.layout import RunDir
-from keepbest.rundir.record import BestRecord, read_record, verify_checksum
-
-# Keras' message when a saved variable does not fit the rebuilt model's variable.
-_SHAPE_MISMATCH = re.compile(
-    r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
-    r"\. Target variable: <Variable path=([^,]+),"
-)
+from keepbest.rundir.record import read_record, verify_checksum
 
 
 def rebuild_model(run: RunDir):
@@ -99,43 +91,6 @@ def _custom_classes(node: Any) -> list[tuple[str, str]]:
     return found
 
 
-def _python_lambdas(node: Any) -> list[str]:
-    """Names of the layers in a serialized architecture whose config holds a Python
-    lambda (``__lambda__``): what Keras' safe_mode refuses to deserialize."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        config = node.get("config")
-        if isinstance(config, dict) and any(
-            isinstance(value, dict) and value.get("class_name") == "__lambda__"
-            for value in config.values()
-        ):
-            found.append(str(config.get("name") or node.get("class_name")))
-        for value in node.values():
-            found += _python_lambdas(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += _python_lambdas(value)
-    return found
-
-
-def unloadable_architecture(architecture: str) -> str | None:
-    """Why ``load_best`` could not rebuild a model from this ``model.json`` text (a Python
-    lambda in a Lambda layer, refused by Keras' safe_mode), or None. Training checks it
-    before the run dir is touched."""
-    try:
-        layers = _python_lambdas(json.loads(architecture))
-    except ValueError:
-        return None
-    if not layers:
-        return None
-    return (
-        f"the model's layer {layers[0]!r} is a Lambda layer holding Python code (a lambda), "
-        "which Keras' safe_mode refuses, so the run's model.json could never be loaded "
-        "safely (load_best, export, serving); use a layer class registered with "
-        "@keras.saving.register_keras_serializable instead"
-    )
-
-
 def _deserialization_problem(model_file: Path, exc: Exception) -> str:
     text = str(exc)
     if "safe_mode" in text:
@@ -157,19 +112,6 @@ def _deserialization_problem(model_file: Path, exc: Exception) -> str:
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"{model_file} cannot be deserialized ({first}); restore the file, or retrain"
-
-
-def _weights_problem(exc: Exception) -> str:
-    """The first concrete mismatch in Keras' (long, multi-line) load_weights error."""
-    text = str(exc).strip()
-    shapes = _SHAPE_MISMATCH.search(text)
-    if shapes:
-        model_shape, file_shape, variable = shapes.groups()
-        return f"{variable} is {model_shape} in the model but {file_shape} in the file"
-    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(exc).__name__]
-    if lines[0].startswith("A total of") and len(lines) > 1:
-        return lines[1]
-    return lines[0]
 
 
 def read_spec(run_dir: str | Path) -> DataSpec:
@@ -197,6 +139,36 @@ def read_spec(run_dir: str | Path) -> DataSpec:
         ) from None
 
 
+def _compile(model, run: RunDir) -> None:
+    """Compile as the run was: from ``config.yaml``, or, for a script's run (compiled by
+    the script), from the compile settings Keras wrote into ``model.json``."""
+    from keepbest.config.schema import SCRIPT
+    from keepbest.models import compile_args
+
+    cfg = run.read_config()
+    if SCRIPT not in (cfg.optimizer.name, cfg.loss):
+        compile_args(cfg).apply(model)
+        return
+    try:
+        config = json.loads(run.model_file.read_text(encoding="utf-8")).get("compile_config")
+    except (OSError, ValueError, AttributeError):
+        config = None
+    if not config:
+        raise KeepbestError(
+            f"{run.path}: the script's compile settings are not in {run.model_file.name}; "
+            "load with compile=False and compile the model yourself"
+        )
+    try:
+        model.compile_from_config(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KeepbestError(
+            f"{run.model_file} holds compile settings that cannot be rebuilt ({first}): "
+            "import the module that defines the custom loss or metric first, or load with "
+            "compile=False"
+        ) from None
+
+
 def load_best(run_dir: str | Path, compile: bool = True, raw_inputs: bool = True):
     """Return the run's best model with verified weights; compiled as configured unless
     ``compile=False``. It takes the training files' raw values (see ``read_spec``);
@@ -213,39 +185,7 @@ def load_best(run_dir: str | Path, compile: bool = True, raw_inputs: bool = True
         trained = rebuild_model(run)
         model = with_preprocessing(trained, spec.preprocessing, spec.raw_shape) if spec else trained
         if compile:
-            from keepbest.models import compile_args
-
-            compile_args(run.read_config()).apply(model)
+            _compile(model, run)
         weights = checked.result()
     load_best_weights(trained, run.path, record, weights)
     return model
-
-
-def load_best_weights(model, run_dir: str | Path, record: BestRecord, weights: Path | None = None):
-    """Load the run's best checkpoint into ``model`` (a built model of the run's
-    architecture) and return its path. Its checksum is checked first, unless ``weights``
-    is the path already checked. Every failure is one line naming the file and the fix."""
-    run = RunDir(run_dir)
-    weights = weights or verify_checksum(run.path, record)
-    optimizer = getattr(model, "optimizer", None)
-    skip = [optimizer] if optimizer is not None else []
-    try:
-        with warnings.catch_warnings(record=True) as noted:
-            warnings.simplefilter("always")
-            weights_h5.load(model, weights, skip=skip)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CorruptFileError(
-            f"{weights} cannot be read as a weights file ({first}): restore the run dir "
-            "from a backup, or retrain"
-        ) from None
-    except ValueError as exc:
-        source = run.model_file.name if run.model_file.is_file() else "the model's builder"
-        raise CorruptFileError(
-            f"{weights} does not fit the architecture rebuilt from {source}: "
-            f"{_weights_problem(exc)}; the architecture changed since training: "
-            "restore the original, or retrain"
-        ) from None
-    for note in noted:  # Keras' warnings only matter if loading worked; else ours says it
-        warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
-    return weights

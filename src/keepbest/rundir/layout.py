@@ -32,14 +32,16 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from keepbest.atomic import TEMP_PREFIX, write_text_atomic
 from keepbest.config import ExperimentConfig, config_to_yaml, load_config
+from keepbest.config.code import apply_code_record, code_json
 from keepbest.data.spec import DataSpec
-from keepbest.rundir.code import apply_code_record, code_json
 
 CONFIG_FILE = "config.yaml"
 DATA_SPEC_FILE = "data_spec.json"
@@ -179,7 +181,7 @@ class RunDir:
     def read_config(self, check_files: bool = False) -> ExperimentConfig:
         """The saved config; its data files need not exist unless ``check_files``. Its
         ``module:function`` code and ``config_dir`` are looked for where training found
-        them (``code.json``, see ``keepbest.rundir.code``)."""
+        them (``code.json``, see ``keepbest.config.code``)."""
         cfg = load_config(self.config_file, check_files=check_files)
         try:
             text = self.code_file.read_text(encoding="utf-8")
@@ -224,3 +226,40 @@ def architecture_json(model) -> str | None:
         return model.to_json(indent=2) + "\n"
     except (NotImplementedError, TypeError, ValueError):
         return None
+
+
+def _python_lambdas(node: Any) -> list[str]:
+    """Names of the layers in a serialized architecture whose config holds a Python
+    lambda (``__lambda__``): what Keras' safe_mode refuses to deserialize."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        config = node.get("config")
+        if isinstance(config, dict) and any(
+            isinstance(value, dict) and value.get("class_name") == "__lambda__"
+            for value in config.values()
+        ):
+            found.append(str(config.get("name") or node.get("class_name")))
+        for value in node.values():
+            found += _python_lambdas(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _python_lambdas(value)
+    return found
+
+
+def unloadable_architecture(architecture: str) -> str | None:
+    """Why ``load_best`` could not rebuild a model from this ``model.json`` text (a Python
+    lambda in a Lambda layer, refused by Keras' safe_mode), or None. Training checks it
+    before the run dir is touched."""
+    try:
+        layers = _python_lambdas(json.loads(architecture))
+    except ValueError:
+        return None
+    if not layers:
+        return None
+    return (
+        f"the model's layer {layers[0]!r} is a Lambda layer holding Python code (a lambda), "
+        "which Keras' safe_mode refuses, so the run's model.json could never be loaded "
+        "safely (load_best, export, serving); use a layer class registered with "
+        "@keras.saving.register_keras_serializable instead"
+    )

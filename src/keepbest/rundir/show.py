@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from keepbest.config import ExperimentConfig
-from keepbest.config.schema import BundledData, PythonData
+from keepbest.config.schema import SCRIPT, BundledData, PythonData
 from keepbest.data.spec import DataSpec, shape_text
 from keepbest.errors import KeepbestError
 from keepbest.rundir.layout import RunDir
@@ -156,19 +156,27 @@ def spec_highlights(spec: DataSpec) -> dict[str, str]:
 def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
     """What distinguishes one run from another, one short line per section."""
     data = cfg.data
+    script = data.source == SCRIPT
     if isinstance(data, PythonData):
         data_line = f"python {data.factory}"
     elif isinstance(data, BundledData):
         data_line = data.source
+    elif script:
+        data_line = "objects given in Python (a script's fit, or train(data=...))"
     else:
         data_line = f"{data.source} {data.path.name}"
     validation = data.validation
     if validation is not None:
         split = f"split {validation.split}" if validation.split else validation.path.name
         data_line += f", validation {split}"
-    data_line += f", batch {data.batch_size}, seed {cfg.seed}"
+    if not script:
+        data_line += f", batch {data.batch_size}, seed {cfg.seed}"
     kwargs = ", ".join(f"{key}={value}" for key, value in cfg.model.kwargs.items())
-    optimizer = ", ".join(f"{key}={value}" for key, value in cfg.optimizer.kwargs().items())
+    settings = cfg.optimizer.kwargs()
+    if cfg.optimizer.name == SCRIPT:  # a script's optimizer: its class and Keras config
+        settings = {k: v for k, v in settings.get("config", {}).items() if v is not None}
+        settings = {"class": cfg.optimizer.model_extra.get("class"), **settings}
+    optimizer = ", ".join(f"{key}={value}" for key, value in settings.items())
     ck = cfg.checkpoint
     patience = f", patience {ck.patience}" if ck.patience else ""
     if ck.every_steps is not None:
@@ -176,7 +184,9 @@ def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
     steps = f" x {cfg.train.steps_per_epoch} steps" if cfg.train.steps_per_epoch else ""
     return {
         "data": data_line,
-        "model": f"{cfg.model.builder}({kwargs})",
+        "model": f"{cfg.model.builder}({kwargs})"
+        if cfg.model.builder != SCRIPT
+        else "given in Python (model.json)",
         "optimizer": f"{cfg.optimizer.name}({optimizer})",
         "loss": cfg.loss + (f"; metrics {', '.join(cfg.metrics)}" if cfg.metrics else ""),
         "training": f"{cfg.train.epochs} epochs{steps}; monitor {ck.monitor} ({ck.mode}){patience}",

@@ -15,7 +15,7 @@ imported as usual. Imports no TensorFlow.
 Example:
 
     >>> import json, tempfile, pathlib
-    >>> from keepbest.rundir.code import code_json, CodeOrigin
+    >>> from keepbest.config.code import code_json, CodeOrigin
     >>> from keepbest.config import load_config
     >>> cfg = load_config("configs/quickstart.yaml")
     >>> record = json.loads(code_json(cfg, cfg.run_dir()))
