@@ -510,3 +510,41 @@ def test_the_readme_seed_case_script_runs_and_keeps_the_measured_best(tmp_path):
     assert stock["restored_loss"] != stock["chosen_by"]
     assert mine["restored_loss"] == mine["chosen_by"] == mine["verified"]
     assert mine["epoch"] != stock["epoch"]
+
+
+def test_another_model_or_optimizer_against_the_run_dir_is_refused_with_the_differences(
+    tmp_path,
+):
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+
+    def fit(units: int, learning_rate: float):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(units, activation="relu"),
+                keras.layers.Dense(2, activation="softmax"),
+            ]
+        )
+        model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy")
+        callback = keepbest.KeepBest(tmp_path / "run", monitor="val_loss")
+        model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[callback])
+        return callback
+
+    first = fit(8, 0.01)
+    before = (tmp_path / "run" / "best.weights.h5").read_bytes()
+    with pytest.raises(keepbest.KeepbestError) as wider:
+        fit(16, 0.01)
+    assert "model.json" in str(wider.value) and "units" in str(wider.value)
+    with pytest.raises(keepbest.KeepbestError) as faster:
+        fit(8, 0.1)
+    assert "optimizer.config.learning_rate" in str(faster.value)
+    assert (tmp_path / "run" / "best.weights.h5").read_bytes() == before
+    again = fit(8, 0.01)  # the same script: the finished run is verified, not redone
+    assert again.complete_before is not None
+    assert again.best_value == first.best_value

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from keepbest.callbacks.resume import Cadence, ResumeWriter
 from keepbest.checkpoint import load_best_weights
 from keepbest.cluster.distribute import Distribution
 from keepbest.config import ExperimentConfig, reported_against
-from keepbest.config.diff import training_differences
+from keepbest.config.diff import flatten, training_differences
 from keepbest.data.spec import DataSpec
 from keepbest.errors import ConfigError, NoBestError
 from keepbest.measure import FitValidation, MeasureData, tolerance, verify_best
@@ -270,20 +271,6 @@ def _inexact(source: str, step: int, fix: str) -> str:
     return inexact_resume(source, step, fix)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        flat: dict[str, Any] = {}
-        for key, value in node.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    if isinstance(node, list):
-        flat = {}
-        for index, value in enumerate(node):
-            flat.update(_flatten(value, f"{prefix}{index}."))
-        return flat
-    return {prefix.rstrip("."): node}
-
-
 def architecture_differences(model_file: Path, model, most: int = 5) -> list[str]:
     """``model.json: key: old -> new`` for the first differences between a run's saved
     architecture and ``model``'s (its compile settings aside); none when either has no
@@ -299,10 +286,16 @@ def architecture_differences(model_file: Path, model, most: int = 5) -> list[str
     for config in (saved, now):
         if isinstance(config, dict):
             config.pop("compile_config", None)
-    old, new = _flatten(saved), _flatten(now)
+    old, new = flatten(saved, lists=True), flatten(now, lists=True)
     lines = [
         f"{model_file.name}: {key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key)
+        if _unnumbered(old.get(key)) != _unnumbered(new.get(key))
     ]
     return lines[:most] + ([f"... and {len(lines) - most} more"] if len(lines) > most else [])
+
+
+def _unnumbered(value: Any) -> Any:
+    """A name without Keras' automatic number (``dense_6`` -> ``dense``): the same model
+    built twice in one process (a notebook) is named anew, and is the same model."""
+    return re.sub(r"_\d+$", "", value) if isinstance(value, str) else value

@@ -24,18 +24,23 @@ FREE_SECTIONS = ("resume.", "logging.")
 MAY_GROW = ("train.epochs", "checkpoint.patience")
 
 
-def _flatten(raw: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(raw: Any, prefix: str = "", lists: bool = False) -> dict[str, Any]:
+    """Nested mappings as ``{"a.b": value}``; with ``lists``, list items too (``a.0``)."""
     if isinstance(raw, dict):
-        flat: dict[str, Any] = {}
-        for key, value in raw.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): raw}
+        items = list(raw.items())
+    elif lists and isinstance(raw, list):
+        items = list(enumerate(raw))
+    else:
+        return {prefix.rstrip("."): raw}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}{key}.", lists))
+    return flat
 
 
 def flatten_config(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as ``{"optimizer.learning_rate": 0.001, ...}`` (JSON values)."""
-    return _flatten(cfg.model_dump(mode="json"))
+    return flatten(cfg.model_dump(mode="json"))
 
 
 def _may_differ(key: str, old: Any, new: Any) -> bool:

@@ -136,6 +136,16 @@ def _signature(groups: dict[str, list]) -> list[str]:
     ]
 
 
+_AUTO_NUMBER = re.compile(r"_\d+(?=[/:])")
+
+
+def _unnumbered(signature: list[str]) -> list[str]:
+    """A signature without Keras' automatic name numbers (``dense_6`` is ``dense``): the
+    same model built again in one process (a notebook cell run twice) gets new numbers,
+    and variables are restored by position, their shapes checked."""
+    return [_AUTO_NUMBER.sub("", line) for line in signature]
+
+
 class ResumeStore:
     def __init__(self, run_dir: Path):
         self.folder = RunDir(run_dir).resume_dir
@@ -261,7 +271,7 @@ def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
     """
     model.optimizer.build(model.trainable_variables)
     groups = _variable_groups(model)
-    if _signature(groups) != state.manifest.signature:
+    if _unnumbered(_signature(groups)) != _unnumbered(state.manifest.signature):
         raise CorruptFileError(
             f"{state.weights_path} was saved from a different model or optimizer "
             "(variables differ); the config or the builder's code changed: use --restart"
