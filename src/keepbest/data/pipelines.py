@@ -200,7 +200,8 @@ def _check_validation(val, cfg: ExperimentConfig) -> None:
     if val is None and monitor.startswith("val_"):
         raise DataError(
             f"checkpoint.monitor: {monitor!r} needs validation data, but "
-            f"{_given_by(cfg)} returned None for it; return (train, validation) "
+            f"{getattr(cfg.data, 'factory', None) or 'data'} returned None for it; return "
+            "(train, validation) "
             f"or monitor {monitor[4:]!r}"
         )
     if isinstance(val, tf.data.Dataset) and val.cardinality() == tf.data.INFINITE_CARDINALITY:
