@@ -44,7 +44,7 @@ from keepbest.callbacks.history import HistoryCSV
 from keepbest.callbacks.points import EvaluationPoint
 from keepbest.callbacks.resume import ResumeWriter
 from keepbest.cluster.distribute import Distribution
-from keepbest.data.fingerprint import batch_fingerprint, inexact_resume
+from keepbest.data.fingerprint import SCRIPT_FIX, batch_fingerprint, inexact_resume
 from keepbest.rundir.resume_store import Progress
 from keepbest.signals import StopRequested, StopSignals
 
@@ -179,7 +179,7 @@ class TrainingLoop(keras.callbacks.Callback):
         fingerprint = batch_fingerprint(batch)
         if self._expect_next is not None:
             if fingerprint != self._expect_next:
-                self._inexact()
+                self.inexact()
             self._expect_next = None
         if self._pending is not None:
             self._flush(next_batch=fingerprint)
@@ -213,17 +213,15 @@ class TrainingLoop(keras.callbacks.Callback):
     def _metric_logs(self) -> dict:
         return dict(self.model.get_metrics_result())
 
-    def _inexact(self) -> None:
-        note = self.inexact_note(self.resume.last_step)
+    def inexact(self) -> None:
+        """Say once, in the run's notes and the log, that this resume is not bit-exact."""
+        note = inexact_resume(self.data_name, self.resume.last_step, self.data_fix)
         if self.notes is not None:
             self.notes.append(note)
         log.warning("%s", note)
 
-    def inexact_note(self, step: int) -> str:
-        """The one line that says a resume could not be bit-exact, and how to fix that."""
-        return inexact_resume(self.data_name, step)
-
-    data_name = "the data given to fit"
+    data_name = "the data given to fit"  # how the not-bit-exact note names the data
+    data_fix = SCRIPT_FIX  # and how it says to make that data's order reproducible
 
     # ----------------------------------------------------------------- the moments
 

@@ -198,12 +198,11 @@ class RunSession:
         )
         loop.data_name = setup.data_name
         if setup.data_fix is not None:
-            fix = setup.data_fix
-            loop.inexact_note = lambda step: _inexact(setup.data_name, step, fix)
+            loop.data_fix = setup.data_fix
         loop.notes = resume.notes = best.notes = notes  # what a state and best.json remember
         fingerprint = setup.fingerprint
         if expected and fingerprint is not None and expected != fingerprint(loop.resume.last_step):
-            loop._inexact()
+            loop.inexact()
         self.loop = loop
 
     # ------------------------------------------------------------------ the end
@@ -263,12 +262,6 @@ class RunSession:
         if self.loop is not None:
             return self.loop.history.rows
         return self.state.history if self.state else []
-
-
-def _inexact(source: str, step: int, fix: str) -> str:
-    from keepbest.data.fingerprint import inexact_resume
-
-    return inexact_resume(source, step, fix)
 
 
 def architecture_differences(model_file: Path, model, most: int = 5) -> list[str]:
