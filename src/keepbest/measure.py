@@ -9,7 +9,10 @@ all of them measure the same way:
   on the same weights, and its values are used as they are;
 - a training-set monitor: a pass in inference mode over the fixed-order training data,
   bounded to ``checkpoint.train_eval_steps`` batches (``Pipelines.train_eval``), logged
-  as ``epoch_end_<metric>``.
+  as ``epoch_end_<metric>``;
+- with an optimizer's ``use_ema``, on the moving-average weights (``deployed_weights``):
+  what fit leaves in the model at its end and what a user deploys; they are measured by
+  a pass of keepbest's own and saved as the best.
 
 ``evaluate`` is bit-reproducible on CPU, so a reloaded best must give exactly its recorded
 value there; with a GPU, ``tolerance`` allows a relative 1e-5 (``values_match``), or what
@@ -26,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -101,12 +105,13 @@ def measure(model, monitor: Monitor, data: MeasureData) -> float:
 
 
 def measure_point(
-    model, monitor: Monitor, data: MeasureData, logs: dict[str, float]
+    model, monitor: Monitor, data: MeasureData, logs: dict[str, float], own_pass: bool = False
 ) -> dict[str, float]:
     """The values a checkpoint decision needs, measured on the current weights, as log
     keys to add to ``logs``: ``epoch_end_*`` of every metric for a training-set monitor;
     for a validation monitor, ``val_*`` of every metric unless Keras' own validation pass
-    has just put them in ``logs`` (at epoch ends)."""
+    has just put them in ``logs`` (at epoch ends) and ``own_pass`` is False (it is True
+    when the weights judged are not the ones fit validated: ``deployed_weights``)."""
     measured: dict[str, float] = {}
     validated = any(key.startswith(VALIDATION_PREFIX) for key in logs)
     if validated and isinstance(data.validation, FitValidation):
@@ -114,7 +119,7 @@ def measure_point(
     if not monitor.on_validation:
         values = evaluate_metrics(model, data.train_eval)
         measured = {EPOCH_END_PREFIX + name: value for name, value in values.items()}
-    elif not validated:
+    elif own_pass or not validated:
         values = evaluate_metrics(model, data.validation)
         measured = {VALIDATION_PREFIX + name: value for name, value in values.items()}
     if monitor.log_key not in {**logs, **measured}:
@@ -124,6 +129,50 @@ def measure_point(
             f"it logs {', '.join(available)}"
         )
     return measured
+
+
+def uses_ema(model) -> bool:
+    """Whether the model's optimizer keeps an exponential moving average of the weights
+    (``use_ema=True``; inside a ``LossScaleOptimizer`` too)."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    return bool(getattr(optimizer, "use_ema", False))
+
+
+@contextlib.contextmanager
+def deployed_weights(model):
+    """Inside: the model holds the weights a user deploys. With ``use_ema`` those are the
+    optimizer's moving averages (what Keras' fit leaves in the model when it ends), so
+    they are swapped in for measuring and saving, and swapped back after, one variable
+    at a time, bit for bit; training goes on with its own weights. Yields whether it
+    swapped."""
+    if not uses_ema(model):
+        yield False
+        return
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    variables = model.trainable_variables
+    averages = optimizer._model_variables_moving_average  # built with these, in order
+    if len(averages) != len(variables) or any(
+        tuple(a.shape) != tuple(v.shape) for a, v in zip(averages, variables, strict=True)
+    ):
+        raise MonitorError(
+            "the optimizer's moving averages (use_ema) do not match the model's trainable "
+            "variables; keepbest cannot tell which weights to judge"
+        )
+    _swap(variables, averages)
+    try:
+        yield True
+    finally:
+        _swap(variables, averages)
+
+
+def _swap(variables, averages) -> None:
+    import numpy as np
+
+    for variable, average in zip(variables, averages, strict=True):
+        held = np.array(variable)  # one variable's copy at a time
+        variable.assign(average)
+        average.assign(held)
 
 
 def default_tolerance() -> float:

@@ -18,8 +18,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import logging
 import math
 import typing
 from collections.abc import Callable, Sequence
@@ -35,15 +37,15 @@ from keepbest.config.references import (
     describe_exception,
     did_you_mean,
 )
-from keepbest.config.schema import BUILTIN_BUILDERS, SCRIPT
+from keepbest.config.schema import BUILDER, BUILTIN_BUILDERS, SCRIPT, OptimizerConfig, spec_name
 from keepbest.data.spec import DataSpec
 from keepbest.errors import ConfigError, InputError
+from keepbest.keras_objects import make
+
+log = logging.getLogger(__name__)
 
 Rate = Annotated[float, Field(ge=0, lt=1)]
 _BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
-
-# Names ``compile`` resolves itself, picking the variant that fits the data's shapes.
-_SHAPE_AWARE = {"metric": ("accuracy", "acc"), "loss": ("crossentropy", "ce")}
 
 
 def _head(x, num_classes: int | None, target_shape: Sequence[int]):
@@ -192,6 +194,23 @@ def _expected(hint: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
 
 
+@contextlib.contextmanager
+def precision_policy(name: str | None):
+    """Keras' global dtype policy ``name`` while a model is built (its layers keep it);
+    the previous one afterwards. None: the policy as it is."""
+    if name is None:
+        yield
+        return
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
 def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None = None):
     """Build (not compile) the configured model; a failing builder is a ``ConfigError``."""
     import keras
@@ -200,7 +219,10 @@ def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None 
         builder = builder or resolve_builder(cfg)
         offered = {**dataclasses.asdict(spec), "config_dir": cfg.base_dir}
         try:
-            model = call_with_supported_kwargs(builder, cfg.model.kwargs, offered, "model.kwargs")
+            with precision_policy(cfg.train.mixed_precision):
+                model = call_with_supported_kwargs(
+                    builder, cfg.model.kwargs, offered, "model.kwargs"
+                )
         except InputError:
             raise
         except Exception as exc:
@@ -219,34 +241,66 @@ def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None 
 
 @dataclasses.dataclass
 class CompileArgs:
-    make_optimizer: Callable[[], Any]  # a new optimizer per model, made in its strategy scope
-    loss: Any
-    metrics: list[Any]
+    """How the configured model is compiled: new Keras objects for each model (metrics
+    hold state), all of them made once up front by ``compile_args`` to check them."""
+
+    cfg: ExperimentConfig
+    make_optimizer: Callable[[], Any] | None  # in its strategy scope; None: the builder's
 
     def apply(self, model) -> None:
-        model.compile(optimizer=self.make_optimizer(), loss=self.loss, metrics=self.metrics)
+        if self.make_optimizer is None:
+            return  # the builder compiled the model, and the config keeps its compile
+        cfg = self.cfg
+        with reported_against(cfg):
+            loss = make(cfg.loss, "loss", "loss", cfg)
+            metrics = [make(m, "metric", f"metrics[{i}]", cfg) for i, m in enumerate(cfg.metrics)]
+        model.compile(optimizer=self.make_optimizer(), loss=loss, metrics=metrics)
 
 
 def compile_args(cfg: ExperimentConfig) -> CompileArgs:
-    """Keras objects for compile, checked by name and signature before any model exists."""
+    """Keras objects for compile, checked by name and signature before any model exists
+    (each problem one line; all of them at once)."""
     import keras
 
     with reported_against(cfg):
+        if cfg.compiled_by_model:
+            return CompileArgs(cfg, None)
         problems: list[str] = []
-        if SCRIPT in (cfg.optimizer.name, cfg.loss):
-            raise ConfigError(
-                "optimizer: a script's run records its compile settings in model.json, not "
-                "in the config; load_best compiles from there"
-            )
         optimizer = _collect(problems, _optimizer, cfg, keras)
-        loss = _collect(problems, _keras_object, keras.losses, cfg.loss, "loss", "loss")
-        metrics = [
-            _collect(problems, _keras_object, keras.metrics, name, f"metrics[{i}]", "metric")
-            for i, name in enumerate(cfg.metrics)
-        ]
+        _collect(problems, make, cfg.loss, "loss", "loss", cfg)
+        for i, metric in enumerate(cfg.metrics):
+            _collect(problems, make, metric, "metric", f"metrics[{i}]", cfg)
         if problems:
             raise ConfigError(problems)
-    return CompileArgs(make_optimizer=optimizer, loss=loss, metrics=metrics)
+    return CompileArgs(cfg, optimizer)
+
+
+def compile_model(cfg: ExperimentConfig, model, args: CompileArgs) -> None:
+    """Compile ``model`` as configured. A builder that compiled its model keeps that
+    compile when the config sets no optimizer, loss or metrics (``cfg`` then records
+    ``builder`` for them); a config that sets any of them replaces it, and says so."""
+    if not getattr(model, "compiled", False) or cfg.compiled_by_model:
+        args.apply(model)
+        return
+    given = [key for key in ("optimizer", "loss", "metrics") if key in cfg.model_fields_set]
+    if not given:
+        cfg.optimizer = OptimizerConfig(name=BUILDER, learning_rate=None)
+        cfg.loss, cfg.metrics = BUILDER, []
+        return
+    loss = getattr(model.loss, "__name__", None) or getattr(model.loss, "name", model.loss)
+    log.warning(
+        "%s: %s compiled its model (optimizer %s, loss %s); the config sets %s, so the "
+        "config's compile replaces the builder's (optimizer %s, loss %s): set optimizer, "
+        "loss and metrics in the config, or none of them",
+        cfg.origin,
+        cfg.model.builder,
+        type(model.optimizer).__name__,
+        loss,
+        " and ".join(given),
+        cfg.optimizer.name,
+        spec_name(cfg.loss),
+    )
+    args.apply(model)
 
 
 def _collect(problems: list[str], check: Callable, *args) -> Any:
@@ -269,30 +323,19 @@ def _optimizer(cfg: ExperimentConfig, keras):
     kwargs = cfg.optimizer.kwargs()
     # Keras optimizers take **kwargs only to reject unknown names: check them here.
     check_kwargs(cls.__init__, kwargs, "optimizer", name=cls.__name__, open_ended=False)
+    schedule = cfg.optimizer.schedule()
+
+    def made():
+        rate = {}
+        if schedule is not None:  # a new schedule object per optimizer
+            rate = {"learning_rate": make(schedule, "schedule", "optimizer.learning_rate", cfg)}
+        return cls(**{**kwargs, **rate})
+
     try:
-        cls(**kwargs)  # fails now, on bad values, rather than after the data is loaded
+        made()  # fails now, on bad values, rather than after the data is loaded
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"optimizer: {cls.__name__}({kwargs}) failed: {exc}") from None
-    return lambda: cls(**kwargs)
-
-
-def _keras_object(module, name: str, where: str, kind: str) -> str:
-    """``name`` if Keras knows it as a ``kind``; it is passed to ``compile`` as given."""
-    if name.lower() in _SHAPE_AWARE[kind]:
-        return name
-    try:
-        module.get(name)
-    except ValueError:
-        known = [
-            n
-            for n in dir(module)
-            if n.islower()
-            and not n.startswith("_")
-            and n not in ("get", "serialize", "deserialize")
-        ]
-        hint = did_you_mean(name, [*known, *_SHAPE_AWARE[kind]])
-        raise ConfigError(f"{where}: unknown Keras {kind} {name!r}{hint}") from None
-    return name
+    return made
 
 
 def _public_names(module, base: type) -> list[str]:

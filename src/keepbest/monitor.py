@@ -39,7 +39,9 @@ from typing import Literal
 EPOCH_END_PREFIX = "epoch_end_"
 VALIDATION_PREFIX = "val_"
 
-StopKind = Literal["nonfinite", "patience"]
+# nonfinite, patience: keepbest's own stops; callback: another callback in fit set
+# ``model.stop_training`` (a user's EarlyStopping, a time limit)
+StopKind = Literal["nonfinite", "patience", "callback"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +150,8 @@ def stop_reason(
     if kind == "nonfinite":
         what = f"is {value}" if value is not None else "became non-finite"
         return f"{monitor} {what}" + (f" {where}" if where else "")
+    if kind == "callback":
+        return "a callback in fit stopped training" + (f" {where}" if where else "")
     return f"no improvement of {monitor} for {waited} {unit} (patience {patience})"
 
 

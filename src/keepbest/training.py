@@ -161,12 +161,14 @@ def train(
     from keepbest.callbacks.tensorboard import require_tensorboard
     from keepbest.cluster.distribute import Distribution
     from keepbest.data.pipelines import load_pipelines
+    from keepbest.keras_objects import make_callbacks
     from keepbest.measure import MeasureData
-    from keepbest.models import build_model, compile_args, resolve_builder
+    from keepbest.models import build_model, compile_args, compile_model, resolve_builder
 
     builder = resolve_builder(cfg)
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
+    make_callbacks(cfg)  # each checked now; fit gets new ones
     require_tensorboard(cfg)
     require_mlflow(cfg)
     pipelines = load_pipelines(cfg)
@@ -175,7 +177,7 @@ def train(
     keras.utils.set_random_seed(cfg.seed)
     with distribution.scope():  # a builder that fails here leaves no trace on disk
         built = build_model(cfg, pipelines.spec, builder)
-        compiled.apply(built)
+        compile_model(cfg, built, compiled)
     _preflight(cfg, built, measure_data, pipelines)
     chief = distribution.is_chief
     if restart and chief:
@@ -233,12 +235,15 @@ def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> 
     from keepbest.callbacks.session import RunSetup
     from keepbest.data.fingerprint import FACTORY_FIX
     from keepbest.data.pipelines import batch_fingerprint
+    from keepbest.keras_objects import make_callbacks
+    from keepbest.measure import uses_ema
 
     steps = pipelines.steps_per_epoch
 
     def fingerprint(step: int) -> str:
         return batch_fingerprint(pipelines.train_stream(step))
 
+    user_callbacks = make_callbacks(cfg)  # run after keepbest's; their counters resume
     setup = RunSetup(
         cfg=cfg,
         spec=pipelines.spec,
@@ -249,22 +254,24 @@ def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> 
         data_name=data_name(cfg),
         data_fix=FACTORY_FIX,
         listeners=listeners,
+        callbacks=user_callbacks,
     )
     best = KeepBest.for_run(setup)
     chief = distribution.is_chief
     try:
         session = best.open(model)
-        callbacks: list = [best]
+        callbacks: list = [best, *user_callbacks]
         if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's
             callbacks.insert(0, keras.callbacks.ProgbarLogger())
         schedule = cfg.checkpoint.schedule()
         # At epoch ends Keras' own validation pass serves the evaluation points; with
-        # every_steps the points measure validation themselves, and Keras must not.
+        # every_steps, or use_ema (the averages are judged, not the weights fit validates),
+        # the points measure validation themselves, and Keras must not.
         model.fit(
             pipelines.train_stream(session.start_epoch * steps),  # the callback skips on
             steps_per_epoch=steps,
             epochs=cfg.train.epochs,
-            validation_data=None if schedule.by_steps else pipelines.validation,
+            validation_data=None if schedule.by_steps or uses_ema(model) else pipelines.validation,
             callbacks=callbacks,
             verbose=1 if progress_bar and chief else 0,
             shuffle=False,  # the stream is already shuffled per (seed, epoch)
@@ -327,7 +334,7 @@ def _preflight(cfg: ExperimentConfig, model, data, pipelines) -> None:
     errors, warnings = targets_problems(
         pipelines.spec,
         pipelines.float_targets,
-        str(cfg.loss),
+        loss_name(cfg, model),
         output_shape,
         labels_key(cfg),
         cfg.model.builder,
@@ -349,7 +356,7 @@ def _check_monitor_is_logged(cfg: ExperimentConfig, model, data, pipelines) -> N
     here, as one line that names the builder."""
     from keepbest.errors import MonitorError, one_line
     from keepbest.measure import evaluate_metrics
-    from keepbest.monitor import Monitor
+    from keepbest.monitor import Monitor, resolve_mode
 
     monitor = Monitor(cfg.checkpoint.monitor, cfg.checkpoint.mode)
     try:
@@ -361,8 +368,8 @@ def _check_monitor_is_logged(cfg: ExperimentConfig, model, data, pipelines) -> N
                 raise named from None
             raise ConfigError(
                 f"model.builder: the model {cfg.model.builder} builds fails on the first batch "
-                f"of data with loss {cfg.loss} ({one_line(exc)}); check that its input "
-                f"and output fit the data (inputs {shape_text(pipelines.spec.input_shape)}, "
+                f"of data with loss {loss_name(cfg, model)} ({one_line(exc)}); check that its "
+                f"input and output fit the data (inputs {shape_text(pipelines.spec.input_shape)}, "
                 f"{_targets_text(pipelines)})"
             ) from None
     if monitor.metric not in logged:
@@ -372,6 +379,18 @@ def _check_monitor_is_logged(cfg: ExperimentConfig, model, data, pipelines) -> N
                 f"checkpoint.monitor: {monitor.name!r} is not logged by this run; it logs "
                 f"{', '.join(prefix + name for name in logged)}"
             )
+    with reported_against(cfg):
+        resolve_mode(monitor.name, monitor.mode, model)  # a direction known before work
+
+
+def loss_name(cfg: ExperimentConfig, model=None) -> str:
+    """The run's loss by name (the compiled model's for a builder that compiles)."""
+    from keepbest.config.schema import spec_name
+
+    if model is not None and cfg.compiled_by_model:
+        loss = model.loss
+        return str(getattr(loss, "__name__", None) or getattr(loss, "name", loss))
+    return spec_name(cfg.loss)
 
 
 def _targets_text(pipelines) -> str:

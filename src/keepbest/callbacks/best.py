@@ -32,7 +32,7 @@ import math
 from pathlib import Path
 
 from keepbest.checkpoint import library_versions, save_best
-from keepbest.measure import MeasureData, measure_point
+from keepbest.measure import MeasureData, deployed_weights, measure_point
 from keepbest.monitor import (
     Monitor,
     Schedule,
@@ -108,8 +108,14 @@ class BestCheckpoint:
 
     def judge(self, model, epoch: int, step: int, logs: dict[str, float]) -> Verdict:
         """Measure the current weights (``epoch`` is 1-based, ``step`` the global step),
-        add what was measured and ``best_saved`` to ``logs``, save a new best."""
-        logs.update(measure_point(model, self.monitor, self.data, logs))
+        add what was measured and ``best_saved`` to ``logs``, save a new best. The
+        weights judged and saved are those a user deploys (``deployed_weights``: the
+        moving averages with ``use_ema``)."""
+        with deployed_weights(model) as swapped:
+            return self._judge(model, epoch, step, logs, swapped)
+
+    def _judge(self, model, epoch: int, step: int, logs: dict[str, float], swapped: bool):
+        logs.update(measure_point(model, self.monitor, self.data, logs, own_pass=swapped))
         value = float(logs[self.monitor.log_key])
         if self.mode is None:
             self.mode = resolve_mode(self.monitor.name, self.monitor.mode, model)

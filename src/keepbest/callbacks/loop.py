@@ -42,9 +42,10 @@ import numpy as np
 from keepbest.callbacks.best import BestCheckpoint
 from keepbest.callbacks.history import HistoryCSV
 from keepbest.callbacks.points import EvaluationPoint
-from keepbest.callbacks.resume import ResumeWriter
+from keepbest.callbacks.resume import ResumeWriter, restore_callback_states
 from keepbest.cluster.distribute import Distribution
 from keepbest.data.fingerprint import SCRIPT_FIX, batch_fingerprint, inexact_resume
+from keepbest.monitor import stop_reason
 from keepbest.rundir.resume_store import Progress
 from keepbest.signals import StopRequested, StopSignals
 
@@ -106,11 +107,17 @@ class TrainingLoop(keras.callbacks.Callback):
         self._calibration: tuple[int, float] | None = None
         self._since = time.perf_counter()
         self._announced = False
+        self._batch = -1  # the batch of this epoch fit last began
+        self.callbacks: list = []  # the user's callbacks in the same fit
+        self.callback_states: list[dict] = []  # theirs as of the state resumed from
 
     # ----------------------------------------------------------------- Keras' hooks
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = epoch
+        self._epoch, self._batch = epoch, -1
+        if self.callback_states:  # their on_train_begin has reset them: now put them back
+            restore_callback_states(self.callbacks, self.callback_states)
+            self.callback_states = []
         if self._metric_values is not None and self._metrics_built():
             # fit() has just reset the metrics; continue the interrupted epoch's means.
             self.distribution.assign_metrics(self.model, self._metric_values)
@@ -118,6 +125,7 @@ class TrainingLoop(keras.callbacks.Callback):
         # else Keras builds them in the first step: ``step`` builds them on its batch
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._batch = batch
         if self.halted:
             return
         if batch < self._skip_until:  # trained before the state this run resumed from
@@ -136,7 +144,7 @@ class TrainingLoop(keras.callbacks.Callback):
             self._sync(step, progress)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.halted:
+        if self.halted or self._stopped_mid_epoch():
             return
         logs = logs if logs is not None else {}
         step = (epoch + 1) * self.steps_per_epoch
@@ -156,8 +164,25 @@ class TrainingLoop(keras.callbacks.Callback):
         step = (self._epoch + 1) * self.steps_per_epoch
         if self._epoch + 1 >= epochs:
             step = epochs * self.steps_per_epoch
+        progress = Progress(epoch=step // self.steps_per_epoch, batch=0)
+        if self.model.stop_training:  # another callback stopped fit: the run ends here
+            if self._stopped_mid_epoch():
+                done = self._batch + 1
+                step = self._epoch * self.steps_per_epoch + done
+                progress = Progress(epoch=self._epoch, batch=done)
+            self.stop_reason = stop_reason("callback", self.best.monitor.name, where=_where(step))
+            self._save(step, progress, stop_kind="callback", now=True)
+            return
         if self._last_state != step:
-            self._save(step, Progress(epoch=step // self.steps_per_epoch, batch=0), now=True)
+            self._save(step, progress, now=True)
+
+    def _stopped_mid_epoch(self) -> bool:
+        """Whether another callback ended fit within an epoch (``model.stop_training``
+        after a batch): that epoch's end is no evaluation point."""
+        done = self._batch + 1
+        return (
+            bool(self.model.stop_training) and not self.halted and 0 < done < self.steps_per_epoch
+        )
 
     # ----------------------------------------------------------------- fit's train function
 
@@ -367,3 +392,7 @@ class TrainingLoop(keras.callbacks.Callback):
             "%s received: saving the resume state, then stopping (Ctrl-C again stops at once)",
             self.stop.received[0],
         )
+
+
+def _where(step: int) -> str:
+    return f"at step {step}"

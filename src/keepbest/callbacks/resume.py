@@ -16,6 +16,14 @@ Whatever the cadence, a state is always written on a stop signal, before an earl
 and at the end of training. A ``kill -9`` repeats at most the training since the last
 state.
 
+The user's callbacks in the same ``fit`` (``train.callbacks``) keep counters too
+(``ReduceLROnPlateau``'s and ``EarlyStopping``'s wait and best): ``callback_states``
+takes the counters Keras' own callbacks keep (``COUNTERS``) into the state, and
+``restore_callback_states`` puts them back once their ``on_train_begin`` has reset them.
+A callback of one's own with other state gives ``get_state()`` (a JSON-able dict) and
+``set_state(state)`` methods, and is asked instead. Settings are never restored: Keras'
+callbacks rewrite some of theirs when training begins (the sign of ``min_delta``).
+
 Example:
 
     >>> from keepbest.callbacks.resume import Cadence
@@ -26,16 +34,57 @@ Example:
     True
     >>> Cadence(every_steps=100, max_overhead=None).due(100, 0.1, last_cost=5.0)
     True
+    >>> class Patient:
+    ...     def __init__(self): self.wait, self.best, self.min_delta = 0, float("inf"), 1
+    >>> before, after = Patient(), Patient()
+    >>> before.wait, before.best, before.min_delta = 2, 0.31, -1
+    >>> restore_callback_states([after], callback_states([before]))
+    >>> after.wait, after.best, after.min_delta
+    (2, 0.31, 1)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from keepbest.callbacks.history import HistoryCSV
 from keepbest.rundir.resume_store import BestSoFar, Progress, ResumeStore
+
+_PLAIN = (bool, int, float, str, type(None))
+# What Keras' callbacks count with between epochs (ReduceLROnPlateau, EarlyStopping).
+COUNTERS = ("wait", "best", "cooldown_counter", "stopped_epoch", "best_epoch")
+
+
+def callback_states(callbacks: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each callback's state: ``get_state()`` if it has one, else its ``COUNTERS``."""
+    states = []
+    for callback in callbacks:
+        if callable(getattr(callback, "get_state", None)):
+            state = dict(callback.get_state())
+        else:
+            state = {
+                key: value
+                for key, value in vars(callback).items()
+                if key in COUNTERS and isinstance(value, _PLAIN)
+            }
+        states.append({"class": type(callback).__name__, "state": state})
+    return states
+
+
+def restore_callback_states(callbacks: Sequence[Any], states: Sequence[dict[str, Any]]) -> None:
+    """Put ``callback_states``' values back, callback by callback (by position, the class
+    checked: the config's list cannot change on a resume, ``training_differences``)."""
+    for callback, saved in zip(callbacks, states, strict=False):
+        if saved.get("class") != type(callback).__name__:
+            continue
+        if callable(getattr(callback, "set_state", None)):
+            callback.set_state(dict(saved["state"]))
+            continue
+        for key, value in saved["state"].items():
+            setattr(callback, key, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +135,7 @@ class ResumeWriter:
         self.last_cost = last_cost
         self.last_end = clock()
         self.notes: list[str] = []  # carried in every state (e.g. inexact resumes)
+        self.callbacks: Sequence[Any] = ()  # the user's, whose states each state keeps
 
     def due(self, step: int) -> bool:
         if not self.writes:
@@ -119,6 +169,7 @@ class ResumeWriter:
             notes=self.notes,
             best=best,
             metrics=metrics,
+            callbacks=callback_states(self.callbacks),
         )
         self.last_end = self.clock()
         self.last_cost = self.last_end - started

@@ -73,6 +73,8 @@ class RunSetup:
     rerun: str = "run the same command to resume"  # what to do after a stop signal
     fresh: str = "use the original config, or start over with --restart"  # another run
     compare_architecture: bool = False  # a script's model: compare it with model.json
+    # the other callbacks in fit (``train.callbacks``): their counters go into each state
+    callbacks: Sequence[Any] = ()
 
 
 class RunSession:
@@ -200,6 +202,8 @@ class RunSession:
         if setup.data_fix is not None:
             loop.data_fix = setup.data_fix
         loop.notes = resume.notes = best.notes = notes  # what a state and best.json remember
+        resume.callbacks = loop.callbacks = list(setup.callbacks)
+        loop.callback_states = list(state.manifest.callbacks) if state else []
         fingerprint = setup.fingerprint
         if expected and fingerprint is not None and expected != fingerprint(loop.resume.last_step):
             loop.inexact()

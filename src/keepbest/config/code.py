@@ -42,15 +42,23 @@ from keepbest.config import ExperimentConfig
 from keepbest.config.references import resolve_reference
 from keepbest.errors import ConfigError
 
-# The config keys whose value may be a ``module:function`` reference.
-REFERENCE_KEYS = ("data.factory", "model.builder")
 
+def references(cfg: ExperimentConfig) -> dict[str, str]:
+    """Every ``module:name`` the config names, by config key: ``data.factory``,
+    ``model.builder``, ``loss``, ``metrics[i]``, ``optimizer.learning_rate``,
+    ``train.callbacks[i]`` (a Keras object's ``class_name`` included)."""
+    from keepbest.config.schema import is_reference, spec_name
 
-def _reference(cfg: ExperimentConfig, key: str) -> str | None:
-    if key == "data.factory":
-        return getattr(cfg.data, "factory", None)
-    builder = cfg.model.builder
-    return builder if ":" in builder else None
+    found = {"data.factory": getattr(cfg.data, "factory", None), "model.builder": None}
+    if ":" in cfg.model.builder:
+        found["model.builder"] = cfg.model.builder
+    specs = {"loss": cfg.loss, "optimizer.learning_rate": cfg.optimizer.schedule()}
+    specs.update({f"metrics[{i}]": spec for i, spec in enumerate(cfg.metrics)})
+    specs.update({f"train.callbacks[{i}]": spec for i, spec in enumerate(cfg.train.callbacks)})
+    for key, spec in specs.items():
+        if spec is not None and is_reference(spec):
+            found[key] = spec_name(spec)
+    return {key: reference for key, reference in found.items() if reference}
 
 
 def _place(folder: Path, run_dir: Path) -> dict[str, str]:
@@ -91,10 +99,7 @@ def code_json(cfg: ExperimentConfig, run_dir: Path) -> str:
     """``code.json`` for a run of ``cfg`` in ``run_dir``: the config's folder and the
     folder of each referenced module (``null``: installed), after training imported them."""
     modules = {}
-    for key in REFERENCE_KEYS:
-        reference = _reference(cfg, key)
-        if reference is None:
-            continue
+    for key, reference in references(cfg).items():
         module = reference.partition(":")[0]
         root = _import_root(module)
         modules[key] = {"module": module, "folder": _place(root, run_dir) if root else None}

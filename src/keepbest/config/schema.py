@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -30,7 +31,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.functional_validators import AfterValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from keepbest.config.references import did_you_mean
 from keepbest.errors import ConfigError
@@ -41,6 +42,9 @@ BUILTIN_BUILDERS = ("mlp", "cnn")
 # The model or the data was given as a Python object (``keepbest.KeepBest`` in a script,
 # ``keepbest.train(..., model=..., data=...)``): nothing in the config can rebuild it.
 SCRIPT = "script"
+# The builder compiled the model and the config set no compile of its own: the run's
+# optimizer, loss and metrics are the builder's (``model.json`` records them).
+BUILDER = "builder"
 BUNDLED_DATASETS = ("digits",)
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,=+-]*$")
@@ -100,6 +104,15 @@ def _reference(value: str) -> str:
 
 
 Reference = Annotated[str, AfterValidator(_reference)]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {value})")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
 
 
 # --------------------------------------------------------------------------- schema
@@ -211,6 +224,89 @@ DataConfig = Annotated[
 ]
 
 
+class KerasObject(Section):
+    """A Keras object as Keras serializes it: ``{class_name: CosineDecay, config: {...}}``.
+
+    ``class_name`` is a Keras name (``CosineDecay``, ``ReduceLROnPlateau``) or
+    ``module:name`` (a class, made with ``config`` as its kwargs, or a function: for a
+    loss or a metric, called with ``config`` as extra kwargs; otherwise a factory called
+    with them). ``module`` and ``registered_name``, which ``keras.saving.serialize``
+    writes, are accepted and ignored, so its output can be pasted."""
+
+    class_name: str = Field(min_length=1)
+    config: dict[str, Any] = Field(default_factory=dict)
+    module: str | None = None
+    registered_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.class_name
+
+
+def keras_spec(value: Any) -> str | KerasObject:
+    """One type, one message: a name, or a Keras config dict."""
+    if isinstance(value, KerasObject) or (isinstance(value, str) and value):
+        return value
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(KerasObject.model_fields))
+        if "class_name" not in value or unknown:
+            what = f"unknown key {unknown[0]!r}" if unknown else "no class_name"
+            raise ValueError(
+                f"a Keras object as a mapping takes class_name and config ({what}), e.g. "
+                "{class_name: CosineDecay, config: {initial_learning_rate: 0.01}}"
+            )
+        if not isinstance(value["class_name"], str) or not value["class_name"]:
+            raise ValueError("class_name must be a name, e.g. CosineDecay or 'mymodule:Name'")
+        if not isinstance(value.get("config", {}), dict):
+            raise ValueError("config must be a mapping of the object's keyword arguments")
+        return KerasObject.model_construct(**{"config": {}, **value})
+    raise ValueError(
+        "expected a name (a Keras one or 'module:name') or {class_name: ..., config: {...}}"
+    )
+
+
+# A loss, a metric, a schedule or a callback: a name (Keras' or ``module:name``), or a
+# Keras config dict (``keepbest.keras_objects`` makes the object).
+KerasSpec = Annotated[Any, BeforeValidator(keras_spec)]
+
+
+def _learning_rate(value: Any) -> Any:
+    if value is None or isinstance(value, (dict, KerasObject)):
+        return keras_spec(value) if value is not None else None
+    if isinstance(value, str) and REFERENCE_PATTERN.match(value):
+        return value
+    if isinstance(value, bool):
+        value = "a flag"
+    try:
+        rate = float(value)  # YAML reads 1e-3 as a string
+    except (TypeError, ValueError):
+        raise ValueError(
+            "expected a number, a schedule {class_name: CosineDecay, config: {...}} or "
+            "'module:name'"
+        ) from None
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError("must be a finite number greater than 0")
+    return rate
+
+
+def spec_name(spec: KerasSpec) -> str:
+    """The name a spec gives: the string, or its ``class_name``."""
+    return spec if isinstance(spec, str) else spec.class_name
+
+
+def spec_text(spec: Any) -> str:
+    """A spec for people: ``CosineDecay(initial_learning_rate=0.01, decay_steps=100)``."""
+    if isinstance(spec, KerasObject):
+        kwargs = ", ".join(f"{key}={value}" for key, value in spec.config.items())
+        return f"{spec.class_name}({kwargs})"
+    return str(spec)
+
+
+def is_reference(spec: KerasSpec) -> bool:
+    """Whether a spec names user code (``module:name``), not a Keras object."""
+    return bool(REFERENCE_PATTERN.match(spec_name(spec)))
+
+
 class ModelConfig(Section):
     builder: str = "mlp"
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -233,10 +329,25 @@ class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = "adam"
-    # null: the optimizer's own default (a script's run records its optimizer this way)
-    learning_rate: float | None = Field(0.001, gt=0)
+    # a number, or a schedule (a Keras config dict or ``module:name``); null: the
+    # optimizer's own default (a script's run records its optimizer this way)
+    learning_rate: Annotated[Any, BeforeValidator(_learning_rate)] = 0.001
+
+    @model_validator(mode="after")
+    def _finite_kwargs(self) -> OptimizerConfig:
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"optimizer.{key} must be a finite number (got {value})")
+        return self
+
+    def schedule(self) -> KerasSpec | None:
+        """The learning-rate schedule, if the learning rate is one."""
+        rate = self.learning_rate
+        return rate if isinstance(rate, (str, KerasObject)) else None
 
     def kwargs(self) -> dict[str, Any]:
+        """The constructor's kwargs (a schedule's spec as it is: ``keras_objects`` makes
+        it)."""
         given = {"learning_rate": self.learning_rate} if self.learning_rate is not None else {}
         return {**given, **(self.model_extra or {})}
 
@@ -244,6 +355,17 @@ class OptimizerConfig(BaseModel):
 class TrainConfig(Section):
     epochs: Count = 10
     steps_per_epoch: Count | None = None
+    # weights per class in the training loss (and in a training-set monitor, as Keras
+    # counts them): a map of class id (or class name) to weight, or "balanced"
+    # (n_samples / (n_classes * count of the class), computed from the labels)
+    class_weight: dict[int | str, Annotated[float, Field(ge=0), AfterValidator(_finite)]] | (
+        Literal["balanced"] | None
+    ) = None
+    # Keras callbacks run inside fit after keepbest's own: a Keras callback's name or
+    # 'module:Class', or {class_name: ..., config: {kwargs}}
+    callbacks: list[KerasSpec] = Field(default_factory=list)
+    # Keras' mixed-precision policy for building (and reloading) the model
+    mixed_precision: Literal["mixed_float16", "mixed_bfloat16"] | None = None
 
 
 class CheckpointConfig(Section):
@@ -375,8 +497,9 @@ class ExperimentConfig(Section):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    loss: str = "sparse_categorical_crossentropy"
-    metrics: list[str] = Field(default_factory=list)
+    # a Keras name, 'module:name' or a Keras config dict; each recorded in the run dir
+    loss: KerasSpec = "sparse_categorical_crossentropy"
+    metrics: list[KerasSpec] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -394,6 +517,12 @@ class ExperimentConfig(Section):
         """The config file's folder: relative paths and 'module:function' refs start here
         (for a config read from a run dir: the folder of the config it was trained with)."""
         return self._base_dir
+
+    @property
+    def compiled_by_model(self) -> bool:
+        """Whether the run's compile settings are the model's own (a script's, or a
+        builder's that compiles), recorded in ``model.json`` rather than in the config."""
+        return self.optimizer.name in (SCRIPT, BUILDER) or self.loss in (SCRIPT, BUILDER)
 
     def script_object(self, key: str) -> Any:
         """The ``model`` or ``data`` object given to ``keepbest.train`` (None if none)."""
@@ -429,8 +558,17 @@ class ExperimentConfig(Section):
                 f"checkpoint.monitor: '{monitor}' needs validation data; set data.validation "
                 f"(e.g. {{split: 0.2}}) or monitor '{monitor[4:]}'"
             )
-        known = ["loss", *self.metrics]
-        if monitor.removeprefix("val_") not in known and self.loss != SCRIPT:
+        known = ["loss", *(spec_name(m) for m in self.metrics)]
+        # Metric names are known here only for Keras' names and a builder that does not
+        # compile; otherwise the first batch tells (``training._check_monitor_is_logged``).
+        plain = all(isinstance(m, str) and not is_reference(m) for m in self.metrics)
+        compiles = self.model.builder not in BUILTIN_BUILDERS
+        if (
+            monitor.removeprefix("val_") not in known
+            and not self.compiled_by_model
+            and plain
+            and not (compiles and "metrics" not in self.model_fields_set)
+        ):
             hint = did_you_mean(monitor, [*known, *(f"val_{k}" for k in known)])
             problems.append(
                 f"checkpoint.monitor: '{monitor}' is not logged by this run; it logs "

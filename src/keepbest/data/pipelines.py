@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from keepbest.config import ExperimentConfig, reported_against
-from keepbest.config.schema import PythonData, ScriptData
+from keepbest.config.schema import PythonData, ScriptData, spec_name
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
 from keepbest.errors import DataError, one_line
@@ -226,7 +226,12 @@ def read_training_data(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec
     with reported_against(cfg):
         _check_classes(train, spec, cfg)
         errors, _ = targets_problems(
-            spec, _float_targets(train), str(cfg.loss), None, labels_key(cfg), cfg.model.builder
+            spec,
+            _float_targets(train),
+            spec_name(cfg.loss),
+            None,
+            labels_key(cfg),
+            cfg.model.builder,
         )
         if errors:
             raise DataError(errors)

@@ -41,16 +41,18 @@ from keepbest.rundir.record import read_record, verify_checksum
 
 
 def rebuild_model(run: RunDir):
-    """An untrained, uncompiled model with the run's architecture."""
-    from keepbest.models import build_model
+    """An untrained, uncompiled model with the run's architecture (under the run's
+    mixed-precision policy: its layers' dtypes, and the loss scaling compile adds)."""
+    from keepbest.models import build_model, precision_policy
 
+    cfg = run.read_config()
     if not run.model_file.is_file():
-        return build_model(run.read_config(), read_spec(run.path))
+        return build_model(cfg, read_spec(run.path))
     try:
-        return _deserialize(run.model_file)
+        with precision_policy(cfg.train.mixed_precision):
+            return _deserialize(run.model_file)
     except (TypeError, ValueError, KeyError) as exc:
         problem = _deserialization_problem(run.model_file, exc)
-    cfg = run.read_config()
     if cfg.model.builder in BUILTIN_BUILDERS:
         raise KeepbestError(problem)
     try:  # the builder's module may define (and register) the custom classes
@@ -140,15 +142,17 @@ def read_spec(run_dir: str | Path) -> DataSpec:
 
 
 def _compile(model, run: RunDir) -> None:
-    """Compile as the run was: from ``config.yaml``, or, for a script's run (compiled by
-    the script), from the compile settings Keras wrote into ``model.json``."""
-    from keepbest.config.schema import SCRIPT
-    from keepbest.models import compile_args
+    """Compile as the run was: from ``config.yaml``, or, for a run compiled by a script or
+    by its builder, from the compile settings Keras wrote into ``model.json``."""
+    from keepbest.config.schema import BUILDER
+    from keepbest.models import compile_args, resolve_builder
 
     cfg = run.read_config()
-    if SCRIPT not in (cfg.optimizer.name, cfg.loss):
+    if not cfg.compiled_by_model:
         compile_args(cfg).apply(model)
         return
+    if cfg.loss == BUILDER:
+        resolve_builder(cfg)  # its module registers the custom objects its compile used
     try:
         config = json.loads(run.model_file.read_text(encoding="utf-8")).get("compile_config")
     except (OSError, ValueError, AttributeError):

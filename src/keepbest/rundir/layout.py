@@ -174,7 +174,10 @@ class RunDir:
         write_text_atomic(self.config_file, config_to_yaml(cfg))
         write_text_atomic(self.spec_file, spec.to_json())
         write_text_atomic(self.code_file, code_json(cfg, self.path))
-        architecture = architecture_json(model)
+        # The compile settings stay in model.json only when they are the model's own: a
+        # config's are in config.yaml (its own objects, e.g. a loss with kwargs, need not
+        # be serializable by Keras).
+        architecture = architecture_json(model, with_compile=cfg.compiled_by_model)
         if architecture is not None:
             write_text_atomic(self.model_file, architecture)
 
@@ -220,10 +223,15 @@ class RunDir:
         return SET_ASIDE_MARKER in Path(path).name
 
 
-def architecture_json(model) -> str | None:
-    """Keras' own serialized architecture, or None for a subclassed model without config."""
+def architecture_json(model, with_compile: bool = True) -> str | None:
+    """Keras' own serialized architecture (with the compile settings unless told not
+    to), or None for a subclassed model without config."""
     try:
-        return model.to_json(indent=2) + "\n"
+        if with_compile:
+            return model.to_json(indent=2) + "\n"
+        config = json.loads(model.to_json())
+        config.pop("compile_config", None)
+        return json.dumps(config, indent=2) + "\n"
     except (NotImplementedError, TypeError, ValueError):
         return None
 

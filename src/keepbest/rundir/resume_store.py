@@ -37,6 +37,7 @@ import zipfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -86,6 +87,8 @@ class StateManifest(BaseModel):
     next_batch: str | None = None  # fingerprint of the batch a resumed run must see first
     notes: list[str] = []  # carried from state to state, e.g. a resume that was not exact
     best: BestSoFar | None = None  # the best as of this state (best.json may be newer)
+    # the user's callbacks' counters (``callbacks.resume.callback_states``)
+    callbacks: list[dict[str, Any]] = []
     saved_at: str | None = None  # UTC, ISO 8601
 
 
@@ -137,13 +140,16 @@ def _signature(groups: dict[str, list]) -> list[str]:
 
 
 _AUTO_NUMBER = re.compile(r"_\d+(?=[/:])")
+_SCOPES = re.compile(r"^(optimizer)/(?:[^:]*/)?([^/:]+):")
 
 
 def _unnumbered(signature: list[str]) -> list[str]:
-    """A signature without Keras' automatic name numbers (``dense_6`` is ``dense``): the
-    same model built again in one process (a notebook cell run twice) gets new numbers,
-    and variables are restored by position, their shapes checked."""
-    return [_AUTO_NUMBER.sub("", line) for line in signature]
+    """A signature without Keras' automatic name numbers (``dense_6`` is ``dense``) and
+    name scopes (an optimizer's variables are scoped by where it was first built: in a
+    training step, or by a restore before one): the same model built again in one
+    process (a notebook cell run twice) gets new numbers, and variables are restored by
+    position, their names and shapes checked."""
+    return [_SCOPES.sub(r"\1/\2:", _AUTO_NUMBER.sub("", line)) for line in signature]
 
 
 class ResumeStore:
@@ -171,6 +177,7 @@ class ResumeStore:
         notes: Sequence[str] = (),
         best: BestSoFar | None = None,
         metrics: dict[str, np.ndarray] | None = None,
+        callbacks: list[dict[str, Any]] | None = None,
     ) -> StateManifest:
         """Write a complete new state, then drop all but it and its predecessor.
 
@@ -209,6 +216,7 @@ class ResumeStore:
                 next_batch=next_batch,
                 notes=list(notes),
                 best=best,
+                callbacks=callbacks or [],
                 saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             tmp.replace(weights)

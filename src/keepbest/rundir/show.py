@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from keepbest.config import ExperimentConfig
-from keepbest.config.schema import SCRIPT, BundledData, PythonData
+from keepbest.config.schema import SCRIPT, BundledData, PythonData, spec_text
 from keepbest.data.spec import DataSpec, shape_text
 from keepbest.errors import KeepbestError
 from keepbest.rundir.layout import RunDir
@@ -176,7 +176,7 @@ def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
     if cfg.optimizer.name == SCRIPT:  # a script's optimizer: its class and Keras config
         settings = {k: v for k, v in settings.get("config", {}).items() if v is not None}
         settings = {"class": cfg.optimizer.model_extra.get("class"), **settings}
-    optimizer = ", ".join(f"{key}={value}" for key, value in settings.items())
+    optimizer = ", ".join(f"{key}={spec_text(value)}" for key, value in settings.items())
     ck = cfg.checkpoint
     patience = f", patience {ck.patience}" if ck.patience else ""
     if ck.every_steps is not None:
@@ -188,7 +188,8 @@ def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
         if cfg.model.builder != SCRIPT
         else "given in Python (model.json)",
         "optimizer": f"{cfg.optimizer.name}({optimizer})",
-        "loss": cfg.loss + (f"; metrics {', '.join(cfg.metrics)}" if cfg.metrics else ""),
+        "loss": spec_text(cfg.loss)
+        + (f"; metrics {', '.join(map(spec_text, cfg.metrics))}" if cfg.metrics else ""),
         "training": f"{cfg.train.epochs} epochs{steps}; monitor {ck.monitor} ({ck.mode}){patience}",
     }
 

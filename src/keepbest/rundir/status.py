@@ -54,6 +54,8 @@ def completion(cfg: ExperimentConfig, state: ResumeState, record: BestRecord | N
     progress = state.progress
     if state.manifest.stop_kind == "nonfinite" and ck.stop_on_nonfinite:
         return stop_reason("nonfinite", ck.monitor)
+    if state.manifest.stop_kind == "callback":
+        return stop_reason("callback", ck.monitor, where=f"at step {state.manifest.global_step}")
     if progress.batch == 0 and progress.epoch >= cfg.train.epochs:
         return f"all {cfg.train.epochs} epochs are done"
     done = schedule.ordinal(progress.epoch, state.manifest.global_step)
