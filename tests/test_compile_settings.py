@@ -62,9 +62,9 @@ INDEPENDENT = textwrap.dedent(
 
 
 def remeasure(run_dir: Path, batch_size: int, policy: str) -> dict[str, float]:
+    code_dir = str(TUTORIAL_CODE.parent)
     done = subprocess.run(
-        [sys.executable, "-c", INDEPENDENT, str(run_dir), str(TUTORIAL_CODE.parent)]
-        + [str(batch_size), policy],
+        [sys.executable, "-c", INDEPENDENT, str(run_dir), code_dir, str(batch_size), policy],
         capture_output=True,
         text=True,
         timeout=300,

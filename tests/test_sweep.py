@@ -59,6 +59,7 @@ def test_a_bad_value_anywhere_in_the_grid_refuses_the_whole_sweep(tmp_path):
     done = run_cli("sweep", "exp.yaml", "--grid", "grid.yaml", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith("error: run 1 (learning_rate=-1.0): ")
-    assert "optimizer.learning_rate: must be a finite number greater than 0 (got -1.0)" in done.stderr
+    expected = "optimizer.learning_rate: must be a finite number greater than 0 (got -1.0)"
+    assert expected in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()  # not even run 0 trained
