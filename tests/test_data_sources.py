@@ -398,8 +398,9 @@ def test_factory_returning_datasets(tmp_path):
         (
             "wrong_type",
             "data.factory: factory_bad:wrong_type must return (train, validation), each an "
-            "(x, y) tuple of arrays or a batched tf.data.Dataset (validation may be None), "
-            "optionally followed by a dict of class_names and feature_names; got dict",
+            "(x, y) tuple of arrays (or (x, y, w), w the sample weights) or a batched "
+            "tf.data.Dataset (validation may be None), optionally followed by a dict of "
+            "class_names and feature_names; got dict",
         ),
         (
             "unbatched",

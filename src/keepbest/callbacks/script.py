@@ -13,7 +13,9 @@ still gets what ``keepbest.train`` writes, made from those objects:
 
 The monitor is measured on exactly the weights judged: ``val_*`` on fit's own validation
 data, through Keras' cached validation iterator (the very batches of fit's pass), or on
-``validation_data``; a training-set monitor on ``train_data``.
+``validation_data``; a training-set monitor on ``train_data``. Arrays given as
+``(x, y, w)`` are measured with ``w`` as sample weights, as ``fit(x, y, sample_weight=w)``
+counts them.
 
 Example:
 
@@ -33,6 +35,7 @@ from keepbest.cluster.distribute import Distribution
 from keepbest.config.schema import SCRIPT, ExperimentConfig
 from keepbest.data.fingerprint import SCRIPT_FIX
 from keepbest.data.spec import DataSpec
+from keepbest.data.weights import sample_weights
 from keepbest.errors import ConfigError, MonitorError
 from keepbest.measure import FitValidation, MeasureData
 from keepbest.monitor import Monitor, compiled_metric_names
@@ -83,7 +86,9 @@ def script_setup(callback) -> RunSetup:
 
 
 def _dataset(data: Any, name: str, checkpoint=None):
-    """``data`` as a finite batched dataset ``model.evaluate`` takes."""
+    """``data`` as a finite batched dataset ``model.evaluate`` takes: a dataset as it is,
+    arrays ``(x, y)`` or ``(x, y, w)`` (sample weights) in batches of Keras' default
+    size."""
     if data is None:
         return None
     import tensorflow as tf
@@ -96,18 +101,21 @@ def _dataset(data: Any, name: str, checkpoint=None):
             )
         dataset = data
     elif isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        parts, weights = tuple(data[:2]), data[2] if len(data) == 3 else None
         try:
-            dataset = tf.data.Dataset.from_tensor_slices(tuple(data)).batch(EVAL_BATCH_SIZE)
+            if weights is not None:
+                parts += (sample_weights(weights, len(parts[1]), f"KeepBest: {name}'s w"),)
+            dataset = tf.data.Dataset.from_tensor_slices(parts).batch(EVAL_BATCH_SIZE)
         except (ValueError, TypeError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise ConfigError(
-                f"KeepBest: {name} must be (x, y) arrays of the same length, or a finite "
-                f"tf.data.Dataset ({first})"
+                f"KeepBest: {name} must be (x, y) or (x, y, w) arrays of the same length, or "
+                f"a finite tf.data.Dataset ({first})"
             ) from None
     else:
         raise ConfigError(
-            f"KeepBest: {name} must be (x, y) arrays or a finite tf.data.Dataset, "
-            f"got {type(data).__name__}"
+            f"KeepBest: {name} must be (x, y) or (x, y, w) arrays, or a finite "
+            f"tf.data.Dataset, got {type(data).__name__}"
         )
     steps = checkpoint.train_eval_steps if checkpoint is not None else None
     return dataset.take(steps) if steps is not None else dataset

@@ -166,6 +166,8 @@ class NpzData(_DataBase):
     path: ExistingFile
     x_key: str = "x"
     y_key: str = "y"
+    # an array of one weight per sample (shape (n,)), in the validation file too
+    weight_key: str | None = None
 
 
 class CsvData(_DataBase):
@@ -174,6 +176,17 @@ class CsvData(_DataBase):
     target: str
     features: list[str] | None = None
     delimiter: str = Field(",", min_length=1, max_length=1)
+    # a numeric column of one weight per sample (not a feature), in the validation file too
+    weight_column: str | None = None
+
+    @field_validator("weight_column")
+    @classmethod
+    def _weight_is_no_feature(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value == info.data.get("target"):
+            raise ValueError("it is the target; name the column of sample weights")
+        if value is not None and value in (info.data.get("features") or []):
+            raise ValueError("it is in data.features too; a column is a feature or the weights")
+        return value
 
 
 class ImageDirData(_DataBase):
@@ -358,14 +371,35 @@ class TrainConfig(Section):
     # weights per class in the training loss (and in a training-set monitor, as Keras
     # counts them): a map of class id (or class name) to weight, or "balanced"
     # (n_samples / (n_classes * count of the class), computed from the labels)
-    class_weight: dict[int | str, Annotated[float, Field(ge=0), AfterValidator(_finite)]] | (
-        Literal["balanced"] | None
-    ) = None
+    # (checked against the labels when the data is read: keepbest.data.weights)
+    class_weight: dict[int | str, float] | Literal["balanced"] | None = None
     # Keras callbacks run inside fit after keepbest's own: a Keras callback's name or
     # 'module:Class', or {class_name: ..., config: {kwargs}}
     callbacks: list[KerasSpec] = Field(default_factory=list)
     # Keras' mixed-precision policy for building (and reloading) the model
     mixed_precision: Literal["mixed_float16", "mixed_bfloat16"] | None = None
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weight(cls, value: Any) -> Any:
+        """One line per problem (a union's members would each say theirs)."""
+        if value is None or value == "balanced":
+            return value
+        if not isinstance(value, dict):
+            hint = did_you_mean(value, ["balanced"]) if isinstance(value, str) else ""
+            raise ValueError(f"must be a mapping of class to weight, or 'balanced'{hint}")
+        checked: dict[int | str, float] = {}
+        for key, weight in value.items():
+            if isinstance(key, bool) or not isinstance(key, (int, str)):
+                raise ValueError(f"{key!r}: a class is a class id (0, 1, ...) or a class name")
+            try:
+                number = float("nan" if isinstance(weight, bool) else weight)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not (math.isfinite(number) and number >= 0):
+                raise ValueError(f"class {key!r}: its weight must be a finite number 0 or more")
+            checked[key] = number
+        return checked
 
 
 class CheckpointConfig(Section):

@@ -84,6 +84,15 @@ def read_npz(
     return arrays
 
 
+def npz_names(path: Path, where: str) -> list[str]:
+    """The names of the arrays in the .npz archive at ``path`` (none for a lone array)."""
+    loaded = _load_npz(path, where)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return []
+    with loaded as npz:
+        return list(npz.files)
+
+
 _PICKLED = (
     "holds Python objects (pickled), which keepbest never unpickles; save numbers or texts "
     "(an array of a numeric or str dtype)"
@@ -230,6 +239,16 @@ def _arrow_columns(path: Path, delimiter: str) -> tuple[list, int] | None:
     if unraisable or ragged or any(t != pa.string() for t in table.schema.types):
         return None
     return [table.column(i) for i in range(table.num_columns)], table.num_rows
+
+
+def csv_header(path: Path, delimiter: str, where: str) -> list[str]:
+    """The column names of a CSV file (its first non-empty row), without reading on."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            first = next((row for row in csv.reader(handle, delimiter=delimiter) if row), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{where}: cannot read {path} ({exc})") from None
+    return [name.strip() for name in first]
 
 
 def read_csv_table(path: Path, delimiter: str, where: str) -> tuple[list[str], CsvRows | list]:

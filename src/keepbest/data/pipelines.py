@@ -11,6 +11,11 @@
   ``checkpoint.train_eval_steps`` batches: the pass that measures a training-set monitor
   (``keepbest.measure``), the same batches in training and in every verification.
 
+A batch is ``(x, y)``, or ``(x, y, w)`` when the data has sample weights or
+``train.class_weight`` weighs the training classes (``keepbest.data.weights``): Keras'
+``fit`` and ``evaluate`` count ``w`` in the loss and the metrics, so training and every
+measuring pass weigh each sample alike.
+
 Every batch goes through the source's preprocessing (``keepbest.data.preprocessing``):
 its Keras layers, the very ones ``load_best`` and ``export`` put in front of the model.
 Images are decoded and resized one by one (they may differ in size), the rest runs on the
@@ -39,6 +44,7 @@ from keepbest.config import ExperimentConfig, reported_against
 from keepbest.config.schema import PythonData, ScriptData, spec_name
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
+from keepbest.data.weights import class_weighted
 from keepbest.errors import DataError, one_line
 
 _EPOCH_LIMIT = 2**62  # "forever": the stream is cut into epochs by steps_per_epoch
@@ -134,10 +140,11 @@ def preprocess_batch(spec: DataSpec):
 
 def _batches(arrays: Arrays, spec: DataSpec, index_batches):
     """Turn a dataset of index batches into preprocessed (x, y) batches gathered from
-    ``arrays``."""
+    ``arrays``, (x, y, w) if it has sample weights."""
     import tensorflow as tf
 
     x, y = tf.constant(arrays.x), tf.constant(arrays.y)
+    w = None if arrays.w is None else tf.constant(arrays.w)
     resize = spec.steps.resize_layer() if spec.image_size is not None else None
     preprocess = preprocess_batch(spec)
 
@@ -145,13 +152,15 @@ def _batches(arrays: Arrays, spec: DataSpec, index_batches):
         features = tf.gather(x, index)
         if spec.image_size is not None:
             features = decode_images(features, spec, resize)
-        return preprocess(features), tf.gather(y, index)
+        batch = preprocess(features), tf.gather(y, index)
+        return batch if w is None else (*batch, tf.gather(w, index))
 
     return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def fixed_order(arrays: Arrays, spec: DataSpec, batch_size: int):
-    """``arrays`` as preprocessed (x, y) batches in their order (images decoded)."""
+    """``arrays`` as preprocessed (x, y) or (x, y, w) batches in their order (images
+    decoded)."""
     import tensorflow as tf
 
     index = tf.data.Dataset.range(len(arrays)).batch(batch_size)
@@ -222,7 +231,7 @@ def read_training_data(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec
     from keepbest.data.labels import targets_problems
 
     _read_ahead.clear()
-    train, val, spec = read_sources(cfg)
+    train, val, spec = _read_weighted(cfg)
     with reported_against(cfg):
         _check_classes(train, spec, cfg)
         errors, _ = targets_problems(
@@ -242,7 +251,26 @@ def read_training_data(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec
 def _read(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
     if _read_ahead and _read_ahead[0][0] is cfg:
         return _read_ahead.pop()[1]
-    return read_sources(cfg)
+    return _read_weighted(cfg)
+
+
+def _read_weighted(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
+    """The configured data, its training part weighted by class (``train.class_weight``):
+    the training data only, as Keras' fit weighs it; a file given to ``evaluate --data``
+    (``read_like_run``) is measured with its own sample weights alone."""
+    train, val, spec = read_sources(cfg)
+    setting = cfg.train.class_weight
+    if setting is None:
+        return train, val, spec
+    with reported_against(cfg):
+        if not isinstance(train, Arrays):
+            raise DataError(
+                f"train.class_weight: {_given_by(cfg)}'s training data is a tf.data.Dataset, "
+                "whose labels keepbest does not read ahead; return arrays (x, y), or weigh "
+                "the samples in its batches: (x, y, w)"
+            )
+        train = class_weighted(train, setting, spec, labels_key(cfg), weights_key(cfg))
+    return train, val, spec
 
 
 def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
@@ -317,6 +345,15 @@ def labels_key(cfg: ExperimentConfig) -> str:
     if data.source == "script":
         return "data's labels"
     return f"data.path: {data.path}'s class folders" if data.source == "image_dir" else "data"
+
+
+def weights_key(cfg: ExperimentConfig) -> str:
+    """How a run's data gives its own sample weights (for messages)."""
+    source = cfg.data.source
+    if source in ("python", "script"):
+        return f"{_given_by(cfg)}: return (x, y, w) with w the sample weights"
+    own = {"npz": "data.weight_key", "csv": "data.weight_column"}
+    return own.get(source, f"data.source: {source} has no sample weights; use npz or csv")
 
 
 def _float_targets(train) -> bool:

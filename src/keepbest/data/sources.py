@@ -9,8 +9,11 @@ that ``load_best`` and ``export`` put in front of the model, see
 ``keepbest.data.preprocessing``). ``read_sources`` is what training calls: it reads the
 configured source, splits off validation data, and derives the ``DataSpec``. A
 ``python`` factory may return tf.data.Datasets instead of arrays; those are used as given
-(already batched). Every problem is a ``DataError`` that names the config key (or
-command-line option) to fix. TensorFlow is imported only for a factory's datasets.
+(already batched). Sample weights (``Arrays.w``) come from an .npz's ``weight_key``, a
+CSV's ``weight_column`` or a factory's ``(x, y, w)``, in the validation data alike, and
+are checked by ``keepbest.data.weights``. Every problem is a ``DataError`` that names the
+config key (or command-line option) to fix. TensorFlow is imported only for a factory's
+datasets.
 
 Example:
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,7 +47,9 @@ from keepbest.data.files import (
     IMAGE_SUFFIXES,
     check_image_files,
     class_folders,
+    csv_header,
     image_files,
+    npz_names,
     numeric_columns,
     read_csv_table,
     read_npz,
@@ -58,7 +64,10 @@ from keepbest.data.labels import (
 )
 from keepbest.data.preprocessing import Preprocessing
 from keepbest.data.spec import Arrays, DataSpec, Features, shape_fits, shape_text
+from keepbest.data.weights import sample_weights
 from keepbest.errors import DataError, InputError
+
+log = logging.getLogger(__name__)
 
 VALIDATION_PATH = "data.validation.path"
 
@@ -106,9 +115,9 @@ class Source:
     def read_labeled_file(self, path: Path, spec: DataSpec) -> Arrays:
         """Features and targets from ``path``, read as the run's own data, labels mapped to
         the run's class ids by name (``evaluate --data``)."""
-        settings = self.file_settings(path, spec)
         if not path.exists():
             raise DataError(f"--data: {path} does not exist")
+        settings = self.file_settings(path, spec)
         arrays, _, found = read_sources(self.cfg.model_copy(update={"data": settings}))
         where = f"--data: {path.name}"
         if not shape_fits(found.raw_shape, spec.raw_shape):
@@ -163,7 +172,8 @@ class DigitsSource(Source):
 
 
 class NpzSource(Source):
-    """Arrays ``x_key`` and ``y_key`` of an .npz archive (and of a validation archive)."""
+    """Arrays ``x_key`` and ``y_key`` of an .npz archive (and of a validation archive),
+    and ``weight_key``'s sample weights if set."""
 
     name = "npz"
 
@@ -172,11 +182,25 @@ class NpzSource(Source):
         return self.settings.x_key
 
     def _read(self, path: Path, where: str) -> tuple[Arrays, str]:
-        keys = [self.settings.x_key, self.settings.y_key]
-        x, y = read_npz(path, keys, where, settings=["data.x_key", "data.y_key"])
+        data = self.settings
+        keys, settings = [data.x_key, data.y_key], ["data.x_key", "data.y_key"]
+        if data.weight_key is not None:
+            keys.append(data.weight_key)
+            settings.append("data.weight_key")
+        x, y, *weights = read_npz(path, keys, where, settings=settings)
         if len(x) != len(y):
             raise DataError(f"{where}: {keys[0]} has {len(x)} rows but {keys[1]} has {len(y)}")
-        return Arrays(as_features(x, where), y), str(x.dtype)
+        w = None
+        if weights:
+            w = sample_weights(weights[0], len(y), f"data.weight_key: {keys[2]!r} of {path.name}")
+        return Arrays(as_features(x, where), y, w), str(x.dtype)
+
+    def file_settings(self, path: Path, spec: DataSpec):
+        settings = super().file_settings(path, spec)
+        key = settings.weight_key
+        if key is not None and key not in npz_names(path, "--data"):
+            return _unweighted(settings, "weight_key", f"{path.name} has no array {key!r}")
+        return settings
 
     def read(self) -> Loaded:
         data = self.settings
@@ -198,15 +222,18 @@ class CsvSource(Source):
 
     def _read(self, path: Path, where: str) -> tuple[Arrays, list[str]]:
         """Numeric feature columns plus the target column as text (typed later, jointly
-        with the validation file's)."""
+        with the validation file's), and the weight column's sample weights if set."""
         data: CsvData = self.settings
         header, body = read_csv_table(path, data.delimiter, where)
-        if data.target not in header:
-            raise DataError(
-                f"data.target: column {data.target!r} is not in {path.name}; its columns are "
-                f"{', '.join(header)}{did_you_mean(data.target, header)}"
-            )
-        features = data.features or [c for c in header if c != data.target]
+        for key, column in (("target", data.target), ("weight_column", data.weight_column)):
+            if column is not None and column not in header:
+                raise DataError(
+                    f"data.{key}: column {column!r} is not in {path.name}; its columns are "
+                    f"{', '.join(header)}{did_you_mean(column, header)}"
+                )
+        features = data.features or [
+            c for c in header if c not in (data.target, data.weight_column)
+        ]
         for name in features:
             if name == data.target:
                 raise DataError(f"data.features: {name!r} is the target; it cannot be a feature")
@@ -217,7 +244,14 @@ class CsvSource(Source):
                 )
         hint = " (list numeric columns in data.features)"
         x = numeric_columns(path, header, body, features, where, hint)
-        return Arrays(x, target_column(path, header, body, data.target, where)), features
+        y = target_column(path, header, body, data.target, where)
+        w = None
+        if data.weight_column is not None:
+            hint = " (data.weight_column: the sample weights are numbers)"
+            weights = numeric_columns(path, header, body, [data.weight_column], where, hint)
+            name = f"data.weight_column: {data.weight_column!r} of {path.name}"
+            w = sample_weights(weights[:, 0], len(y), name)
+        return Arrays(x, y, w), features
 
     def read(self) -> Loaded:
         data = self.settings
@@ -232,9 +266,13 @@ class CsvSource(Source):
         return Loaded(train, val, class_names, feature_names, raw_dtype="float32")
 
     def file_settings(self, path: Path, spec: DataSpec):
-        return self.settings.model_copy(
+        settings = self.settings.model_copy(
             update={"path": path, "validation": None, "features": spec.feature_names}
         )
+        column = settings.weight_column
+        if column is not None and column not in csv_header(path, settings.delimiter, "--data"):
+            return _unweighted(settings, "weight_column", f"{path.name} has no column {column!r}")
+        return settings
 
 
 class ImageDirSource(Source):
@@ -288,9 +326,9 @@ class ImageDirSource(Source):
 
 
 _FACTORY_RETURNS = (
-    "(train, validation), each an (x, y) tuple of arrays or a batched tf.data.Dataset "
-    "(validation may be None), optionally followed by a dict of class_names and "
-    "feature_names"
+    "(train, validation), each an (x, y) tuple of arrays (or (x, y, w), w the sample "
+    "weights) or a batched tf.data.Dataset (validation may be None), optionally followed "
+    "by a dict of class_names and feature_names"
 )
 FACTORY_INFO_KEYS = ("class_names", "feature_names")
 
@@ -385,16 +423,20 @@ class PythonSource(Source):
         where = f"{self.label}'s {which} data"
         if part is None and index == 1:
             return None, None
-        if isinstance(part, (tuple, list)) and len(part) == 2:
+        if isinstance(part, (tuple, list)) and len(part) in (2, 3):
+            weighted = len(part) == 3 and part[2] is not None
             try:
                 x, y = np.asarray(part[0]), np.asarray(part[1])
+                w = np.asarray(part[2]) if weighted else None
             except ValueError as exc:  # ragged nested lists
                 raise DataError(f"{where}: cannot be made into arrays ({exc})") from None
             if x.ndim == 0 or y.ndim == 0:
                 raise DataError(f"{where}: x and y must be arrays with one row per sample")
             if len(x) != len(y):
                 raise DataError(f"{where}: x has {len(x)} rows but y has {len(y)}")
-            return Arrays(as_features(x, where), y), str(x.dtype)
+            if w is not None:
+                w = sample_weights(w, len(y), f"{where}'s w")
+            return Arrays(as_features(x, where), y, w), str(x.dtype)
         import tensorflow as tf
 
         if isinstance(part, tf.data.Dataset):
@@ -500,6 +542,13 @@ def read_like_run(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Arrays:
 def read_features(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Features:
     """Inputs from an .npz, a CSV or a folder of images (``keepbest predict``)."""
     return source_for(cfg).read_inputs(Path(path), spec)
+
+
+def _unweighted(settings, key: str, why: str):
+    """The settings of a file given to ``evaluate --data`` that has no sample weights:
+    measured unweighted (training needs them; a file to evaluate may lack them)."""
+    log.info("--data: %s (data.%s): its samples are weighted equally", why, key)
+    return settings.model_copy(update={key: None})
 
 
 def _split(arrays: Arrays, fraction: float, seed: int) -> tuple[Arrays, Arrays]:

@@ -84,16 +84,18 @@ class DataSpec:
 
 @dataclasses.dataclass
 class Arrays:
-    """Features (or image file paths) and targets held in memory."""
+    """Features (or image file paths), targets and, if any, sample weights (float32, one
+    per sample: ``keepbest.data.weights``) held in memory."""
 
     x: np.ndarray
     y: np.ndarray
+    w: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, index: np.ndarray) -> Arrays:
-        return Arrays(self.x[index], self.y[index])
+        return Arrays(self.x[index], self.y[index], None if self.w is None else self.w[index])
 
 
 @dataclasses.dataclass

@@ -8,6 +8,11 @@ reported alongside. With a file (``--data``), in the run's data format (the raw 
 its training files hold, e.g. the bundled digits file itself), the compiled metrics are
 measured on that file instead, preprocessed by the very pipeline training used.
 
+Sample weights count as in training (``keepbest.data.weights``): the run's own data
+carries its weights (the training pass its class weights too); a file is measured with
+the sample weights it holds under the run's ``data.weight_key`` or ``data.weight_column``
+(equally weighted if it has none), never with class weights, as Keras' ``evaluate``.
+
 Example:
 
     >>> from keepbest.inference.evaluate import evaluate_run
