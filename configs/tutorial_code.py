@@ -31,8 +31,10 @@ class ConfidentAccuracy(keras.metrics.Metric):
         right = ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true)
         sure = ops.greater_equal(ops.max(y_pred, axis=-1), self.threshold)
         hit = ops.cast(ops.logical_and(right, sure), "float32")
-        weight = ops.ones_like(hit) if sample_weight is None else ops.cast(
-            ops.reshape(sample_weight, (-1,)), "float32"
+        weight = (
+            ops.ones_like(hit)
+            if sample_weight is None
+            else ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
         )
         self.hits.assign_add(ops.sum(hit * weight))
         self.count.assign_add(ops.sum(weight))

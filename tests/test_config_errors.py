@@ -92,7 +92,10 @@ CASES = [
     Case(
         "list-item-type",
         small_config(metrics=["accuracy", 3]),
-        ("metrics[1]: Input should be a valid string (got 3)",),
+        (
+            "metrics[1]: expected a name (a Keras one or 'module:name') or "
+            "{class_name: ..., config: {...}} (got 3)",
+        ),
     ),
     Case(
         "missing-required",

@@ -1090,6 +1090,171 @@ CASES = [
 ]
 
 
+# ------------------------------------------------- compile settings (losses .. callbacks)
+
+MY_CODE = """
+import keras
+
+
+def focal(y_true, y_pred, gamma=2.0):
+    return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+
+
+class NotAMetric:
+    pass
+
+
+def needs_nothing():
+    return 1
+"""
+
+
+def compile_case(id: str, says: tuple[str, ...], code: int = 2, **sections) -> Case:
+    """A config whose compile settings (or callbacks) are wrong: refused before any run
+    dir exists; ``mine.py`` (MY_CODE) lies beside it."""
+    cfg = small_config(name="bad", train={"epochs": 1})
+    for key, value in sections.items():
+        cfg[key] = {**cfg[key], **value} if key in ("optimizer", "train") else value
+    return Case(id, TRAIN, code, says, config=cfg, files={"mine.py": MY_CODE}, absent=("runs/bad",))
+
+
+SCHEDULE = {"class_name": "CosineDecay", "config": {"initial_learning_rate": 0.01}}
+
+CASES += [
+    compile_case("loss-unknown-name", ("loss: unknown Keras loss 'focall'",), loss="focall"),
+    compile_case(
+        "loss-module-missing",
+        ("loss: no module named 'losses' (looked in",),
+        loss="losses:focal",
+    ),
+    compile_case(
+        "loss-function-misspelt",
+        ("loss: module 'mine' has no function 'focl'; did you mean 'focal'?",),
+        loss="mine:focl",
+    ),
+    compile_case(
+        "loss-mapping-with-another-key",
+        ("loss: a Keras object as a mapping takes class_name and config (unknown key 'cfg')",),
+        loss={"class_name": "mine:focal", "cfg": {"gamma": 1}},
+    ),
+    compile_case(
+        "loss-kwarg-misspelt",
+        ("loss.config.gama: focal() has no argument 'gama'; did you mean 'gamma'?",),
+        loss={"class_name": "mine:focal", "config": {"gama": 1}},
+    ),
+    compile_case(
+        "loss-config-not-a-mapping",
+        ("loss: config must be a mapping of the object's keyword arguments",),
+        loss={"class_name": "Huber", "config": [1, 2]},
+    ),
+    compile_case(
+        "metric-class-misspelt",
+        ("metrics[1]: unknown Keras metric class 'AUCC'; did you mean 'AUC'?",),
+        metrics=["accuracy", {"class_name": "AUCC"}],
+    ),
+    compile_case(
+        "metric-is-not-a-metric",
+        ("metrics[0]: mine:NotAMetric made a NotAMetric, not a Keras metric",),
+        metrics=["mine:NotAMetric"],
+    ),
+    compile_case(
+        "schedule-misspelt",
+        ("optimizer.learning_rate: unknown Keras schedule class 'CosineDecy'; did you mean",),
+        optimizer={"learning_rate": {**SCHEDULE, "class_name": "CosineDecy"}},
+    ),
+    compile_case(
+        "schedule-missing-argument",
+        ("optimizer.learning_rate.config: CosineDecay() needs argument 'decay_steps'",),
+        optimizer={"learning_rate": SCHEDULE},
+    ),
+    compile_case(
+        "schedule-is-a-callback",
+        (
+            "optimizer.learning_rate: unknown Keras schedule class 'ReduceLROnPlateau'; "
+            "known: CosineDecay, CosineDecayRestarts, ExponentialDecay, InverseTimeDecay, "
+            "PiecewiseConstantDecay, PolynomialDecay;",
+        ),
+        optimizer={"learning_rate": {"class_name": "ReduceLROnPlateau"}},
+    ),
+    compile_case(
+        "learning-rate-a-word",
+        ("optimizer.learning_rate: expected a number, a schedule {class_name: CosineDecay",),
+        optimizer={"learning_rate": "fast"},
+    ),
+    compile_case(
+        "learning-rate-infinite",
+        ("optimizer.learning_rate: must be a finite number greater than 0",),
+        optimizer={"learning_rate": float("inf")},
+    ),
+    compile_case(
+        "accumulation-of-one-step",
+        ("optimizer: Adam(", "gradient_accumulation_steps` must be an integer >= 2"),
+        optimizer={"gradient_accumulation_steps": 1},
+    ),
+    compile_case(
+        "optimizer-kwarg-misspelt",
+        ("optimizer.clipnrom: Adam has no argument 'clipnrom'; did you mean 'clipnorm'?",),
+        optimizer={"clipnrom": 1.0},
+    ),
+    compile_case(
+        "optimizer-kwarg-nan",
+        ("optimizer.weight_decay must be a finite number (got nan)",),
+        optimizer={"weight_decay": float("nan")},
+    ),
+    compile_case(
+        "callback-modelcheckpoint",
+        ("train.callbacks[0]: ModelCheckpoint: keepbest already saves the best",),
+        train={"callbacks": [{"class_name": "ModelCheckpoint", "config": {"filepath": "m.keras"}}]},
+    ),
+    compile_case(
+        "callback-backup-and-restore",
+        ("train.callbacks[0]: BackupAndRestore: keepbest already resumes runs",),
+        train={"callbacks": [{"class_name": "BackupAndRestore", "config": {"backup_dir": "b"}}]},
+    ),
+    compile_case(
+        "callback-early-stopping-restoring",
+        ("train.callbacks[0]: EarlyStopping(restore_best_weights=True) keeps a copy",),
+        train={
+            "callbacks": [{"class_name": "EarlyStopping", "config": {"restore_best_weights": True}}]
+        },
+    ),
+    compile_case(
+        "callback-sets-a-scheduled-rate",
+        ("train.callbacks[0]: ReduceLROnPlateau sets the learning rate, but",),
+        optimizer={
+            "learning_rate": {**SCHEDULE, "config": {**SCHEDULE["config"], "decay_steps": 9}}
+        },
+        train={"callbacks": ["ReduceLROnPlateau"]},
+    ),
+    compile_case(
+        "callback-misspelt",
+        ("train.callbacks[0]: unknown Keras callback class 'CSVLoger'; did you mean 'CSVLogger'?",),
+        train={"callbacks": ["CSVLoger"]},
+    ),
+    compile_case(
+        "callback-a-function",
+        ("train.callbacks[0]: mine:needs_nothing made a int, not a Keras callback",),
+        train={"callbacks": ["mine:needs_nothing"]},
+    ),
+    compile_case(
+        "callback-kwarg-misspelt",
+        ("train.callbacks[0].config.patince: ReduceLROnPlateau() has no argument 'patince'",),
+        train={"callbacks": [{"class_name": "ReduceLROnPlateau", "config": {"patince": 2}}]},
+    ),
+    compile_case(
+        "mixed-precision-unknown",
+        ("train.mixed_precision: must be one of mixed_float16, mixed_bfloat16 (got 'float16')",),
+        train={"mixed_precision": "float16"},
+    ),
+    compile_case(
+        "custom-metric-without-a-direction",
+        ("checkpoint.mode: cannot tell whether 'val_focal' should go up or down",),
+        metrics=["mine:focal"],
+        checkpoint={"monitor": "val_focal"},
+    ),
+]
+
+
 # --------------------------------------------------------------------------- running
 
 

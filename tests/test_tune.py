@@ -254,8 +254,8 @@ def problems(tmp_path, space: object, **options) -> list[str]:
         (
             {"optimizer.learning_rate": {"uniform": [-1, 0.1]}},
             {},
-            "--space optimizer.learning_rate=-1.0: {cfg}: optimizer.learning_rate: Input "
-            "should be greater than 0 (got -1.0)",
+            "--space optimizer.learning_rate=-1.0: {cfg}: optimizer.learning_rate: must be "
+            "a finite number greater than 0 (got -1.0)",
         ),
         (
             {"optimizer.learning_rate": {"log_uniform": [0, 0.1]}},

@@ -131,7 +131,9 @@ def _keras_class(name: str, kind: Kind, where: str) -> type:
     known = sorted(
         n
         for n in dir(module)
-        if inspect.isclass(getattr(module, n)) and issubclass(getattr(module, n), base)
+        if inspect.isclass(getattr(module, n))
+        and issubclass(getattr(module, n), base)
+        and getattr(module, n) is not base
     )
     hint = did_you_mean(name, known) or f"; known: {', '.join(known)}"
     raise ConfigError(
@@ -144,8 +146,12 @@ def _call(target: Callable, config: dict[str, Any], kind: Kind, where: str) -> A
 
     kwargs_where = f"{where}.config"
     if inspect.isclass(target):
-        init = target.__init__
-        check_kwargs(init, config, kwargs_where, name=f"{target.__name__}()")
+        # Keras' classes take **kwargs only to pass on or to drop (ReduceLROnPlateau drops
+        # a misspelt one silently): their named arguments are all there is.
+        own = target.__module__.split(".")[0] == "keras"
+        check_kwargs(
+            target.__init__, config, kwargs_where, name=f"{target.__name__}()", open_ended=not own
+        )
         call = lambda: target(**config)  # noqa: E731
     elif kind in ("loss", "metric"):
         if not config:

@@ -15,7 +15,11 @@ A drop-in for ``EarlyStopping(restore_best_weights=True)`` plus
   data's order does not depend on the process (arrays with ``shuffle=False``); SIGTERM,
   SIGINT and SIGUSR1 save a state and end ``fit`` with ``keepbest.StoppedForResume``;
 - the run dir is the one ``keepbest.train`` writes: ``keepbest.load_best``,
-  ``keepbest show|evaluate|export|plot`` work on it.
+  ``keepbest show|evaluate|export|plot`` work on it;
+- with an optimizer's ``use_ema``, the moving-average weights are the ones judged, saved
+  and verified (what fit leaves in the model at its end), measured by a pass of its own;
+- another callback that sets ``model.stop_training`` ends the run: the last resume state
+  records it, the best is verified, and running the script again finds it complete.
 
 Arguments shared with Keras' EarlyStopping mean what they mean there (``patience``,
 ``min_delta``, ``baseline``, ``start_from_epoch``, ``mode``), with one difference:
@@ -70,8 +74,8 @@ _CHECKPOINT_ARGS = (
 class KeepBest(keras.callbacks.Callback):
     """Keep the best weights of ``fit`` in ``run_dir``, judged on measured values.
 
-    ``train_data``: what a training-set monitor is measured on ((x, y) arrays, or a
-    finite batched tf.data.Dataset; ``train_eval_steps`` bounds it to N batches).
+    ``train_data``: what a training-set monitor is measured on ((x, y) or (x, y, w)
+    arrays, or a finite batched tf.data.Dataset; ``train_eval_steps`` bounds it to N batches).
     ``validation_data``: what ``val_*`` is measured on at ``every_steps`` points (at
     epoch ends fit's own validation pass serves). ``restore_best``: end ``fit`` with the
     best weights (verified either way; with False the model gets its final weights back
@@ -126,8 +130,8 @@ class KeepBest(keras.callbacks.Callback):
         if not on_validation and train_data is None:
             raise ConfigError(
                 f"KeepBest: monitor {monitor!r} is measured on the training data, so pass "
-                "train_data=(x, y) (or a finite tf.data.Dataset) to measure it on the saved "
-                f"weights, or monitor 'val_{monitor}'"
+                "train_data=(x, y) or (x, y, sample_weight) (or a finite tf.data.Dataset) to "
+                f"measure it on the saved weights, or monitor 'val_{monitor}'"
             )
         if on_validation and every_steps is not None and validation_data is None:
             raise ConfigError(
