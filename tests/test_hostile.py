@@ -1172,7 +1172,7 @@ CASES += [
         (
             "optimizer.learning_rate: unknown Keras schedule class 'ReduceLROnPlateau'; "
             "known: CosineDecay, CosineDecayRestarts, ExponentialDecay, InverseTimeDecay, "
-            "PiecewiseConstantDecay, PolynomialDecay;",
+            "PiecewiseConstantDecay, PolynomialDecay (or 'module:Class' for your own)",
         ),
         optimizer={"learning_rate": {"class_name": "ReduceLROnPlateau"}},
     ),

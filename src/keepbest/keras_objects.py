@@ -118,7 +118,7 @@ def _keras_name(name: str, kind: Kind, where: str) -> str:
         ]
         hint = did_you_mean(name, [*known, *SHAPE_AWARE[kind]])
         raise ConfigError(
-            f"{where}: unknown Keras {kind} {name!r}{hint}; or give 'module:name' for your own"
+            f"{where}: unknown Keras {kind} {name!r}{hint} (or 'module:name' for your own)"
         ) from None
     return name
 
@@ -137,7 +137,7 @@ def _keras_class(name: str, kind: Kind, where: str) -> type:
     )
     hint = did_you_mean(name, known) or f"; known: {', '.join(known)}"
     raise ConfigError(
-        f"{where}: unknown Keras {kind} class {name!r}{hint}; or give 'module:Class' for your own"
+        f"{where}: unknown Keras {kind} class {name!r}{hint} (or 'module:Class' for your own)"
     )
 
 

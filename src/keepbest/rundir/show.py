@@ -190,7 +190,8 @@ def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
         "optimizer": f"{cfg.optimizer.name}({optimizer})",
         "loss": spec_text(cfg.loss)
         + (f"; metrics {', '.join(map(spec_text, cfg.metrics))}" if cfg.metrics else ""),
-        "training": f"{cfg.train.epochs} epochs{steps}; monitor {ck.monitor} ({ck.mode}){patience}",
+        "training": f"{cfg.train.epochs} epochs{steps}; monitor {ck.monitor} ({ck.mode}){patience}"
+        + _training_extras(cfg),
     }
 
 
@@ -216,3 +217,21 @@ def _size(size: float) -> str:
         if size < 1024 or unit == "GB":
             break
     return f"{size:.1f} {unit}"
+
+
+def _training_extras(cfg: ExperimentConfig) -> str:
+    """What else shapes the training: class weights, precision, the user's callbacks."""
+    extras = []
+    if cfg.train.class_weight is not None:
+        weights = cfg.train.class_weight
+        shown = (
+            weights
+            if isinstance(weights, str)
+            else ", ".join(f"{k}: {v:g}" for k, v in weights.items())
+        )
+        extras.append(f"class weights {shown}")
+    if cfg.train.mixed_precision:
+        extras.append(cfg.train.mixed_precision)
+    if cfg.train.callbacks:
+        extras.append("callbacks " + ", ".join(map(spec_text, cfg.train.callbacks)))
+    return "".join(f"; {extra}" for extra in extras)
