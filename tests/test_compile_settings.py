@@ -113,6 +113,9 @@ def test_the_tutorial_config_trains_and_its_best_measures_the_same_in_plain_kera
     shown = run_cli("show", str(run_dir))
     assert "CosineDecay(initial_learning_rate=0.003" in shown.stdout, shown.stdout
     assert "tutorial_code:focal_loss(gamma=2.0)" in shown.stdout, shown.stdout
+    assert "class weights balanced; mixed_bfloat16; callbacks tutorial_code:LearningRateLog" in (
+        shown.stdout
+    )
     evaluated = run_cli("evaluate", str(run_dir), cwd=REPO.parent)  # any directory
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"{record.value:.6g}" in evaluated.stdout
