@@ -31,7 +31,7 @@ from pathlib import Path
 from keepbest import weights_h5
 from keepbest.errors import CorruptFileError
 from keepbest.rundir.layout import RunDir
-from keepbest.rundir.record import BestRecord, commit_best, verify_checksum
+from keepbest.rundir.record import BestRecord, commit_best, commit_kept, verify_checksum
 from keepbest.version import __version__
 
 # Keras' message when a saved variable does not fit the rebuilt model's variable.
@@ -82,6 +82,21 @@ def save_best(
         value=value,
         versions=versions or library_versions(),
         notes=notes,
+    )
+
+
+def save_kept(
+    run_dir: Path, model, record: BestRecord, new_file: str | None, new_best: bool, dropped
+) -> BestRecord:
+    """Commit a point that joins the kept points (``rundir.record.commit_kept``): its
+    weights in ``new_file``, then ``record``, then the ``dropped`` files deleted."""
+    return commit_kept(
+        Path(run_dir),
+        (lambda path: save_weights(model, path)) if new_file else None,
+        record,
+        new_file,
+        new_best,
+        list(dropped),
     )
 
 

@@ -214,3 +214,58 @@ def _compiled_metrics(model) -> list:
         inner = getattr(metric, "metrics", None)
         found.extend(inner if isinstance(inner, list) else [metric])
     return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """The points whose weights are kept besides the best (``checkpoint.keep_top`` and
+    ``checkpoint.average``): ``others`` are the best ``top - 1`` points but the best, by
+    value (ties: the earlier first); ``last`` the latest ``last`` points. A point's file
+    stays while it is the best, among ``others`` or among ``last``.
+
+    Example (``min``, keep the top 3 and the last 2; points are (step, value)):
+
+    >>> kept = Kept(top=3, last=2)
+    >>> for step, value, best in [(1, 0.5, True), (2, 0.4, True), (3, 0.45, False),
+    ...                           (4, 0.3, True), (5, 0.6, False)]:
+    ...     kept = kept.add(step, value, new_best=best, mode="min")
+    >>> kept.best, kept.others, kept.last_points
+    ((4, 0.3), ((2, 0.4), (3, 0.45)), ((4, 0.3), (5, 0.6)))
+    >>> sorted(kept.steps())
+    [2, 3, 4, 5]
+    """
+
+    top: int = 1
+    last: int = 0
+    best: tuple[int, float] | None = None
+    others: tuple[tuple[int, float], ...] = ()
+    last_points: tuple[tuple[int, float], ...] = ()
+
+    def add(self, step: int, value: float, new_best: bool, mode: str) -> Kept:
+        """The kept points after the point (``step``, ``value``); ``new_best``: it is the
+        new best as ``Monitor.improves`` decided (min_delta and baseline included)."""
+        if not math.isfinite(value) or (self.best is None and not new_best):
+            return self  # nothing is kept before there is a best
+        point = (step, value)
+        candidates = list(self.others)
+        best = self.best
+        if new_best:
+            if best is not None:
+                candidates.append(best)
+            best = point
+        else:
+            candidates.append(point)
+        sign = 1.0 if mode == "min" else -1.0
+        ranked = sorted(candidates, key=lambda p: (sign * p[1], p[0]))[: max(self.top - 1, 0)]
+        last = (*self.last_points, point)[-self.last :] if self.last else ()
+        return dataclasses.replace(self, best=best, others=tuple(ranked), last_points=last)
+
+    def steps(self) -> set[int]:
+        """The steps whose files are kept."""
+        kept = {p[0] for p in (*self.others, *self.last_points)}
+        return kept | ({self.best[0]} if self.best else set())
+
+    @property
+    def files(self) -> bool:
+        """Whether points are kept as files of their own (else only ``best.weights.h5``)."""
+        return self.top > 1 or self.last > 0

@@ -43,7 +43,7 @@ from keepbest.errors import ConfigError, KeepbestError, RunBusyError
 from keepbest.rundir import guard
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.lock import holder_of
-from keepbest.rundir.record import BestRecord
+from keepbest.rundir.record import BestRecord, average_text
 
 if TYPE_CHECKING:
     from keepbest.callbacks.points import Observer
@@ -76,6 +76,8 @@ class TrainResult:
             f"verified after reload: {r.verified_value:.6g} ({exact})",
             f"checkpoint: {self.run_dir / r.checkpoint}",
         ]
+        if r.average is not None:
+            lines.append(average_text(r))
         if self.stop_reason:
             lines.insert(1, f"stopped early: {self.stop_reason}")
         if self.complete_before:

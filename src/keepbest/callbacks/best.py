@@ -31,9 +31,10 @@ import dataclasses
 import math
 from pathlib import Path
 
-from keepbest.checkpoint import library_versions, save_best
+from keepbest.checkpoint import library_versions, save_best, save_kept
 from keepbest.measure import MeasureData, deployed_weights, measure_point
 from keepbest.monitor import (
+    Kept,
     Monitor,
     Schedule,
     StopKind,
@@ -41,7 +42,8 @@ from keepbest.monitor import (
     resolve_mode,
     stop_reason,
 )
-from keepbest.rundir.record import BestRecord
+from keepbest.rundir.layout import WEIGHTS_FILE, kept_file
+from keepbest.rundir.record import BestRecord, KeptFile, now_text
 from keepbest.rundir.resume_store import BestSoFar
 
 
@@ -75,6 +77,8 @@ class BestCheckpoint:
         record: BestRecord | None = None,
         so_far: BestSoFar | None = None,
         writes: bool = True,
+        kept: Kept | None = None,
+        kept_so_far: dict | None = None,
     ):
         """``record`` is the best on disk; ``so_far`` the best as of the point training
         continues from (a resume state's; None for a fresh start). A record newer than
@@ -92,8 +96,13 @@ class BestCheckpoint:
         self.best_value = known.value if known else None
         self.best_epoch = known.epoch if known else None
         self.best_step = known.step if known else None
-        # A best already on disk that this run has not reached again yet.
+        # checkpoint.keep_top / average: the kept points (as of the state resumed from)
+        self.kept = _restored(kept or Kept(), kept_so_far)
+        self._epochs: dict[int, int] = {}  # step -> epoch of the points kept by this run
+        # A commit on disk that this run has not reached again yet.
         self.ahead = record if record is not None and not _same(record, known) else None
+        if self.kept.files and record is not None:
+            self.ahead = record if record.newest_step not in self.kept.steps() else None
         self.mode = record.mode if record else (None if monitor.mode == "auto" else monitor.mode)
         self.stop_kind: StopKind | None = None
         self.stop_reason: str | None = None
@@ -130,7 +139,14 @@ class BestCheckpoint:
             self.ahead = None
         elif self.ahead is not None and self._past(self.ahead, epoch, step):
             self.ahead = None  # the replay never met it: judge afresh from here on
-        if improved and self.writes and self.ahead is None and not on_disk:
+        before = self.kept
+        if self.kept.files and ordinal > self.schedule.start_from:
+            self.kept = self.kept.add(step, value, improved, monitor.mode)
+            self._epochs[step] = epoch
+        if self.kept.files:
+            if self.writes and self.ahead is None and not on_disk and self.kept != before:
+                self._commit_kept(model, before, epoch, step, value, improved, monitor)
+        elif improved and self.writes and self.ahead is None and not on_disk:
             self.record = save_best(
                 self.run_dir,
                 model,
@@ -149,14 +165,67 @@ class BestCheckpoint:
         return Verdict(value, improved, self.stop_kind, self.stop_reason)
 
     def _at(self, record: BestRecord, epoch: int, step: int) -> bool:
-        if record.step is not None:
-            return record.step == step
+        if record.newest_step is not None:
+            return record.newest_step == step
         return not self.schedule.by_steps and record.epoch == epoch  # a record without step
 
     def _past(self, record: BestRecord, epoch: int, step: int) -> bool:
-        if record.step is not None:
-            return step > record.step
+        if record.newest_step is not None:
+            return step > record.newest_step
         return epoch > record.epoch
+
+    def kept_so_far(self) -> dict | None:
+        """The kept points as of now, for a resume state."""
+        if not self.kept.files:
+            return None
+        kept = self.kept
+        return {
+            "best": [list(kept.best)] if kept.best else [],
+            "others": [list(p) for p in kept.others],
+            "last": [list(p) for p in kept.last_points],
+        }
+
+    def _commit_kept(self, model, before: Kept, epoch, step, value, improved, monitor) -> None:
+        """Write this point's file if it is kept, the new record, then drop the files of
+        the points no longer kept (``checkpoint.save_kept``)."""
+        known = self.record.kept_files() if self.record else {}
+        by_step = {kept.step: kept for kept in known.values()}
+
+        def entry(point: tuple[int, float]) -> KeptFile:
+            at, point_value = point
+            if at in by_step:
+                return by_step[at]
+            return KeptFile(
+                epoch=self._epochs.get(at, epoch),
+                step=at,
+                value=point_value,
+                checkpoint=kept_file(at),
+                sha256="",
+            )
+
+        kept = self.kept
+        top = [entry(kept.best), *(entry(p) for p in kept.others)] if kept.best else []
+        last = [entry(p) for p in kept.last_points]
+        new_file = kept_file(step) if step in kept.steps() and step not in by_step else None
+        if improved:
+            head = {"epoch": epoch, "step": step, "value": value, "sha256": ""}
+        else:
+            old = self.record
+            head = {"epoch": old.epoch, "step": old.step, "value": old.value}
+            head["sha256"] = old.sha256
+        record = BestRecord(
+            **head,
+            monitor=monitor.name,
+            mode=monitor.mode,
+            checkpoint=WEIGHTS_FILE,
+            saved_at=now_text(),
+            versions=self._versions,
+            notes=list(self.notes),
+            top=top,
+            last=last,
+        )
+        dropped = sorted({kept_file(s) for s in before.steps() - kept.steps()})
+        self.record = save_kept(self.run_dir, model, record, new_file, improved, dropped)
 
     def best_ordinal(self) -> int | None:
         if self.best_epoch is None:
@@ -180,6 +249,19 @@ class BestCheckpoint:
             self.stop_reason = stop_reason(
                 "patience", name, waited=waited, patience=self.patience, unit=self.schedule.unit
             )
+
+
+def _restored(kept: Kept, saved: dict | None) -> Kept:
+    """``kept`` with the points a resume state recorded (``kept_so_far``)."""
+    if not saved:
+        return kept
+    point = lambda p: (int(p[0]), float(p[1]))  # noqa: E731
+    return dataclasses.replace(
+        kept,
+        best=point(saved["best"][0]) if saved.get("best") else None,
+        others=tuple(point(p) for p in saved.get("others", [])),
+        last_points=tuple(point(p) for p in saved.get("last", [])),
+    )
 
 
 def _same(record: BestRecord, known: BestSoFar | None) -> bool:

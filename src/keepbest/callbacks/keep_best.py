@@ -68,6 +68,8 @@ _CHECKPOINT_ARGS = (
     "train_eval_steps",
     "every_steps",
     "start_from_step",
+    "keep_top",
+    "average",
 )
 
 
@@ -95,6 +97,8 @@ class KeepBest(keras.callbacks.Callback):
         start_from_epoch: int = 0,
         every_steps: int | None = None,
         start_from_step: int = 0,
+        keep_top: int = 1,
+        average: dict | None = None,
         train_data: Any = None,
         validation_data: Any = None,
         train_eval_steps: int | None = None,

@@ -375,6 +375,7 @@ class TrainingLoop(keras.callbacks.Callback):
             best=self.best.so_far(),
             metrics=metrics,
             started=started,
+            kept=self.best.kept_so_far(),
         )
 
     def _running_means(self) -> dict[str, float]:

@@ -152,6 +152,7 @@ class ResumeWriter:
         best: BestSoFar | None = None,
         metrics: dict | None = None,
         started: float | None = None,
+        kept: dict | None = None,
     ) -> None:
         """Write a state now (the chief only); ``next_batch`` fingerprints the batch a run
         resumed from it should see first; ``started``: when the work for this state began
@@ -170,6 +171,7 @@ class ResumeWriter:
             best=best,
             metrics=metrics,
             callbacks=callback_states(self.callbacks),
+            kept=kept,
         )
         self.last_end = self.clock()
         self.last_cost = self.last_end - started

@@ -43,8 +43,8 @@ from keepbest.cluster.distribute import Distribution
 from keepbest.config import ExperimentConfig, reported_against
 from keepbest.config.diff import flatten, training_differences
 from keepbest.data.spec import DataSpec
-from keepbest.errors import ConfigError, NoBestError
-from keepbest.measure import FitValidation, MeasureData, tolerance, verify_best
+from keepbest.errors import ConfigError, NoBestError, VerificationError
+from keepbest.measure import FitValidation, MeasureData, tolerance, values_match, verify_best
 from keepbest.monitor import Monitor
 from keepbest.rundir.layout import RunDir, architecture_json
 from keepbest.rundir.record import BestRecord, mark_verified, read_record, read_record_or_none
@@ -171,6 +171,8 @@ class RunSession:
             record=self.record,
             so_far=state.manifest.best if state else None,
             writes=self.chief,
+            kept=ck.kept(),
+            kept_so_far=state.manifest.kept if state else None,
         )
         history = HistoryCSV(self.run.history_file, rows, writes=self.chief)
         if state:
@@ -253,7 +255,73 @@ class RunSession:
         elif record.verified_value != measured:
             record = mark_verified(self.run.path, record, measured)
         self.record = record
+        average = self.setup.cfg.checkpoint.average
+        if average is not None and record.average is None:
+            self.record = record = self._average(record, average.of, average.k, allowed)
         return record
+
+    def _average(self, record: BestRecord, of: str, k: int, allowed: float) -> BestRecord:
+        """``checkpoint.average``: average the kept points' files (``rundir.average``),
+        measure the average like every point, keep ``average.weights.h5`` if it beats the
+        best, reload it and measure again; the record says which and both values. The
+        model ends with the better weights."""
+        from keepbest.atomic import sync_and_hash, temp_path_for
+        from keepbest.rundir.average import average_files
+        from keepbest.rundir.layout import AVERAGE_FILE
+        from keepbest.rundir.record import AverageRecord, commit_average
+
+        points = (record.top if of == "top_k" else record.last)[:k]
+        files = [self.run.path / kept.checkpoint for kept in points]
+        if len(points) < 2:
+            log.warning(
+                "%s: checkpoint.average: %d point(s) kept, nothing to average",
+                self.run.path,
+                len(points),
+            )
+            return record
+        target = self.run.path / AVERAGE_FILE
+        tmp = temp_path_for(target)
+        try:
+            average_files(files, tmp)
+            value = _measure_file(self.model, tmp, self.monitor, self.setup.data)
+            better = dataclasses.replace(self.monitor, min_delta=0.0, mode=record.mode).improves(
+                value, record.value
+            )
+            sha = sync_and_hash(tmp) if better else None
+            verified = None
+            if better:
+                verified = _measure_file(self.model, tmp, self.monitor, self.setup.data)
+                if not values_match(verified, value, allowed):
+                    raise VerificationError(
+                        f"{target} reloaded gives {self.monitor.name} = {verified!r}, but "
+                        f"it measured {value!r}; the average does not reproduce its value"
+                    )
+            summary = AverageRecord(
+                of=of,
+                steps=[kept.step for kept in points],
+                value=value,
+                better=better,
+                checkpoint=AVERAGE_FILE if better else None,
+                sha256=sha,
+                verified_value=verified,
+            )
+            updated = record.model_copy(update={"average": summary})
+            if self.chief:
+                commit_average(self.run.path, tmp if better else None, updated)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if not better:
+            load_best_weights(self.model, self.run.path, record)
+        log.info(
+            "average of %d %s points: %s = %.6g (best %.6g): %s",
+            len(points),
+            "best" if of == "top_k" else "latest",
+            self.monitor.name,
+            value,
+            record.value,
+            f"kept as {AVERAGE_FILE}" if better else "not better, not kept",
+        )
+        return updated
 
     @property
     def stop_reason(self) -> str | None:
@@ -266,6 +334,15 @@ class RunSession:
         if self.loop is not None:
             return self.loop.history.rows
         return self.state.history if self.state else []
+
+
+def _measure_file(model, path: Path, monitor: Monitor, data: MeasureData) -> float:
+    """Load a weights file into ``model`` and measure the monitor on it."""
+    from keepbest import weights_h5
+    from keepbest.measure import measure
+
+    weights_h5.load(model, path, skip=[model.optimizer] if model.optimizer else [])
+    return measure(model, monitor, data)
 
 
 def architecture_differences(model_file: Path, model, most: int = 5) -> list[str]:

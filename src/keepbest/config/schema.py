@@ -35,7 +35,7 @@ from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from keepbest.config.references import did_you_mean
 from keepbest.errors import ConfigError
-from keepbest.monitor import Schedule
+from keepbest.monitor import Kept, Schedule
 from keepbest.signals import DEFAULT_SIGNALS, StopSignalName
 
 BUILTIN_BUILDERS = ("mlp", "cnn")
@@ -402,6 +402,15 @@ class TrainConfig(Section):
         return checked
 
 
+class AverageConfig(Section):
+    """``checkpoint.average``: after training, the uniform average of the weights of the
+    k best (``top_k``) or the k latest (``last_k``) evaluation points, measured like every
+    point, kept as ``average.weights.h5`` if it beats the best."""
+
+    of: Literal["top_k", "last_k"] = "top_k"
+    k: StrictInt = Field(ge=2)
+
+
 class CheckpointConfig(Section):
     monitor: str = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
@@ -420,6 +429,10 @@ class CheckpointConfig(Section):
     every_steps: Count | None = None
     # with every_steps: evaluation points at or before this global step are warm-up
     start_from_step: StrictInt = Field(0, ge=0)
+    # keep the weights of the k best evaluation points (best.json ranks them), not only
+    # the best's
+    keep_top: Count = 1
+    average: AverageConfig | None = None
 
     @field_validator("monitor")
     @classmethod
@@ -441,6 +454,22 @@ class CheckpointConfig(Section):
                 "use checkpoint.start_from_epoch, or set checkpoint.every_steps"
             )
         return self
+
+    @model_validator(mode="after")
+    def _enough_kept_to_average(self) -> CheckpointConfig:
+        average = self.average
+        if average is not None and average.of == "top_k" and self.keep_top < average.k:
+            raise ConfigError(
+                f"checkpoint.keep_top: {self.keep_top} keeps fewer points than "
+                f"checkpoint.average averages (k: {average.k} of top_k); set keep_top to "
+                f"at least {average.k}"
+            )
+        return self
+
+    def kept(self) -> Kept:
+        """Which points' weights are kept (``keepbest.monitor.Kept``)."""
+        last = self.average.k if self.average and self.average.of == "last_k" else 0
+        return Kept(top=self.keep_top, last=last)
 
     def schedule(self) -> Schedule:
         """When this run is judged (``keepbest.monitor.Schedule``)."""

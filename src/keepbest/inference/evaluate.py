@@ -29,7 +29,7 @@ from typing import Any
 
 from keepbest.errors import ConfigError, DataError, VerificationError
 from keepbest.rundir.layout import RunDir
-from keepbest.rundir.record import BestRecord, read_record
+from keepbest.rundir.record import BestRecord, average_text, chosen, read_record
 
 # The end-of-epoch pass over the training data, as training measured a training monitor.
 TRAINING_END_OF_EPOCH = "training (end of epoch)"
@@ -51,13 +51,25 @@ class Evaluation:
     by_steps: bool = False  # the run was evaluated every N steps
 
     @property
+    def which(self) -> str:
+        """The model evaluated: ``best``, or ``average`` when ``checkpoint.average`` kept
+        an averaged model that beat the best (what ``load_best`` returns)."""
+        return chosen(self.record)
+
+    @property
+    def recorded(self) -> float:
+        """The recorded value of the model evaluated."""
+        r = self.record
+        return r.average.value if self.which == "average" else r.value
+
+    @property
     def reproduces(self) -> bool | None:
         """Whether ``measured`` equals the recorded value (None when evaluating a file)."""
         if self.measured is None:
             return None
         from keepbest.measure import values_match
 
-        return values_match(self.measured, self.record.value, self.tolerance)
+        return values_match(self.measured, self.recorded, self.tolerance)
 
     def check_reproduced(self) -> None:
         """``VerificationError`` if the monitored value measured again differs from the
@@ -66,7 +78,8 @@ class Evaluation:
             r = self.record
             raise VerificationError(
                 f"{r.monitor} measured again is {self.measured!r}, but {self.run_dir} records "
-                f"{r.value!r} (epoch {r.epoch}, tolerance {self.tolerance:g}); the checkpoint "
+                f"{self.recorded!r} ({self.which}, epoch {r.epoch}, tolerance "
+                f"{self.tolerance:g}); the checkpoint "
                 "or the run's data changed since training"
             )
 
@@ -76,9 +89,12 @@ class Evaluation:
             "run_dir": str(self.run_dir),
             "epoch": r.epoch,
             "step": r.step,
+            "model": self.which,
             "monitor": {
                 "name": r.monitor,
-                "recorded": r.value,
+                "recorded": self.recorded,
+                "best": r.value,
+                "average": r.average.value if r.average else None,
                 "measured": self.measured,
                 "reproduces": self.reproduces,
                 "tolerance": self.tolerance,
@@ -95,10 +111,14 @@ class Evaluation:
         if self.by_steps and r.step is not None:
             best = f"best step {r.step} (epoch {r.epoch})"
         lines = [f"{self.run_dir}: {best}, {r.monitor} recorded {r.value:.8g}"]
+        if r.average is not None:
+            lines.append(average_text(r))
         if self.measured is not None:
-            diff = self.measured - r.value
+            diff = self.measured - self.recorded
             how = "exact" if diff == 0 else f"diff {diff:+.3g}, tolerance {self.tolerance:g}"
-            lines.append(f"{r.monitor} measured again: {self.measured:.8g} ({how})")
+            lines.append(
+                f"{r.monitor} of the {self.which} measured again: {self.measured:.8g} ({how})"
+            )
         header = ["metric"] + [
             f"{name} ({result.samples})" if result.samples is not None else name
             for name, result in self.results.items()

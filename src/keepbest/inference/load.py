@@ -37,7 +37,7 @@ from keepbest.config.schema import BUILTIN_BUILDERS
 from keepbest.data.spec import DataSpec
 from keepbest.errors import ConfigError, CorruptFileError, KeepbestError, NoBestCheckpointError
 from keepbest.rundir.layout import RunDir
-from keepbest.rundir.record import read_record, verify_checksum
+from keepbest.rundir.record import chosen, read_record, verify_checksum
 
 
 def rebuild_model(run: RunDir):
@@ -173,19 +173,25 @@ def _compile(model, run: RunDir) -> None:
         ) from None
 
 
-def load_best(run_dir: str | Path, compile: bool = True, raw_inputs: bool = True):
+def load_best(
+    run_dir: str | Path, compile: bool = True, raw_inputs: bool = True, which: str = "better"
+):
     """Return the run's best model with verified weights; compiled as configured unless
     ``compile=False``. It takes the training files' raw values (see ``read_spec``);
-    ``raw_inputs=False`` returns the trained model alone, without the preprocessing."""
+    ``raw_inputs=False`` returns the trained model alone, without the preprocessing.
+    ``which``: ``best``, ``average`` (``checkpoint.average``'s averaged model, if it was
+    kept) or ``better`` (the average if it beat the best, else the best);
+    ``keepbest.rundir.record.chosen`` says which a run's ``better`` is."""
     from keepbest.data.preprocessing import with_preprocessing
 
     run = RunDir(run_dir)
     record = read_record(run.path)
+    model_of = chosen(record, which)
     spec = read_spec(run.path) if raw_inputs else None
     with ThreadPoolExecutor(max_workers=1) as helper:
         # The checksum reads the file while the model is rebuilt: nothing is loaded
         # before it matches, yet it costs no time of its own.
-        checked = helper.submit(verify_checksum, run.path, record)
+        checked = helper.submit(verify_checksum, run.path, record, model_of)
         trained = rebuild_model(run)
         model = with_preprocessing(trained, spec.preprocessing, spec.raw_shape) if spec else trained
         if compile:

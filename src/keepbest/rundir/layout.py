@@ -52,6 +52,8 @@ RECORD_FILE = "best.json"
 PENDING_FILE = "best.json.pending"
 HISTORY_FILE = "history.csv"
 RESUME_DIR = "resume"
+KEPT_DIR = "checkpoints"  # checkpoint.keep_top / average: one file per kept point
+AVERAGE_FILE = "average.weights.h5"
 TENSORBOARD_DIR = "tensorboard"
 MLFLOW_FILE = "mlflow.json"
 PLOT_FILE = "curves.png"
@@ -70,6 +72,8 @@ OWNED_NAMES = frozenset(
         PENDING_FILE,
         HISTORY_FILE,
         RESUME_DIR,
+        KEPT_DIR,
+        AVERAGE_FILE,
         TENSORBOARD_DIR,
         MLFLOW_FILE,
         PLOT_FILE,
@@ -77,6 +81,11 @@ OWNED_NAMES = frozenset(
         LOCK_FILE,
     }
 )
+
+
+def kept_file(step: int) -> str:
+    """A kept point's weights file, relative to the run dir."""
+    return f"{KEPT_DIR}/step-{step:012d}.weights.h5"
 
 
 class RunDir:
@@ -200,7 +209,7 @@ class RunDir:
         """Delete temporaries that a process killed mid-write left in the run dir or in
         ``resume/`` (call while holding the run lock)."""
         removed = []
-        for folder in (self.path, self.resume_dir):
+        for folder in (self.path, self.resume_dir, self.path / KEPT_DIR):
             if not folder.is_dir():
                 continue
             for leftover in folder.glob(f"{TEMP_PREFIX}*"):

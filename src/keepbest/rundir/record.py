@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,30 @@ from keepbest.atomic import (
     write_json_atomic,
 )
 from keepbest.errors import CheckpointWriteError, CorruptFileError, NoBestCheckpointError
-from keepbest.rundir.layout import PENDING_FILE, RECORD_FILE, WEIGHTS_FILE
+from keepbest.rundir.layout import KEPT_DIR, PENDING_FILE, RECORD_FILE, WEIGHTS_FILE
+
+
+class KeptFile(BaseModel):
+    """A point whose weights are kept in a file of its own (``checkpoint.keep_top``,
+    ``checkpoint.average``)."""
+
+    epoch: int
+    step: int
+    value: float
+    checkpoint: str  # relative to the run dir: checkpoints/step-<step>.weights.h5
+    sha256: str
+
+
+class AverageRecord(BaseModel):
+    """The averaged model (``checkpoint.average``), measured like every point."""
+
+    of: str  # top_k | last_k
+    steps: list[int]  # the points averaged
+    value: float
+    better: bool  # it beats the best (and ``checkpoint`` is kept)
+    checkpoint: str | None = None  # average.weights.h5 when better
+    sha256: str | None = None
+    verified_value: float | None = None
 
 
 class BestRecord(BaseModel):
@@ -57,13 +81,29 @@ class BestRecord(BaseModel):
     saved_at: str
     versions: dict[str, str]
     notes: list[str] = []  # e.g. a resume that could not be bit-exact (a factory's data)
+    # checkpoint.keep_top > 1: the kept points ranked, the best first; the latest points
+    # when an average of the last k is asked for
+    top: list[KeptFile] = []
+    last: list[KeptFile] = []
+    average: AverageRecord | None = None
+
+    def kept_files(self) -> dict[str, KeptFile]:
+        """Every kept point's file, by relative path."""
+        return {kept.checkpoint: kept for kept in (*self.top, *self.last)}
+
+    @property
+    def newest_step(self) -> int | None:
+        """The step of the newest point this record was committed for."""
+        steps = [kept.step for kept in (*self.top, *self.last)]
+        return max([*steps, self.step or 0]) if steps else self.step
 
     @property
     def verified(self) -> bool:
         return self.verified_value is not None
 
 
-def _now() -> str:
+def now_text() -> str:
+    """Now, as records write it (UTC, ISO 8601, seconds)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -114,21 +154,68 @@ def recover(run_dir: Path) -> BestRecord | None:
         else:
             pending_path.unlink()
         fsync_dir(run_dir)
-    return read_record_or_none(run_dir)
+    record = read_record_or_none(run_dir)
+    remove_unnamed_kept(run_dir, record)
+    return record
 
 
-def verify_checksum(run_dir: Path, record: BestRecord) -> Path:
-    """The checkpoint's path, after checking that its sha256 matches the record."""
-    path = run_dir / record.checkpoint
+def chosen(record: BestRecord, which: str = "better") -> str:
+    """Which model ``which`` means for this run: ``best``, or ``average`` (the averaged
+    model, when ``checkpoint.average`` kept one). ``better``: the average if it beat the
+    best, else the best."""
+    kept = record.average is not None and record.average.better
+    if which == "average" and not kept:
+        why = "has no averaged model" if record.average is None else "kept no averaged model"
+        detail = "" if record.average is None else f" (it measured {record.average.value:.6g}, "
+        detail += f"not better than the best's {record.value:.6g})" if detail else ""
+        raise NoBestCheckpointError(
+            f"the run {why}{detail}; load which='best' (or 'better'), or train with "
+            "checkpoint.average"
+        )
+    if which not in ("best", "average", "better"):
+        raise ValueError(f"which: expected 'best', 'average' or 'better', got {which!r}")
+    return "average" if which != "best" and kept else "best"
+
+
+def chosen_value(record: BestRecord) -> float | None:
+    """The verified value of the model ``load_best`` returns (``chosen``): the kept
+    average's, or the best's."""
+    if chosen(record) == "average":
+        return record.average.verified_value
+    return record.verified_value
+
+
+def average_text(record: BestRecord) -> str:
+    """``average of the 3 best points (steps 96, 84, 72): val_loss 0.2626 vs best 0.2347;
+    the best is used`` (one line for show, evaluate, summaries)."""
+    average = record.average
+    which = "best" if average.of == "top_k" else "latest"
+    steps = ", ".join(str(step) for step in average.steps)
+    used = "the average is used (average.weights.h5)" if average.better else "the best is used"
+    return (
+        f"average of the {len(average.steps)} {which} points (steps {steps}): "
+        f"{record.monitor} {average.value:.8g} vs best {record.value:.8g}; {used}"
+    )
+
+
+def verify_checksum(run_dir: Path, record: BestRecord, which: str = "best") -> Path:
+    """The checkpoint's path (the best's, or the kept average's), after checking that
+    its sha256 matches the record."""
+    if which == "average":
+        return _checked(run_dir / record.average.checkpoint, record.average.sha256)
+    return _checked(run_dir / record.checkpoint, record.sha256)
+
+
+def _checked(path: Path, expected: str) -> Path:
     if not path.is_file():
         raise CorruptFileError(
             f"{path} is missing although {RECORD_FILE} names it; the run dir is incomplete"
         )
     actual = sha256_file(path)
-    if actual != record.sha256:
+    if actual != expected:
         raise CorruptFileError(
             f"{path} does not match the sha256 in {RECORD_FILE} (file {actual[:12]}..., "
-            f"record {record.sha256[:12]}...): the checkpoint is corrupt or was replaced"
+            f"record {expected[:12]}...): the checkpoint is corrupt or was replaced"
         )
     return path
 
@@ -159,7 +246,7 @@ def commit_best(
             value=value,
             checkpoint=WEIGHTS_FILE,
             sha256=sync_and_hash(tmp),
-            saved_at=_now(),
+            saved_at=now_text(),
             versions=versions,
             notes=list(notes),
         )
@@ -183,7 +270,135 @@ def commit_best(
     return record
 
 
+def commit_kept(
+    run_dir: Path,
+    write_weights: Callable[[Path], None] | None,
+    record: BestRecord,
+    new_file: str | None,
+    new_best: bool,
+    dropped: Sequence[str],
+) -> BestRecord:
+    """Commit an evaluation point that joins the kept points (``checkpoint.keep_top``,
+    ``checkpoint.average``), durably and in an order that never lets a record name a
+    missing file nor a kept file go missing:
+
+    1. its weights go to ``new_file`` (temp file, fsync, sha256, rename; a name no record
+       names yet);
+    2. a new best: ``best.weights.h5`` becomes a hard link to that file through the
+       four-step commit (``best.json.pending`` first); otherwise ``best.json`` is
+       replaced atomically;
+    3. only then are the files no record names any more (``dropped``) deleted.
+
+    ``record`` is the new record; its entries for ``new_file`` get the file's sha256.
+    ``recover`` deletes a file a kill left unnamed."""
+    try:
+        if new_file is not None and write_weights is not None:
+            target = run_dir / new_file
+            target.parent.mkdir(exist_ok=True)
+            tmp = temp_path_for(target)
+            try:
+                write_weights(tmp)
+                sha = sync_and_hash(tmp)
+                os.replace(tmp, target)
+            finally:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            fsync_dir(target.parent)
+            record = _with_sha(record, new_file, sha)
+        if new_best:
+            best = run_dir / WEIGHTS_FILE
+            linked = temp_path_for(best)
+            _link_or_copy(run_dir / record.top[0].checkpoint, linked)
+            try:
+                write_json_atomic(run_dir / PENDING_FILE, record.model_dump())
+                os.replace(linked, best)
+            finally:
+                with contextlib.suppress(OSError):
+                    linked.unlink()
+            fsync_dir(run_dir)
+            os.replace(run_dir / PENDING_FILE, run_dir / RECORD_FILE)
+        else:
+            write_json_atomic(run_dir / RECORD_FILE, record.model_dump())
+        fsync_dir(run_dir)
+    except Exception as exc:
+        raise CheckpointWriteError(
+            f"could not save the checkpoint of step {record.newest_step} in {run_dir} "
+            f"({failure_text(exc)}); the kept checkpoints and their record are intact; run "
+            "the same command to resume once it can be written"
+        ) from exc
+    for name in dropped:  # no record names them any more
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink()
+    if dropped:
+        with contextlib.suppress(OSError):
+            fsync_dir(run_dir / Path(dropped[0]).parent)
+    return record
+
+
+def _with_sha(record: BestRecord, checkpoint: str, sha: str) -> BestRecord:
+    def fill(kept: list[KeptFile]) -> list[KeptFile]:
+        return [
+            k.model_copy(update={"sha256": sha}) if k.checkpoint == checkpoint else k for k in kept
+        ]
+
+    update = {"top": fill(record.top), "last": fill(record.last)}
+    if record.top and record.top[0].checkpoint == checkpoint:
+        update["sha256"] = sha
+    return record.model_copy(update=update)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` holds ``source``'s bytes: a hard link (no bytes written), or a copy
+    fsync'ed where the file system has no links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+        with open(target, "rb+") as copied:
+            os.fsync(copied.fileno())
+
+
+def remove_unnamed_kept(run_dir: Path, record: BestRecord | None) -> list[Path]:
+    """Delete the kept-point files no record names (a kill between writing a file and
+    its record, or between a record and the deletions it allowed)."""
+    folder = run_dir / KEPT_DIR
+    if not folder.is_dir():
+        return []
+    named = set(record.kept_files()) if record is not None else set()
+    removed = []
+    for path in folder.iterdir():
+        if f"{KEPT_DIR}/{path.name}" not in named:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def commit_average(run_dir: Path, weights: Path | None, record: BestRecord) -> BestRecord:
+    """The averaged model's file (when it is kept) in place, then the record that names
+    it (a file no record names is never read: ``average.weights.h5`` stays a candidate
+    until ``best.json`` says it is the better one)."""
+    from keepbest.rundir.layout import AVERAGE_FILE
+
+    target = run_dir / AVERAGE_FILE
+    try:
+        if weights is not None:
+            os.replace(weights, target)
+        else:
+            target.unlink(missing_ok=True)
+        fsync_dir(run_dir)
+        write_json_atomic(run_dir / RECORD_FILE, record.model_dump())
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"could not save the averaged model in {run_dir} ({failure_text(exc)}); the best "
+            "checkpoint is intact; run the same command to average again"
+        ) from exc
+    return record
+
+
 def mark_verified(run_dir: Path, record: BestRecord, verified_value: float) -> BestRecord:
-    updated = record.model_copy(update={"verified_value": verified_value, "verified_at": _now()})
+    updated = record.model_copy(
+        update={"verified_value": verified_value, "verified_at": now_text()}
+    )
     write_json_atomic(run_dir / RECORD_FILE, updated.model_dump())
     return updated

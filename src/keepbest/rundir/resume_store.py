@@ -87,6 +87,8 @@ class StateManifest(BaseModel):
     next_batch: str | None = None  # fingerprint of the batch a resumed run must see first
     notes: list[str] = []  # carried from state to state, e.g. a resume that was not exact
     best: BestSoFar | None = None  # the best as of this state (best.json may be newer)
+    # checkpoint.keep_top / average: the kept points as of this state, (step, value) each
+    kept: dict[str, list[list[float]]] | None = None
     # the user's callbacks' counters (``callbacks.resume.callback_states``)
     callbacks: list[dict[str, Any]] = []
     saved_at: str | None = None  # UTC, ISO 8601
@@ -178,6 +180,7 @@ class ResumeStore:
         best: BestSoFar | None = None,
         metrics: dict[str, np.ndarray] | None = None,
         callbacks: list[dict[str, Any]] | None = None,
+        kept: dict[str, list[list[float]]] | None = None,
     ) -> StateManifest:
         """Write a complete new state, then drop all but it and its predecessor.
 
@@ -217,6 +220,7 @@ class ResumeStore:
                 notes=list(notes),
                 best=best,
                 callbacks=callbacks or [],
+                kept=kept,
                 saved_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             tmp.replace(weights)

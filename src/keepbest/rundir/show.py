@@ -26,7 +26,8 @@ from keepbest.config import ExperimentConfig
 from keepbest.config.schema import SCRIPT, BundledData, PythonData, spec_text
 from keepbest.data.spec import DataSpec, shape_text
 from keepbest.errors import KeepbestError
-from keepbest.rundir.layout import RunDir
+from keepbest.rundir.layout import KEPT_DIR, RunDir
+from keepbest.rundir.record import average_text
 from keepbest.rundir.resume_store import StateManifest
 from keepbest.rundir.status import RunStatus, run_status
 
@@ -77,6 +78,11 @@ class RunOverview:
                 how = "exact" if diff == 0 else f"diff {diff:+.3g}"
                 verified = f"{record.verified_value:.8g} after reload ({how}), {record.verified_at}"
             lines.append(("verified", verified))
+            if record.top:
+                ranked = ", ".join(f"{k.value:.6g} @ step {k.step}" for k in record.top)
+                lines.append(("kept", f"top {len(record.top)}: {ranked} ({KEPT_DIR}/)"))
+            if record.average is not None:
+                lines.append(("average", average_text(record)))
         if status.newest_state is not None:
             lines.append(("resume", state_line(status.newest_state, self.now)))
         lines += [(key, value) for key, value in self.highlights.items()]

@@ -57,6 +57,7 @@ from keepbest.errors import (
 )
 from keepbest.rundir.guard import check_study_dir
 from keepbest.rundir.layout import RunDir
+from keepbest.rundir.record import chosen, chosen_value
 from keepbest.search.space import Dimension, check_space, read_space, trial_name
 from keepbest.search.sweep import _as_yaml, placed_config
 
@@ -476,9 +477,12 @@ class Tuner:
             return self._fail(trial, name, KeepbestError(describe_exception(exc)))
         record = result.record
         trial.set_user_attr("best_epoch", record.epoch)
-        trial.set_user_attr("verified_value", record.verified_value)
-        self.study.tell(trial, record.verified_value)
-        detail = f"{record.monitor} {record.verified_value:.6g} at epoch {record.epoch}, verified"
+        value = chosen_value(record)  # what load_best returns: the best, or a kept average
+        trial.set_user_attr("verified_value", value)
+        self.study.tell(trial, value)
+        detail = f"{record.monitor} {value:.6g} at epoch {record.epoch}, verified"
+        if chosen(record) == "average":
+            detail += f" (the average of {len(record.average.steps)} points)"
         log.info("trial %d complete: %s", number, detail)
         return Outcome(number, name, "complete", detail)
 
