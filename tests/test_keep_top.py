@@ -136,6 +136,11 @@ def test_an_average_that_beats_the_best_is_kept_reloaded_and_said(tmp_path):
     assert '"model": "average"' in evaluated.stdout and 'reproduces": true' in evaluated.stdout
     shown = run_cli("show", str(run_dir))
     assert "the average is used (average.weights.h5)" in shown.stdout
+    exported = run_cli(
+        "export", str(run_dir), "--format", "keras", "--out", str(tmp_path / "a.keras")
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert f"exported the averaged model (val_loss {average.value:.6g}" in exported.stdout
     best = keepbest.load_best(run_dir, which="best", raw_inputs=False)
     averaged = keepbest.load_best(run_dir, raw_inputs=False)  # which="better"
     import keras

@@ -37,6 +37,7 @@ BENCHMARKS = (
     "train_eval",
     "resume",
     "csv_read",
+    "averaging",
 )
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

@@ -89,12 +89,11 @@ class Evaluation:
             "run_dir": str(self.run_dir),
             "epoch": r.epoch,
             "step": r.step,
-            "model": self.which,
+            "model": self.which,  # best, or average (checkpoint.average kept one)
+            "average": r.average.model_dump() if r.average else None,
             "monitor": {
                 "name": r.monitor,
                 "recorded": self.recorded,
-                "best": r.value,
-                "average": r.average.value if r.average else None,
                 "measured": self.measured,
                 "reproduces": self.reproduces,
                 "tolerance": self.tolerance,
@@ -116,9 +115,8 @@ class Evaluation:
         if self.measured is not None:
             diff = self.measured - self.recorded
             how = "exact" if diff == 0 else f"diff {diff:+.3g}, tolerance {self.tolerance:g}"
-            lines.append(
-                f"{r.monitor} of the {self.which} measured again: {self.measured:.8g} ({how})"
-            )
+            which = f" of the {self.which}" if r.average is not None else ""
+            lines.append(f"{r.monitor}{which} measured again: {self.measured:.8g} ({how})")
         header = ["metric"] + [
             f"{name} ({result.samples})" if result.samples is not None else name
             for name, result in self.results.items()

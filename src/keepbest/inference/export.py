@@ -48,7 +48,7 @@ from keepbest.data.spec import DataSpec
 from keepbest.errors import InputError, KeepbestError
 from keepbest.rundir.guard import check_output
 from keepbest.rundir.layout import RunDir
-from keepbest.rundir.record import BestRecord, read_record
+from keepbest.rundir.record import BestRecord, chosen, read_record
 
 ExportFormat = Literal["keras", "savedmodel"]
 FORMATS: tuple[ExportFormat, ...] = ("keras", "savedmodel")
@@ -69,8 +69,14 @@ class Export:
         size = (
             f"{self.size / 1024:.1f} KB" if self.size < 1024**2 else f"{self.size / 1024**2:.1f} MB"
         )
+        what = f"the best model (epoch {r.epoch}, {r.monitor} {r.value:.6g})"
+        if chosen(r) == "average":
+            what = (
+                f"the averaged model ({r.monitor} {r.average.value:.6g}; the best "
+                f"{r.value:.6g} at epoch {r.epoch})"
+            )
         return (
-            f"exported the best model (epoch {r.epoch}, {r.monitor} {r.value:.6g}) to {self.path} "
+            f"exported {what} to {self.path} "
             f"({self.format}, {size}); reloaded, it predicts the same "
             f"(max difference {self.max_difference:.2g})"
         )
