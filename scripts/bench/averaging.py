@@ -3,9 +3,10 @@
 - Cost: the average of k = 4 kept files of a 25M-parameter model (its largest variable a
   4096 x 4096 kernel, 64 MiB), built a block of rows at a time from the files
   (``keepbest.rundir.average.average_files``), in a fresh process: its time against
-  reading the k files once (h5py, whole, what any averaging must at least do), and the
-  peak RSS it adds over the largest variable's size (the promise: about one extra
-  variable, never the model k times).
+  reading the k files once (h5py, whole: what any averaging must at least do; the
+  average also writes its file, so this is reported, not a target), and the peak RSS it
+  adds over the largest variable's size (the promise: at most one extra variable, never
+  the model k times).
 - Outcome (reported, not a target): on the bundled digits and on a noisy regression,
   over 5 seeds each, how often the average of the last 4 evaluation points beats the
   best single point, both measured the same way on the validation data.
@@ -141,8 +142,6 @@ def measure(quick: bool) -> list[Row]:
             seconds(baseline),
             seconds(took),
             took / baseline,
-            "<= 2.0",
-            took / baseline <= 2.0,
         ),
         Row(
             "average",
@@ -150,8 +149,8 @@ def measure(quick: bool) -> list[Row]:
             mib(largest / MIB),
             mib(added / MIB),
             added / largest,
-            "<= 2.0",
-            added / largest <= 2.0,
+            "<= 1.0",
+            added / largest <= 1.0,
         ),
         Row(
             "average",

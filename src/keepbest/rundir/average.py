@@ -3,13 +3,13 @@
 ``checkpoint.average`` averages the weights of the k best or the k latest evaluation
 points (``checkpoint.keep_top``'s files). Each float variable of the result is the sum of
 the k files' values, accumulated in float64 in the order given (the best first), divided
-by k and rounded to the variable's dtype; a large variable is done a block of rows at a
-time, so no more than one block per file and one float64 block are in memory, never a
-whole model. Non-float variables (a random layer's seed state, counters) are the first
-file's. Normalization statistics (BatchNorm's moving mean and variance) are floats and are
-averaged like the weights. The result has the first file's layout exactly (it starts as
-a copy of it), so Keras' ``load_weights`` and keepbest read it as any best checkpoint.
-Imports no TensorFlow.
+by k and rounded to the variable's dtype. A variable is done a block of rows at a time
+into two buffers (a float64 sum of at most 16 MiB and one block of the variable's dtype),
+never whole, let alone a model. Non-float variables (a random layer's seed state,
+counters) are the first file's. Normalization statistics (BatchNorm's moving mean and
+variance) are floats and are averaged like the weights. The result has the first file's
+layout exactly (it starts as a copy of it), so Keras' ``load_weights`` and keepbest read
+it as any best checkpoint. Imports no TensorFlow.
 
 Example:
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-BLOCK_BYTES = 64 * 1024 * 1024  # the most of one variable read from one file at a time
+BLOCK_BYTES = 16 * 1024 * 1024  # the float64 sum of a block of rows: at most this big
 
 
 def average_files(files: Sequence[Path], out: Path) -> None:
@@ -73,11 +73,17 @@ def _average_one(name: str, target, readers) -> None:
         target[()] = np.asarray(total / len(readers), dtype=target.dtype)
         return
     rows = target.shape[0]
-    row_bytes = max(1, int(np.prod(target.shape[1:], dtype=np.int64)) * 8)
-    step = max(1, BLOCK_BYTES // row_bytes)
+    row_items = max(1, int(np.prod(target.shape[1:], dtype=np.int64)))
+    step = max(1, BLOCK_BYTES // (row_items * 8))
+    total = np.empty((min(rows, step), *target.shape[1:]), dtype=np.float64)
+    read = np.empty(total.shape, dtype=target.dtype)
     for start in range(0, rows, step):
-        block = slice(start, min(rows, start + step))
-        total = np.zeros((block.stop - block.start, *target.shape[1:]), dtype=np.float64)
-        for source in readers:
-            total += source[name][block]
-        target[block] = (total / len(readers)).astype(target.dtype)
+        count = min(rows, start + step) - start
+        block, into = slice(start, start + count), slice(0, count)
+        total[into] = 0.0
+        for source in readers:  # into the two buffers: no temporaries of the block's size
+            source[name].read_direct(read, np.s_[block], np.s_[into])
+            np.add(total[into], read[into], out=total[into])
+        np.divide(total[into], len(readers), out=total[into])
+        read[into] = total[into]  # rounded to the variable's dtype
+        target.write_direct(read, np.s_[into], np.s_[block])
