@@ -222,7 +222,7 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
     cfg = small_config(
         model={"builder": "mlp", "kwargs": {"hidden": [1024, 1024]}},
         optimizer={"name": "adam", "learning_rate": 0.0005},
-        train={"epochs": 24},
+        train={"epochs": 36},  # enough for 6 kills on an idle machine too
         checkpoint={"monitor": "val_loss", "every_steps": 5},
     )
     reference_config = write(tmp_path_factory.mktemp("kill-ref"), cfg)

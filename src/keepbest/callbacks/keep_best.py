@@ -340,6 +340,7 @@ class _Active:
             model._initial_epoch = max(epochs, 1)
             return
         self.loop.set_model(model)
+        self.loop.total_epochs = epochs
         model._initial_epoch = self.session.start_epoch or None
         original = model.train_function
         self._original = original

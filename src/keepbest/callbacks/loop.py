@@ -108,6 +108,7 @@ class TrainingLoop(keras.callbacks.Callback):
         self._since = time.perf_counter()
         self._announced = False
         self._batch = -1  # the batch of this epoch fit last began
+        self.total_epochs: int | None = None  # fit's epochs (set when fit begins)
         self.callbacks: list = []  # the user's callbacks in the same fit
         self.callback_states: list[dict] = []  # theirs as of the state resumed from
 
@@ -150,7 +151,11 @@ class TrainingLoop(keras.callbacks.Callback):
         step = (epoch + 1) * self.steps_per_epoch
         if not self.schedule.by_steps or self.schedule.is_point(step):
             self._evaluate(step, self.steps_per_epoch, logs)
-        self._sync(step, Progress(epoch=epoch + 1, batch=0))
+        # The last epoch's state is written here, always: after fit, Keras may change the
+        # weights (an optimizer's use_ema puts its averages in), and a state must not
+        # depend on whether the cadence happened to want one at this epoch end.
+        last = self.total_epochs is not None and epoch + 1 >= self.total_epochs
+        self._sync(step, Progress(epoch=epoch + 1, batch=0), force=last)
 
     # ----------------------------------------------------------------- called by train()
 
@@ -283,15 +288,16 @@ class TrainingLoop(keras.callbacks.Callback):
             self.halted, self.stop_reason = True, verdict.stop_reason
             self.model.stop_training = True
 
-    def _sync(self, step: int, progress: Progress) -> None:
+    def _sync(self, step: int, progress: Progress, force: bool = False) -> None:
         """At a moment every worker reaches at the same step: stop if any worker was
-        signalled, write a state if the chief's cadence wants one (one collective with
-        several workers; local checks with one)."""
-        stop, save = self.distribution.agree(self.stop.requested, self.resume.due(step))
+        signalled, write a state if the chief's cadence wants one, or ``force`` (one
+        collective with several workers; local checks with one)."""
+        due = self.resume.due(step) or (force and self.resume.writes)
+        stop, save = self.distribution.agree(self.stop.requested, due)
         if stop:
             self._stop_for_resume(step, progress, by_another=not self.stop.requested)
         if save:
-            self._save(step, progress)
+            self._save(step, progress, now=force)
 
     def _sync_due(self, step: int) -> bool:
         """Whether to sync before this step: every step in one process (a local check);
