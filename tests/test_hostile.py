@@ -1254,6 +1254,92 @@ CASES += [
     ),
 ]
 
+# ------------------------------------------ user code that exits, numbers that are not
+
+EXITING = """
+import sys
+
+import keras
+
+
+def build(input_shape, num_classes):
+    sys.exit(0)
+
+
+def load():
+    sys.exit(3)
+
+
+class Quitter(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        sys.exit(0)
+
+
+class QuitsWhenMade(keras.losses.Loss):
+    def __init__(self):
+        sys.exit("no")
+"""
+
+
+def exiting_case(id: str, says: tuple[str, ...], code: int = 2, absent=True, **sections):
+    cfg = small_config(name="bad", train={"epochs": 1})
+    cfg.update(sections)
+    return Case(
+        id,
+        TRAIN,
+        code,
+        says,
+        config=cfg,
+        files={"quits.py": EXITING},
+        absent=("runs/bad",) if absent else (),
+    )
+
+
+CASES += [
+    exiting_case(
+        "builder-calls-sys-exit",
+        ("model.builder: quits:build failed: it called sys.exit(0) (at quits.py:8); return",),
+        model={"builder": "quits:build", "kwargs": {}},
+    ),
+    exiting_case(
+        "factory-calls-sys-exit",
+        ("data.factory: quits:load failed: it called sys.exit(3) (at quits.py:12)",),
+        data={"source": "python", "factory": "quits:load"},
+        checkpoint={"monitor": "val_loss"},
+    ),
+    exiting_case(
+        "loss-class-calls-sys-exit",
+        ("loss: making QuitsWhenMade failed: it called sys.exit('no') (at quits.py:22)",),
+        loss="quits:QuitsWhenMade",
+    ),
+    exiting_case(
+        "callback-calls-sys-exit-in-fit",
+        (
+            "user code (a callback, a custom layer or metric) stopped keepbest: it called "
+            "sys.exit(0) (at quits.py:17)",
+            "what was saved is intact, run the same command to resume",
+        ),
+        code=1,
+        absent=False,
+        train={"epochs": 1, "callbacks": ["quits:Quitter"]},
+    ),
+    compile_case(
+        "baseline-nan",
+        ("checkpoint.baseline: Input should be a finite number (got nan)",),
+        checkpoint={"monitor": "val_loss", "baseline": float("nan")},
+    ),
+    compile_case(
+        "min-delta-infinite",
+        ("checkpoint.min_delta: Input should be a finite number (got inf)",),
+        checkpoint={"monitor": "val_loss", "min_delta": float("inf")},
+    ),
+    compile_case(
+        "validation-split-nan",
+        ("data.validation.split: Input should be a finite number (got nan)",),
+        data={"source": "digits", "validation": {"split": float("nan")}, "batch_size": 64},
+    ),
+]
+
 
 # --------------------------------------------------------------------------- running
 

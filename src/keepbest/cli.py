@@ -532,6 +532,16 @@ def _run(command: click.Command) -> None:
     except click.ClickException as exc:
         click.echo(_usage_line(exc), err=True)
         sys.exit(exc.exit_code)
+    except SystemExit as exc:  # keepbest never exits inside a command: user code did
+        from keepbest.config.references import describe_exception
+
+        click.echo(
+            f"error: user code (a callback, a custom layer or metric) stopped keepbest: "
+            f"{describe_exception(exc)}; what was saved is intact, run the same command "
+            "to resume",
+            err=True,
+        )
+        sys.exit(EXIT_UNEXPECTED)
     except Exception as exc:
         sys.exit(_unexpected(exc, debug))
     finally:

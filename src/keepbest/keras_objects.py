@@ -170,7 +170,7 @@ def _call(target: Callable, config: dict[str, Any], kind: Kind, where: str) -> A
         return call()
     except ConfigError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ConfigError(
             f"{where}: making {getattr(target, '__name__', target)} failed: "
             f"{describe_exception(exc)}"

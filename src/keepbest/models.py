@@ -225,7 +225,7 @@ def build_model(cfg: ExperimentConfig, spec: DataSpec, builder: Callable | None 
                 )
         except InputError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ConfigError(
                 f"model.builder: {cfg.model.builder} failed: {describe_exception(exc)}"
             ) from None

@@ -96,10 +96,13 @@ def resolve_reference(reference: str, where: str, search_dir: Path | None = None
 
 def describe_exception(exc: BaseException) -> str:
     """``TypeError: message (at file.py:12)``, at the innermost frame of the user's own
-    code: a builder that misuses Keras is to be fixed where it calls Keras, not inside."""
+    code: a builder that misuses Keras is to be fixed where it calls Keras, not inside.
+    A ``SystemExit`` (``sys.exit`` in a builder or a factory) is said as such."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if not _is_library(f.filename)] or frames
     where = f" (at {Path(own[-1].filename).name}:{own[-1].lineno})" if own else ""
+    if isinstance(exc, SystemExit):  # user code must not end the process it runs in
+        return f"it called sys.exit({exc.code!r}){where}; return a value or raise, not exit"
     return f"{type(exc).__name__}: {exc}{where}"
 
 

@@ -121,7 +121,9 @@ Finite = Annotated[float, AfterValidator(_finite)]
 class Section(BaseModel):
     """A config section: unknown keys are errors, never silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # numbers are finite unless a key says otherwise: a NaN baseline or an infinite
+    # learning rate would only show after training
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ValidationData(Section):

@@ -359,7 +359,7 @@ class PythonSource(Source):
             result = call_with_supported_kwargs(factory, data.kwargs, offered, "data.kwargs")
         except InputError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise DataError(
                 f"data.factory: {data.factory} failed: {describe_exception(exc)}"
             ) from None
