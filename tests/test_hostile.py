@@ -1333,6 +1333,41 @@ CASES += [
         ("checkpoint.min_delta: Input should be a finite number (got inf)",),
         checkpoint={"monitor": "val_loss", "min_delta": float("inf")},
     ),
+    *(
+        Case(
+            f"tune-storage-{name}",
+            (*TUNE, "--study", "s", "--storage", storage),
+            2,
+            (says,),
+            files={"space.yaml": "optimizer.learning_rate: {log_uniform: [0.001, 0.1]}\n"},
+            absent=("runs/s",),
+        )
+        for name, storage, says in (
+            (
+                "journal-in-a-run",
+                "runs/t/optuna.journal",
+                "--storage: runs/t/optuna.journal is inside the run dir runs/t",
+            ),
+            (
+                "sqlite-in-a-run",
+                "sqlite:///runs/t/study.db",
+                "--storage: runs/t/study.db is inside the run dir runs/t",
+            ),
+            (
+                "the-run-s-lock",
+                "runs/t/.lock",
+                "--storage: runs/t/.lock is inside the run dir runs/t",
+            ),
+        )
+    ),
+    Case(
+        "tune-seed-negative",
+        (*TUNE, "--study", "s", "--seed", "-1"),
+        2,
+        ("Invalid value for '--seed': -1 is not in the range 0<=x<=4294967295",),
+        files={"space.yaml": "optimizer.learning_rate: {log_uniform: [0.001, 0.1]}\n"},
+        absent=("runs/s",),
+    ),
     compile_case(
         "validation-split-nan",
         ("data.validation.split: Input should be a finite number (got nan)",),

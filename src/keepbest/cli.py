@@ -27,6 +27,7 @@ from pathlib import Path
 
 import click
 
+from keepbest.config.schema import MAX_SEED
 from keepbest.errors import EXIT_UNEXPECTED, EXIT_WRITE_FAILED, KeepbestError
 from keepbest.inference.export import FORMATS as EXPORT_FORMATS
 
@@ -214,7 +215,11 @@ def sweep_command(
 @click.option(
     "--pruner", type=click.Choice(["median", "none"]), default="median", show_default=True
 )
-@click.option("--seed", type=int, help="The sampler's seed (default: the config's seed).")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    help="The sampler's seed (default: the config's seed).",
+)
 @click.option(
     "--startup-trials",
     type=click.IntRange(min=0),

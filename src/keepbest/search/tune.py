@@ -123,6 +123,29 @@ def _alive(pid: Any) -> bool:
     return True
 
 
+def _checked_storage(label: str) -> str:
+    """A storage file (a journal, an SQLite database) goes through the overwrite rule as
+    every path a command writes: never into a run dir (its ``.lock``, its files, a
+    finished run's folder); ``open_storage`` refuses a folder."""
+    from keepbest.rundir.guard import enclosing_run, shown
+
+    path = None
+    if "://" not in label:
+        path = Path(label)
+    elif label.startswith("sqlite:///") and ":memory:" not in label:
+        path = Path(label.removeprefix("sqlite:///"))
+    if path is None:
+        return label
+    run = enclosing_run(path)
+    if run is not None:
+        raise InputError(
+            f"--storage: {shown(path)} is inside the run dir {shown(run)}, which only "
+            "keepbest's training writes; give a file outside run dirs (by default the "
+            "study's folder holds it)"
+        )
+    return label
+
+
 def _storage_label(storage: str | None, study_dir: Path) -> str:
     """The storage as written to study.json: a URL, or an absolute journal path."""
     if storage is None:
@@ -288,7 +311,7 @@ class Tuner:
             dims=dims,
             study_name=name,
             study_dir=study_dir,
-            storage_label=_storage_label(storage, study_dir),
+            storage_label=_checked_storage(_storage_label(storage, study_dir)),
             direction=objective_direction(base),
             budget=budget,
             sampler=sampler,
