@@ -1295,7 +1295,29 @@ def exiting_case(id: str, says: tuple[str, ...], code: int = 2, absent=True, **s
     )
 
 
+def forge_manifests(folder: Path) -> None:
+    """Point every resume manifest at the run's best.weights.h5, with its checksum: a
+    state whose weights lie outside resume/ (a forged or damaged manifest)."""
+    import json
+
+    run = folder / RUN
+    best = run / "best.weights.h5"
+    for path in (run / "resume").glob("state-*.json"):
+        manifest = json.loads(path.read_text())
+        manifest["weights_file"] = "../best.weights.h5"
+        manifest["sha256"] = hashlib.sha256(best.read_bytes()).hexdigest()
+        path.write_text(json.dumps(manifest))
+
+
 CASES += [
+    Case(
+        "forged-manifests-point-outside-resume",
+        ("train", "--config", "train.yaml", "--set", "train.epochs=3"),
+        7,
+        ("names '../best.weights.h5', not its own state-", "start over with --restart"),
+        prepare=forge_manifests,
+        heavy=True,
+    ),
     exiting_case(
         "builder-calls-sys-exit",
         ("model.builder: quits:build failed: it called sys.exit(0) (at quits.py:8); return",),

@@ -57,7 +57,7 @@ def make_run(
         }
         run.record_file.write_text(json.dumps(record))
         run.resume_dir.mkdir()  # a state after epoch 3 (as status expects next to a best)
-        state = run.resume_dir / "state-000000000001.npz"
+        state = run.resume_dir / "state-000000000003.npz"
         state.write_bytes(b"state")
         manifest = {
             "progress": {"epoch": 3, "batch": 0},
@@ -68,7 +68,7 @@ def make_run(
             "sha256": hashlib.sha256(b"state").hexdigest(),
             "signature": [],
         }
-        (run.resume_dir / "state-000000000001.json").write_text(json.dumps(manifest))
+        (run.resume_dir / "state-000000000003.json").write_text(json.dumps(manifest))
     return run
 
 

@@ -252,11 +252,15 @@ class ResumeStore:
     def latest(self) -> ResumeState | None:
         """The newest complete state whose checksum matches; older ones are fallbacks."""
         problems: list[str] = []
-        for _, path in self._manifests():
+        for step, path in self._manifests():
             try:
                 manifest = StateManifest.model_validate_json(path.read_bytes())
             except (ValidationError, ValueError, OSError) as exc:
                 problems.append(f"{path} is unreadable ({str(exc).splitlines()[0]})")
+                continue
+            forged = _not_its_own(manifest, step, path)
+            if forged:
+                problems.append(f"{path} {forged}")
                 continue
             weights = self.folder / manifest.weights_file
             if not weights.is_file() or sha256_file(weights) != manifest.sha256:
@@ -273,6 +277,20 @@ class ResumeStore:
                 "start over with --restart"
             )
         return None
+
+
+def _not_its_own(manifest: StateManifest, step: int, path: Path) -> str | None:
+    """Why a manifest does not describe the state its name says (a forged or damaged
+    file: its weights elsewhere than its own ``.npz`` beside it, another step, negative
+    progress), or None."""
+    if manifest.weights_file != path.with_suffix(".npz").name:
+        return f"names {manifest.weights_file!r}, not its own {path.with_suffix('.npz').name}"
+    if manifest.global_step != step:
+        return f"says step {manifest.global_step}, not {step} as its name"
+    progress = manifest.progress
+    if progress.epoch < 0 or progress.batch < 0 or (progress.epoch, progress.batch) == (0, 0):
+        return f"holds impossible progress (epoch {progress.epoch}, batch {progress.batch})"
+    return None
 
 
 def restore(model, state: ResumeState) -> dict[str, np.ndarray] | None:
