@@ -24,7 +24,7 @@ import keepbest
 from conftest import remeasure_independently, run_cli, small_config
 from keepbest.rundir.history import read_history
 from keepbest.rundir.record import read_record
-from test_resume import start_training, wait_for_rows, write
+from test_resume import reference_and_copy, start_training, wait_for_rows
 
 
 def sha256(path: Path) -> str:
@@ -187,10 +187,7 @@ def test_kill_9_at_random_instants_keeps_every_kept_file_and_ends_like_an_uninte
         train={"epochs": 16},
         checkpoint={"every_steps": 3, "keep_top": 4, "average": {"of": "top_k", "k": 3}},
     )
-    reference = write(tmp_path_factory.mktemp("top-ref"), cfg)
-    done = run_cli("train", "--config", str(reference), cwd=reference.parent)
-    assert done.returncode == 0, done.stderr
-    config = write(tmp_path_factory.mktemp("top-kill"), cfg)
+    reference, config = reference_and_copy(tmp_path_factory, cfg, "top-kill")
     run_dir = config.parent / "runs" / "t"
     rng = random.Random(23)
     for _ in range(5):
@@ -212,7 +209,7 @@ def test_kill_9_at_random_instants_keeps_every_kept_file_and_ends_like_an_uninte
         assert sha256(run_dir / "best.weights.h5") == record.sha256
     done = run_cli("train", "--config", str(config), cwd=config.parent)
     assert done.returncode == 0, done.stderr
-    mine, theirs = read_record(run_dir), read_record(reference.parent / "runs" / "t")
+    mine, theirs = read_record(run_dir), read_record(reference)
     assert [(k.step, k.value, k.sha256) for k in mine.top] == [
         (k.step, k.value, k.sha256) for k in theirs.top
     ]

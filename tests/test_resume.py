@@ -177,6 +177,15 @@ def test_second_sigint_stops_at_once_and_the_last_epoch_state_resumes(tmp_path_f
     assert_same_run(run_dir, reference.parent / "runs" / "t")
 
 
+def reference_and_copy(tmp_path_factory, cfg: dict, name: str) -> tuple[Path, Path]:
+    """An uninterrupted run of ``cfg`` (its run dir), and the config of a copy to
+    interrupt (nothing trained yet), for the kill -9 campaigns."""
+    reference = write(tmp_path_factory.mktemp(f"{name}-ref"), cfg)
+    done = run_cli("train", "--config", str(reference), cwd=reference.parent)
+    assert done.returncode == 0, done.stderr
+    return reference.parent / "runs" / "t", write(tmp_path_factory.mktemp(name), cfg)
+
+
 def check_invariants(run_dir: Path) -> None:
     """What must hold after a kill at any instant."""
     import keepbest
@@ -225,11 +234,7 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
         train={"epochs": 36},  # enough for 6 kills on an idle machine too
         checkpoint={"monitor": "val_loss", "every_steps": 5},
     )
-    reference_config = write(tmp_path_factory.mktemp("kill-ref"), cfg)
-    done = run_cli("train", "--config", str(reference_config), cwd=reference_config.parent)
-    assert done.returncode == 0, done.stderr
-
-    config = write(tmp_path_factory.mktemp("kill"), cfg)
+    reference, config = reference_and_copy(tmp_path_factory, cfg, "kill")
     run_dir = config.parent / "runs" / "t"
     rng = random.Random(20323)
     kills, landed = 0, {"best": 0, "state": 0}
@@ -261,7 +266,7 @@ def test_kill_9_at_random_instants_never_loses_the_best(tmp_path_factory):
     done = run_cli("train", "--config", str(config), cwd=config.parent)
     assert done.returncode == 0, done.stderr
     assert "resuming at epoch" in done.stdout
-    assert_same_run(run_dir, reference_config.parent / "runs" / "t")
+    assert_same_run(run_dir, reference)
 
 
 def test_a_second_trainer_on_the_same_run_dir_is_refused(tmp_path):

@@ -177,12 +177,6 @@ def _call(target: Callable, config: dict[str, Any], kind: Kind, where: str) -> A
         ) from None
 
 
-def _metric_wrapper() -> type:
-    import keras
-
-    return keras.metrics.MeanMetricWrapper
-
-
 def _check_made(made: Any, kind: Kind, where: str, name: str) -> None:
     base = _base(kind)
     if kind in ("loss", "metric") and callable(made):

@@ -131,12 +131,17 @@ def measure_point(
     return measured
 
 
-def uses_ema(model) -> bool:
-    """Whether the model's optimizer keeps an exponential moving average of the weights
-    (``use_ema=True``; inside a ``LossScaleOptimizer`` too)."""
+def _ema_optimizer(model):
+    """The optimizer that keeps an exponential moving average of the weights
+    (``use_ema=True``; inside a ``LossScaleOptimizer`` too), or None."""
     optimizer = getattr(model, "optimizer", None)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    return bool(getattr(optimizer, "use_ema", False))
+    return optimizer if getattr(optimizer, "use_ema", False) else None
+
+
+def uses_ema(model) -> bool:
+    """Whether the model's optimizer keeps moving averages of the weights."""
+    return _ema_optimizer(model) is not None
 
 
 @contextlib.contextmanager
@@ -146,10 +151,10 @@ def deployed_weights(model):
     they are swapped in for measuring and saving, and swapped back after, one variable
     at a time, bit for bit; training goes on with its own weights. Yields whether it
     swapped."""
-    if not uses_ema(model):
+    optimizer = _ema_optimizer(model)
+    if optimizer is None:
         yield False
         return
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     variables = model.trainable_variables
     averages = optimizer._model_variables_moving_average  # built with these, in order
     if len(averages) != len(variables) or any(

@@ -170,7 +170,7 @@ def train(
     builder = resolve_builder(cfg)
     distribution = Distribution.from_config(cfg.distribute)  # before TF makes its devices
     compiled = compile_args(cfg)
-    make_callbacks(cfg)  # each checked now; fit gets new ones
+    user_callbacks = make_callbacks(cfg)  # checked now, before any work; fit runs them
     require_tensorboard(cfg)
     require_mlflow(cfg)
     pipelines = load_pipelines(cfg)
@@ -191,7 +191,16 @@ def train(
     lost = distribution.lost_workers_reported(cfg.distribute.heartbeat_timeout)
     with tracking(cfg, run, chief) as tracker, lost:
         listeners = _listeners(cfg, run, progress_bar, [*tracker.observers, *observers])
-        result = _fit(cfg, built, pipelines, measure_data, distribution, progress_bar, listeners)
+        result = _fit(
+            cfg,
+            built,
+            pipelines,
+            measure_data,
+            distribution,
+            progress_bar,
+            listeners,
+            user_callbacks,
+        )
         tracker.finish(result.record)
         return result
 
@@ -229,7 +238,9 @@ def _listeners(cfg: ExperimentConfig, run: RunDir, progress_bar: bool, observers
     return listeners + list(observers)  # MLflow first among observers: it logs pruned points
 
 
-def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> TrainResult:
+def _fit(
+    cfg, model, pipelines, data, distribution, progress_bar, listeners, user_callbacks
+) -> TrainResult:
     """``fit`` with ``KeepBest``: config -> data -> model -> the callback -> verified."""
     import keras
 
@@ -237,7 +248,6 @@ def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> 
     from keepbest.callbacks.session import RunSetup
     from keepbest.data.fingerprint import FACTORY_FIX
     from keepbest.data.pipelines import batch_fingerprint
-    from keepbest.keras_objects import make_callbacks
     from keepbest.measure import uses_ema
 
     steps = pipelines.steps_per_epoch
@@ -245,7 +255,6 @@ def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> 
     def fingerprint(step: int) -> str:
         return batch_fingerprint(pipelines.train_stream(step))
 
-    user_callbacks = make_callbacks(cfg)  # run after keepbest's; their counters resume
     setup = RunSetup(
         cfg=cfg,
         spec=pipelines.spec,
@@ -262,7 +271,7 @@ def _fit(cfg, model, pipelines, data, distribution, progress_bar, listeners) -> 
     chief = distribution.is_chief
     try:
         session = best.open(model)
-        callbacks: list = [best, *user_callbacks]
+        callbacks: list = [best, *user_callbacks]  # theirs after keepbest's
         if progress_bar and chief:  # Keras' bar ends each epoch's line before the report's
             callbacks.insert(0, keras.callbacks.ProgbarLogger())
         schedule = cfg.checkpoint.schedule()

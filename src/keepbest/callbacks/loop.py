@@ -175,7 +175,8 @@ class TrainingLoop(keras.callbacks.Callback):
                 done = self._batch + 1
                 step = self._epoch * self.steps_per_epoch + done
                 progress = Progress(epoch=self._epoch, batch=done)
-            self.stop_reason = stop_reason("callback", self.best.monitor.name, where=_where(step))
+            where = f"at step {step}"
+            self.stop_reason = stop_reason("callback", self.best.monitor.name, where=where)
             self._save(step, progress, stop_kind="callback", now=True)
             return
         if self._last_state != step:
@@ -399,7 +400,3 @@ class TrainingLoop(keras.callbacks.Callback):
             "%s received: saving the resume state, then stopping (Ctrl-C again stops at once)",
             self.stop.received[0],
         )
-
-
-def _where(step: int) -> str:
-    return f"at step {step}"

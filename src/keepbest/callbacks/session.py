@@ -283,14 +283,18 @@ class RunSession:
         tmp = temp_path_for(target)
         try:
             average_files(files, tmp)
-            value = _measure_file(self.model, tmp, self.monitor, self.setup.data)
+            value = _measure_file(
+                self.model, self.run.path, record, tmp, self.monitor, self.setup.data
+            )
             better = dataclasses.replace(self.monitor, min_delta=0.0, mode=record.mode).improves(
                 value, record.value
             )
             sha = sync_and_hash(tmp) if better else None
             verified = None
             if better:
-                verified = _measure_file(self.model, tmp, self.monitor, self.setup.data)
+                verified = _measure_file(
+                    self.model, self.run.path, record, tmp, self.monitor, self.setup.data
+                )
                 if not values_match(verified, value, allowed):
                     raise VerificationError(
                         f"{target} reloaded gives {self.monitor.name} = {verified!r}, but "
@@ -336,12 +340,12 @@ class RunSession:
         return self.state.history if self.state else []
 
 
-def _measure_file(model, path: Path, monitor: Monitor, data: MeasureData) -> float:
-    """Load a weights file into ``model`` and measure the monitor on it."""
-    from keepbest import weights_h5
+def _measure_file(model, run_dir: Path, record: BestRecord, path: Path, monitor, data) -> float:
+    """Load a weights file into ``model`` (the one loading path, ``load_best_weights``)
+    and measure the monitor on it."""
     from keepbest.measure import measure
 
-    weights_h5.load(model, path, skip=[model.optimizer] if model.optimizer else [])
+    load_best_weights(model, run_dir, record, weights=path)
     return measure(model, monitor, data)
 
 

@@ -163,14 +163,17 @@ def chosen(record: BestRecord, which: str = "better") -> str:
     """Which model ``which`` means for this run: ``best``, or ``average`` (the averaged
     model, when ``checkpoint.average`` kept one). ``better``: the average if it beat the
     best, else the best."""
-    kept = record.average is not None and record.average.better
+    average = record.average
+    kept = average is not None and average.better
     if which == "average" and not kept:
-        why = "has no averaged model" if record.average is None else "kept no averaged model"
-        detail = "" if record.average is None else f" (it measured {record.average.value:.6g}, "
-        detail += f"not better than the best's {record.value:.6g})" if detail else ""
+        why = "has no averaged model"
+        if average is not None:
+            why = (
+                f"kept no averaged model (it measured {average.value:.6g}, not better than "
+                f"the best's {record.value:.6g})"
+            )
         raise NoBestCheckpointError(
-            f"the run {why}{detail}; load which='best' (or 'better'), or train with "
-            "checkpoint.average"
+            f"the run {why}; load which='best' (or 'better'), or train with checkpoint.average"
         )
     if which not in ("best", "average", "better"):
         raise ValueError(f"which: expected 'best', 'average' or 'better', got {which!r}")
