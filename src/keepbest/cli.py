@@ -8,6 +8,11 @@ written (``error.log`` in the run dir that ``train`` was writing, else a tempora
 exit code 1; ``--debug`` (anywhere on the command line) or ``KEEPBEST_DEBUG=1`` prints the
 traceback instead.
 
+A stop signal (SIGTERM, SIGINT, SIGUSR1) before training begins ends the command with one
+line and exit 75 (``keepbest.signals.watch_start_up``, installed before the heavy
+imports); TensorFlow missing (``pip install keepbest`` without an extra) is one line
+naming the extras.
+
 Example::
 
     train --config configs/quickstart.yaml --set train.epochs=5
@@ -15,6 +20,11 @@ Example::
 """
 
 from __future__ import annotations
+
+# ruff: noqa: E402  (the stop signals are watched before anything heavy is imported)
+from keepbest.signals import StartUpStop, arm, watch_start_up
+
+watch_start_up()
 
 import errno
 import json
@@ -28,8 +38,9 @@ from pathlib import Path
 import click
 
 from keepbest.config.schema import MAX_SEED
-from keepbest.errors import EXIT_UNEXPECTED, EXIT_WRITE_FAILED, KeepbestError
+from keepbest.errors import EXIT_STOPPED, EXIT_UNEXPECTED, EXIT_WRITE_FAILED, KeepbestError
 from keepbest.inference.export import FORMATS as EXPORT_FORMATS
+from keepbest.rundir.guard import check_input
 
 # TensorFlow's INFO chatter (oneDNN notices...) drowns the one-line-per-epoch log; it must
 # be silenced before TensorFlow is first imported. Users can still set their own level.
@@ -47,14 +58,29 @@ def _import_tensorflow_quietly() -> None:
         os.dup2(sink.fileno(), 2)
         try:
             import keras  # noqa: F401  (imports TensorFlow)
-        except BaseException:
+        except StartUpStop:
+            raise  # a stop signal: what TensorFlow said so far is noise
+        except BaseException as exc:
             os.dup2(saved, 2)
-            sink.seek(0)
-            sys.stderr.write(sink.read().decode(errors="replace"))
+            if _missing_tensorflow(exc) is None:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode(errors="replace"))
             raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+_EXTRAS = 'pip install "keepbest[cpu]" (or "keepbest[gpu]" for a GPU)'
+
+
+def _missing_tensorflow(exc: BaseException) -> str | None:
+    """The one line for TensorFlow or Keras not installed (keepbest installed without its
+    ``[cpu]`` or ``[gpu]`` extra), or None for any other error."""
+    name = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and name.split(".")[0] in ("tensorflow", "keras"):
+        return f"keepbest needs TensorFlow and Keras, but {name} is not installed: {_EXTRAS}"
+    return None
 
 
 overrides_option = click.option(
@@ -106,17 +132,19 @@ def train_command(
     7 corrupt file, 8 a multi-worker peer was lost, 75 stopped by a signal after saving
     (run again to resume).
     """
+    from keepbest.callbacks.mlflow_tracking import require_mlflow
     from keepbest.config import config_to_yaml, load_config
 
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(check_input(config_path, "--config"), overrides)
     if print_config:
         click.echo(config_to_yaml(cfg), nl=False)
         return
     from keepbest.training import check_run_dir
 
-    # Before TensorFlow loads (seconds): where the run goes, and the data (but a python
-    # factory's, which may import TensorFlow itself).
+    # Before TensorFlow loads (seconds): where the run goes, MLflow's server, and the data
+    # (but a python factory's, which may import TensorFlow itself).
     run = check_run_dir(cfg, restart, overwrite)
+    require_mlflow(cfg)
     _ERROR_LOG.run_dir = run.path
     if cfg.data.source != "python":
         from keepbest.data.pipelines import read_training_data
@@ -156,34 +184,39 @@ def sweep_command(
 ) -> None:
     """Expand CONFIG x GRID into runs and train them in turn (or the --index one).
 
-    Every run is validated before the first trains. Finished runs are skipped, stopped
-    ones resume. A signal stops the whole sweep (exit 75); other failures are reported
-    and the remaining runs still train (the exit code is the first failure's).
+    Every run of a grid of up to 1000 is validated before the first trains (of a larger
+    grid, every value once; each run again when it trains). Finished runs are skipped,
+    stopped ones resume. A signal stops the whole sweep (exit 75); other failures are
+    reported and the remaining runs still train (the exit code is the first failure's).
     """
     from keepbest.errors import KeepbestError, StoppedForResume
     from keepbest.search.sweep import expand_sweep, select
 
-    runs = expand_sweep(config_path, grid_path, overrides)
-    chosen = select(runs, index)
-    if dry_run:
-        for run in chosen:
-            click.echo(f"{run.index}\t{run.config.run_dir()}\t{' '.join(run.overrides)}")
-        click.echo(f"{len(runs)} runs; as a Slurm array: sbatch --array=0-{len(runs) - 1}")
+    config = check_input(config_path, "CONFIG")
+    sweep = expand_sweep(config, check_input(grid_path, "--grid"), overrides)
+    chosen = range(len(sweep)) if index is None else [select(sweep, index)[0].index]
+    count = len(sweep)
+    if dry_run:  # listed lazily: the first line at once, whatever the grid's size
+        for number in chosen:
+            click.echo(sweep.line(number))
+        click.echo(f"{count} runs; as a Slurm array: sbatch --array=0-{count - 1}")
         return
     _import_tensorflow_quietly()
     from keepbest.training import train
 
     failures: list[tuple[str, KeepbestError]] = []
-    for run in chosen:
-        click.echo(f"== run {run.index}/{len(runs) - 1}: {run.name}")
-        _ERROR_LOG.run_dir = run.config.run_dir()
+    for number in chosen:
+        name = sweep.name(number)
+        click.echo(f"== run {number}/{count - 1}: {name}")
         try:
+            run = sweep[number]  # validated again: a large grid's runs were not all checked
+            _ERROR_LOG.run_dir = run.config.run_dir()
             click.echo(train(run.config).summary())
         except StoppedForResume:
             raise
         except KeepbestError as exc:
-            click.echo(f"error: run {run.index} ({run.name}): {exc}", err=True)
-            failures.append((run.name, exc))
+            click.echo(f"error: run {number} ({name}): {exc}", err=True)
+            failures.append((name, exc))
     if failures:
         raise type(failures[0][1])(
             f"{len(failures)} of {len(chosen)} runs failed: "
@@ -254,6 +287,7 @@ def tune_command(
 
     if trials is None and not best:
         raise InputError("--trials: give the study's number of trials, e.g. --trials 20")
+    config_path, space_path = check_input(config_path, "CONFIG"), check_input(space_path, "--space")
     arguments = (config_path, space_path, trials, study_name, storage, sampler, pruner, seed)
     # Config, space and study folder first, without TensorFlow; then the space against
     # the config, which builds optimizers and metrics.
@@ -289,9 +323,12 @@ RUN_DIR = click.Path(exists=True, file_okay=False)
 def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None:
     """Measure RUN_DIR's best model again: every compiled metric and the monitored value,
     which must reproduce the recorded one (exit 3 if not)."""
+    from keepbest.inference.evaluate import check_data_file
     from keepbest.rundir.record import read_record
 
     read_record(run_dir)  # a run dir without a (valid) record fails before TensorFlow loads
+    if data_file is not None:
+        check_data_file(run_dir, data_file)  # of the run's kind: a file, or a folder
     _import_tensorflow_quietly()
     from keepbest.inference.evaluate import evaluate_run
 
@@ -442,32 +479,58 @@ def _show_logs() -> None:
     logger.propagate = False
 
 
+ERROR_LOGS_KEPT = 20  # tracebacks kept in the per-user cache folder, the newest
+
+
+def error_log_folder() -> Path:
+    """Where the tracebacks of unexpected errors go when no run dir takes them: a
+    per-user cache folder (``$XDG_CACHE_HOME/keepbest/errors``, else
+    ``~/.cache/keepbest/errors``), never the shared temporary folder."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "keepbest" / "errors"
+
+
 class _ErrorLog:
     """Where the traceback of an unexpected error goes: ``error.log`` in the run dir that
-    ``train`` writes (once it exists), else a temporary file."""
+    ``train`` (or a sweep or tune trial) writes, once it exists; else a file of its own in
+    ``error_log_folder()``, of which only the newest ``ERROR_LOGS_KEPT`` are kept. Never
+    fails: a traceback that cannot be written is not written (the line says --debug)."""
 
     run_dir: Path | None = None
 
     def write(self, text: str) -> Path | None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        command = " ".join(sys.argv[1:])
+        entry = f"--- {stamp} keepbest {command}\n{text}\n"
+        try:
+            return self._in_run(entry) or self._in_cache(entry)
+        except (OSError, ValueError):
+            return None
+
+    def _in_run(self, entry: str) -> Path | None:
         from keepbest.rundir.layout import RunDir
 
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        entry = f"--- {stamp} keepbest {' '.join(sys.argv[1:])}\n{text}\n"
-        if self.run_dir is not None and Path(self.run_dir).is_dir():
-            path = RunDir(self.run_dir).error_log
-            try:
-                with open(path, "a", encoding="utf-8") as handle:
-                    handle.write(entry)
-                return path
-            except OSError:
-                pass
         try:
-            fd, name = tempfile.mkstemp(prefix="keepbest-error-", suffix=".log")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            if self.run_dir is None or not Path(self.run_dir).is_dir():
+                return None
+            path = RunDir(self.run_dir).error_log
+            with open(path, "a", encoding="utf-8", errors="backslashreplace") as handle:
                 handle.write(entry)
-            return Path(name)
+            return path
         except OSError:
             return None
+
+    def _in_cache(self, entry: str) -> Path:
+        folder = error_log_folder()
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        fd, name = tempfile.mkstemp(prefix=f"error-{stamp}-", suffix=".log", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
+            handle.write(entry)
+        logs = sorted(folder.glob("error-*.log"), key=lambda p: (p.stat().st_mtime, p.name))
+        for old in logs[:-ERROR_LOGS_KEPT]:
+            old.unlink(missing_ok=True)
+        return Path(name)
 
 
 _ERROR_LOG = _ErrorLog()
@@ -523,10 +586,21 @@ def _usage_line(exc: click.ClickException) -> str:
 
 def _run(command: click.Command) -> None:
     debug = _take_debug_flag()
+    for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 is still printed
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     _show_logs()
     try:
+        arm()  # a stop signal now (or one that came during the imports) ends the command
         # -h for every command, also for `train`, which is its own entry point
         command.main(standalone_mode=False, help_option_names=HELP_OPTIONS)
+    except StartUpStop as stop:
+        click.echo(
+            f"error: stopped by {stop.name} before training started; nothing needed saving: "
+            "run the same command to start again",
+            err=True,
+        )
+        sys.exit(EXIT_STOPPED)
     except KeepbestError as exc:
         for line in str(exc).splitlines():
             click.echo(f"error: {line}", err=True)
@@ -540,6 +614,9 @@ def _run(command: click.Command) -> None:
     except SystemExit as exc:  # keepbest never exits inside a command: user code did
         from keepbest.config.references import describe_exception
 
+        if isinstance(exc.__context__, BrokenPipeError):  # click: stdout's reader left
+            sys.exit(exc.code)
+
         click.echo(
             f"error: user code (a callback, a custom layer or metric) stopped keepbest: "
             f"{describe_exception(exc)}; what was saved is intact, run the same command "
@@ -548,6 +625,10 @@ def _run(command: click.Command) -> None:
         )
         sys.exit(EXIT_UNEXPECTED)
     except Exception as exc:
+        missing = _missing_tensorflow(exc)
+        if missing is not None:
+            click.echo(f"error: {missing}", err=True)
+            sys.exit(EXIT_UNEXPECTED)
         sys.exit(_unexpected(exc, debug))
     finally:
         sys.stdout.flush()

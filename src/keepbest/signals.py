@@ -5,6 +5,12 @@ SIGINT (Ctrl-C) by default. The training loop finishes the current batch, writes
 resume state and exits with ``EXIT_STOPPED``. A second SIGINT is the escape hatch: it
 raises ``KeyboardInterrupt`` at once (the resume state of the last epoch end stays valid).
 
+Before training starts (imports, checks, loading TensorFlow: the first seconds of every
+command) there is nothing to save: ``watch_start_up`` is installed first thing by the
+command line, and a stop signal then ends the command at once with one line and
+``EXIT_STOPPED`` (``StartUpStop``), instead of the default death (exit 143) or a
+traceback from inside an import. ``StopSignals`` ends that watch when training begins.
+
 Example:
 
     >>> from keepbest.signals import StopSignals
@@ -27,6 +33,62 @@ class StopRequested(Exception):
     """Raised inside the training loop once its state is saved, to leave ``fit``."""
 
 
+class StartUpStop(BaseException):
+    """A stop signal arrived while no training was under way (nothing to save). A
+    ``BaseException``, as ``KeyboardInterrupt``: no ``except Exception`` swallows it."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+_start_up: dict[signal.Signals, object] = {}  # signal -> the handler before the watch
+_pending: list[str] = []
+_raising = False
+
+
+def _on_start_up(signum: int, frame) -> None:
+    name = signal.Signals(signum).name
+    if _raising:
+        raise StartUpStop(name)
+    _pending.append(name)  # inside an import: raised once the command starts (arm)
+
+
+def watch_start_up(names: Sequence[str] = DEFAULT_SIGNALS) -> None:
+    """Stop signals end the process cleanly from now until training begins: first noted
+    (while modules import), then, once ``arm`` is called, raised as ``StartUpStop``."""
+    for name in names:
+        sig = signal.Signals[name]
+        try:
+            previous = signal.signal(sig, _on_start_up)
+        except ValueError:  # not the main thread
+            return
+        _start_up.setdefault(sig, previous)
+
+
+def arm() -> None:
+    """From now on a stop signal raises ``StartUpStop`` at once; one that came while
+    modules were importing is raised now."""
+    global _raising
+    _raising = True
+    if _pending:
+        raise StartUpStop(_pending[0])
+
+
+def end_start_up() -> None:
+    """Training begins: the signals the watch caught get their former handlers back
+    (``StopSignals`` installs its own on top)."""
+    global _raising
+    _raising = False
+    for sig, previous in _start_up.items():
+        try:
+            if signal.getsignal(sig) is _on_start_up:
+                signal.signal(sig, previous)
+        except ValueError:  # not the main thread: the main thread's handlers stay
+            return
+    _start_up.clear()
+
+
 class StopSignals:
     """Install flag-setting handlers for the named signals; restore the old ones on exit."""
 
@@ -46,6 +108,7 @@ class StopSignals:
         self.received.append(name)
 
     def __enter__(self) -> StopSignals:
+        end_start_up()
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -33,16 +33,36 @@ def run(exc: BaseException, monkeypatch, capsys, *args: str) -> tuple[int, list[
 
 
 def test_an_unexpected_error_is_one_line_and_a_log(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    """No run dir: the traceback goes to the per-user cache, not the shared temp folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     code, lines = run(RuntimeError("boom\nsecond line"), monkeypatch, capsys)
     assert code == 1
     [line] = lines
     found = re.fullmatch(r"error: unexpected RuntimeError: boom \(the traceback is in (.+)\)", line)
     assert found, line
     log = Path(found.group(1))
-    assert log.parent == tmp_path
+    assert log.parent == tmp_path / "keepbest" / "errors"
     assert "Traceback (most recent call last)" in log.read_text()
     assert "RuntimeError: boom" in log.read_text()
+
+
+def test_only_the_newest_tracebacks_are_kept(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "keepbest" / "errors"
+    for number in range(cli.ERROR_LOGS_KEPT + 5):
+        run(RuntimeError(f"boom {number}"), monkeypatch, capsys)
+    logs = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime)
+    assert len(logs) == cli.ERROR_LOGS_KEPT
+    assert f"boom {cli.ERROR_LOGS_KEPT + 4}" in logs[-1].read_text()
+    assert not any("boom 0\n" in log.read_text() for log in logs)
+
+
+def test_a_log_that_cannot_be_written_is_still_one_line(monkeypatch, capsys, tmp_path):
+    (tmp_path / "keepbest").write_text("a file where the cache folder goes")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code, [line] = run(RuntimeError("boom"), monkeypatch, capsys)
+    assert code == 1
+    assert line == "error: unexpected RuntimeError: boom (run with --debug to see why)"
 
 
 def test_the_log_goes_to_the_run_dir_being_trained(monkeypatch, capsys, tmp_path):
@@ -68,7 +88,7 @@ def test_debug_shows_the_traceback(monkeypatch, capsys):
     ("number", "code"), [(errno.ENOSPC, 6), (errno.EROFS, 6), (errno.EFBIG, 6), (errno.EIO, 1)]
 )
 def test_an_os_error_names_the_path_and_the_cause(monkeypatch, capsys, tmp_path, number, code):
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     exc = OSError(number, "the cause", "/data/out.csv")
     exit_code, [line] = run(exc, monkeypatch, capsys)
     assert exit_code == code

@@ -16,7 +16,11 @@ into the same MLflow run (its status goes KILLED on a stop, RUNNING again on res
 FINISHED when verified). MLflow params cannot change: a resumed run with a raised
 ``train.epochs`` keeps the first value. A tracking failure during training is a warning,
 never the end of the training. Needs ``pip install "keepbest[mlflow]"``, checked before
-any work is done (``require_mlflow``).
+any work is done (``require_mlflow``), as is the tracking URI: a server (http, https) must
+answer within ``PROBE_SECONDS`` (MLflow itself would retry for minutes), and a local store
+(``sqlite:///``, ``file:``, a path) goes through the overwrite rule
+(``keepbest.rundir.guard``: never inside a run dir, its folder must exist), so that a
+refused URI costs seconds and leaves nothing behind.
 
 Example:
 
@@ -32,7 +36,12 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,16 +63,100 @@ log = logging.getLogger(__name__)
 
 ARTIFACTS = (CONFIG_FILE, DATA_SPEC_FILE, MODEL_FILE, RECORD_FILE, HISTORY_FILE)
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+PROBE_SECONDS = 5.0  # how long a tracking server has to answer before any work
+_KEY = "logging.mlflow.tracking_uri"
+_answered: set[str] = set()  # servers that answered in this process (probed once)
 
 
 def require_mlflow(cfg: ExperimentConfig) -> None:
-    """``ConfigError`` if the config asks for MLflow tracking and mlflow is not installed."""
-    if cfg.logging.mlflow is not None and importlib.util.find_spec("mlflow") is None:
-        with reported_against(cfg):
+    """``ConfigError`` if the config asks for MLflow tracking and mlflow is not installed,
+    or its tracking URI cannot be used (``check_tracking_uri``)."""
+    if cfg.logging.mlflow is None:
+        return
+    with reported_against(cfg):
+        if importlib.util.find_spec("mlflow") is None:
             raise ConfigError(
                 "logging.mlflow: the mlflow package is not installed; "
                 "pip install 'keepbest[mlflow]', or remove logging.mlflow"
             )
+        uri = cfg.logging.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            check_tracking_uri(uri)
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file or folder of a local tracking store (``sqlite:///``, ``file:``, a plain
+    path), or None for a server or a database elsewhere."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        name = uri.removeprefix("sqlite:///")
+        return None if name in ("", ":memory:") or name == uri else Path(name)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a path (or a Windows drive)
+        return Path(uri)
+    return None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """``ConfigError`` naming ``logging.mlflow.tracking_uri`` unless the store can be used:
+    a local store never inside a run dir, in a folder that exists; a server that answers
+    an HTTP request within ``PROBE_SECONDS`` (any answer: an error status is still one)."""
+    from keepbest.rundir.guard import check_path, enclosing_run, shown
+
+    store = _local_store(uri)
+    if store is not None:
+        try:
+            check_path(store, _KEY)
+        except KeepbestError as exc:
+            raise ConfigError(str(exc)) from None
+        run = enclosing_run(store)
+        if run is not None:
+            raise ConfigError(
+                f"{_KEY}: {shown(store)} is inside the run dir {shown(run)}, which only "
+                "keepbest's training writes; keep the MLflow store outside run dirs"
+            )
+        folder = store.absolute().parent  # MLflow makes the database or store folder
+        if not folder.is_dir():
+            raise ConfigError(f"{_KEY}: the folder {shown(folder)} does not exist")
+        return
+    if urllib.parse.urlparse(uri).scheme in ("http", "https"):
+        _probe(uri)
+
+
+def _probe(uri: str) -> None:
+    """Ask the server once (in a thread, so that a name lookup is bounded too)."""
+    if uri in _answered:
+        return
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            request = urllib.request.Request(uri.rstrip("/") + "/health", method="GET")
+            with urllib.request.urlopen(request, timeout=PROBE_SECONDS):
+                pass
+            outcome.append(None)
+        except urllib.error.HTTPError:  # it answered, if only with an error
+            outcome.append(None)
+        except Exception as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=ask, name="keepbest-mlflow-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_SECONDS + 1)
+    if not outcome:
+        why = f"no answer within {PROBE_SECONDS:g} s"
+    elif outcome[0] is not None:
+        exc = outcome[0]
+        reason = getattr(exc, "reason", exc)
+        why = f"no answer within {PROBE_SECONDS:g} s" if "timed out" in str(reason) else reason
+    else:
+        _answered.add(uri)
+        return
+    raise ConfigError(
+        f"{_KEY}: the MLflow server {uri} does not answer ({why}); start it or fix the URI, "
+        "or remove logging.mlflow to train without tracking"
+    )
 
 
 def _sqlite_artifacts(uri: str | None) -> str | None:

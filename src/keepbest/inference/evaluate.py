@@ -140,6 +140,34 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.6g}"
 
 
+# The sources whose runs are evaluated on one .npz (arrays as the run's x and y keys).
+_NPZ_RUNS = ("digits", "npz", "script")
+
+
+def check_data_file(run_dir: str | Path, data_file: str | Path) -> Path:
+    """``--data`` checked before it is opened (and before TensorFlow loads): a regular
+    file or a folder (``keepbest.rundir.guard.check_input``), of the kind the run reads:
+    a folder of class folders for an ``image_dir`` run, a file for any other, an .npz for
+    a run trained on arrays. ``InputError`` names what the run takes."""
+    from keepbest.rundir.guard import check_input, shown
+
+    source = RunDir(run_dir).read_config().data.source
+    path = check_input(data_file, "--data", folder=True)
+    folder_run = source == "image_dir"
+    if path.is_dir() != folder_run:
+        wanted = "a folder with one subfolder of images per class" if folder_run else "a file"
+        raise DataError(
+            f"--data: {shown(path)} is a {'folder' if path.is_dir() else 'file'}, but "
+            f"{shown(Path(run_dir))} was trained on data.source: {source}; give {wanted}"
+        )
+    if source in _NPZ_RUNS and path.suffix.lower() != ".npz":
+        raise DataError(
+            f"--data: {shown(path)} is not an .npz, but {shown(Path(run_dir))} was trained on "
+            f"data.source: {source}; give an .npz holding the arrays the run's data holds"
+        )
+    return path
+
+
 def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Evaluation:
     """Measure the run's best model on its own data (and check the monitored value), or on
     ``data_file`` in the run's data format."""
@@ -152,6 +180,7 @@ def evaluate_run(run_dir: str | Path, data_file: str | Path | None = None) -> Ev
     run = RunDir(run_dir)
     record = read_record(run.path)
     if data_file is not None:
+        check_data_file(run.path, data_file)
         cfg, spec = run.read_config(), read_spec(run.path)
         arrays = read_like_run(cfg, spec, Path(data_file))
         model = load_best(run.path, raw_inputs=False)  # the pipeline preprocesses

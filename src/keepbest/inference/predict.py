@@ -37,7 +37,7 @@ from keepbest.atomic import write_bytes_atomic, write_text_atomic
 from keepbest.data.sources import read_features
 from keepbest.data.spec import DataSpec, Features
 from keepbest.errors import DataError, InputError, KeepbestError
-from keepbest.rundir.guard import check_output
+from keepbest.rundir.guard import check_input, check_output, shown
 from keepbest.rundir.layout import RunDir
 
 OUTPUT_SUFFIXES = (".npz", ".csv")
@@ -111,10 +111,15 @@ def prepare_prediction(
     from keepbest.rundir.record import read_record
 
     run = RunDir(run_dir)
+    input_path = check_input(input_path, "--input", folder=True)  # never a pipe or device
     output = check_output_path(run_dir, input_path, output_path, overwrite)
     read_record(run.path)
     cfg, spec = run.read_config(), read_spec(run.path)
     features = read_features(cfg, spec, Path(input_path))
+    if len(features.x) == 0:
+        raise DataError(
+            f"--input: {shown(input_path)} holds no samples (0 rows); nothing to predict"
+        )
     if features.names is None:
         problem = range_problem(features.x, spec)
         if problem:

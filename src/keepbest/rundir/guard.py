@@ -15,6 +15,14 @@ done: ``export --out``, ``predict --output`` and ``plot --out`` (``check_output`
 - anything else that exists is replaced only with ``--overwrite``;
 - the folder the output goes into must exist and take writes.
 
+Every path a command is given, to read or to write, is first checked to be usable at
+all (``check_path``): its name is text (UTF-8), no part of it is longer than the file
+system's ``NAME_MAX`` and the whole is shorter than its ``PATH_MAX``, each refusal naming
+the option or config key. An input (``check_input``) must also be a regular file or a
+folder, as the command expects, before it is opened: a named pipe, a socket or a device
+would block or never end. A folder a command makes and then cannot use is removed again
+(``made_folder``): a refused command leaves nothing behind.
+
 ``train --restart --overwrite`` deletes the old run only if its folder holds nothing but
 that run's own files. A refusal is an ``InputError`` (exit 2) naming the path and the way
 out; a folder the operating system will not let us write to (read-only, no permission) is
@@ -39,9 +47,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-from collections.abc import Callable, Iterable, Sequence
+import stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from keepbest.atomic import TEMP_PREFIX
@@ -54,6 +64,111 @@ _SHOWN = 5  # names listed in a message
 
 def _absolute(path: str | Path) -> Path:
     return Path(os.path.abspath(path))
+
+
+# The limits when the file system does not say (Linux's).
+_NAME_MAX, _PATH_MAX = 255, 4096
+_CLIPPED = 60  # characters of an overlong name shown in a message
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _CLIPPED else f"{text[: _CLIPPED - 3]}..."
+
+
+def _limit(path: Path, name: str, default: int) -> int:
+    """The file system's ``pathconf`` limit where ``path`` would be."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.pathconf(candidate, name)
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def printable(path: str | Path) -> str:
+    """``path`` as text that can be printed: bytes that are not UTF-8 as ``\\xff``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def check_path(path: str | Path, where: str) -> Path:
+    """``InputError`` naming ``where`` (an option or a config key) unless ``path`` can be
+    named at all: its name is UTF-8, no part is longer than ``NAME_MAX`` bytes, the whole
+    shorter than ``PATH_MAX``. Returns ``path`` as a ``Path``. Reads nothing but limits."""
+    given = Path(path)
+    raw = os.fsencode(str(given))
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{where}: the name {printable(given)!r} is not UTF-8 text; keepbest names its "
+            "files and messages in UTF-8: rename it"
+        ) from None
+    absolute = _absolute(given)
+    name_max = _limit(absolute.parent, "PC_NAME_MAX", _NAME_MAX)
+    for part in given.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            raise InputError(
+                f"{where}: the name {_clip(part)!r} is {size} bytes long, but the file system "
+                f"takes at most {name_max} (NAME_MAX): choose a shorter one"
+            )
+    size = len(os.fsencode(str(absolute)))
+    path_max = _limit(absolute.parent, "PC_PATH_MAX", _PATH_MAX)
+    if size >= path_max:
+        raise InputError(
+            f"{where}: the path {_clip(str(given))!r} is {size} bytes long (as an absolute "
+            f"path), but the file system takes fewer than {path_max} (PATH_MAX): choose a "
+            "shorter one"
+        )
+    return given
+
+
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def check_input(path: str | Path, where: str, *, file: bool = True, folder: bool = False) -> Path:
+    """``InputError`` naming ``where`` unless ``path`` can be named (``check_path``) and is
+    a regular file (``file``) or a folder (``folder``), links followed; checked before it
+    is opened, so that a named pipe or a device never blocks a command. Returns it."""
+    given = check_path(path, where)
+    try:
+        mode = os.stat(given).st_mode
+    except FileNotFoundError:
+        raise InputError(f"{where}: {shown(given)} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read {shown(given)} ({exc.strerror})") from None
+    wanted = " or ".join(
+        what for what, ok in (("a regular file", file), ("a folder", folder)) if ok
+    )
+    if (stat.S_ISREG(mode) and file) or (stat.S_ISDIR(mode) and folder):
+        return given
+    special = _KINDS.get(stat.S_IFMT(mode))
+    kind = special or ("a folder" if stat.S_ISDIR(mode) else "a file")
+    why = " (keepbest opens no pipe, socket or device: reading one could block)" if special else ""
+    raise InputError(f"{where}: {shown(given)} is {kind}, not {wanted}; give {wanted}{why}")
+
+
+@contextlib.contextmanager
+def made_folder(folder: str | Path) -> Iterator[Path]:
+    """Make ``folder`` (and its missing parents) for what the block writes there; if the
+    block fails, remove again the folders it made that are still empty."""
+    folder = _absolute(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for made in missing:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def enclosing_run(path: str | Path) -> Path | None:
@@ -78,9 +193,9 @@ def shown(path: Path) -> str:
     """``path`` as the user would write it: relative to the working directory when it is
     below it."""
     try:
-        return str(Path(path).relative_to(Path.cwd()))
+        return printable(Path(path).relative_to(Path.cwd()))
     except ValueError:
-        return str(path)
+        return printable(path)
 
 
 def _names(paths: Iterable[Path]) -> str:
@@ -130,7 +245,7 @@ def check_output(
     ``replaceable`` = (what, test): an existing folder is replaced (with ``overwrite``) only
     if ``test(folder)`` says it is ``what`` (e.g. "a SavedModel").
     """
-    target = Path(path)
+    target = check_path(path, where)
     absolute, resolved = _absolute(target), target.resolve()
     is_own = own is not None and {absolute, resolved} & {_absolute(own), Path(own).resolve()}
     for given in inputs:
@@ -209,6 +324,8 @@ def check_run_dir(
     one, its own run dir (to resume), or a folder holding only runs (a sweep's); with
     ``restart`` and ``overwrite`` only a folder holding nothing but the old run."""
     run = Path(path)
+    check_path(run.name, "name")  # the run dir's own name, then where it goes
+    check_path(run, "output_dir")
     _check_placement(run, "run dir")
     if run.exists() and not run.is_dir():
         raise InputError(
@@ -257,6 +374,8 @@ def check_study_dir(path: str | Path, markers: Sequence[str], writes: bool = Tru
     folder (holding one of ``markers``), or one holding only runs; never a run dir.
     ``writes=False``: only to read it (``--best``), so it need not take writes."""
     study = Path(path)
+    check_path(study.name, "--study")
+    check_path(study, "output_dir")
     _check_placement(study, "study folder")
     if RunDir(study).looks_like_run():
         raise InputError(

@@ -93,9 +93,20 @@ class Dimension:
             return [int(self.low), int(self.high)]
         return [float(self.low), float(self.high)]
 
+    def grid_size(self) -> int | None:
+        """How many points ``grid`` would hold (computed, not enumerated), or None if the
+        range is continuous."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind in ("int", "log_int"):
+            return (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+        if self.step is None:
+            return None
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+
     def grid(self) -> list | None:
         """The points a grid search visits (Optuna's representation), or None if the
-        range is continuous."""
+        range is continuous. Check ``grid_size`` first: a range may hold billions."""
         if self.kind == "choice":
             return list(self.labels)
         if self.kind in ("int", "log_int"):

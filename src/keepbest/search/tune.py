@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,9 @@ STUDY_FILE = "study.json"  # in the study's folder: the study's name and storage
 JOURNAL_FILE = "optuna.journal"  # the default storage
 CLAIM_LOCK = "tune"  # Optuna's open-lock adds ".lock": tune.lock
 SAMPLERS = ("tpe", "random", "grid")
+# Optuna's GridSampler holds every point of the grid (the product of the keys' values) in
+# memory, and each worker builds it again for every trial: bounded here, before any work.
+MAX_GRID_POINTS = 100_000
 PRUNERS = ("median", "none")
 
 
@@ -127,7 +131,7 @@ def _checked_storage(label: str) -> str:
     """A storage file (a journal, an SQLite database) goes through the overwrite rule as
     every path a command writes: never into a run dir (its ``.lock``, its files, a
     finished run's folder); ``open_storage`` refuses a folder."""
-    from keepbest.rundir.guard import enclosing_run, shown
+    from keepbest.rundir.guard import check_path, enclosing_run, shown
 
     path = None
     if "://" not in label:
@@ -136,6 +140,7 @@ def _checked_storage(label: str) -> str:
         path = Path(label.removeprefix("sqlite:///"))
     if path is None:
         return label
+    check_path(path, "--storage")
     run = enclosing_run(path)
     if run is not None:
         raise InputError(
@@ -159,11 +164,21 @@ def _storage_label(storage: str | None, study_dir: Path) -> str:
     return str(Path(storage).expanduser().resolve())
 
 
-def open_storage(label: str, where: str = "--storage"):
-    """An Optuna storage for ``label`` (a URL, or a journal file path)."""
+def open_storage(label: str, where: str = "--storage", create: bool = True):
+    """An Optuna storage for ``label`` (a URL, or a journal file path). ``create=False``
+    (a command that only reads): a journal or SQLite file that does not exist is an
+    ``InputError``, never created."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+    local = Path(label) if "://" not in label else None
+    if label.startswith("sqlite:///") and ":memory:" not in label:
+        local = Path(label.removeprefix("sqlite:///"))
+    if not create and local is not None and not local.is_file():
+        raise InputError(
+            f"{where}: the study's storage {local} does not exist (moved or deleted?); "
+            "nothing was created"
+        )
     if "://" in label:
         try:
             return optuna.storages.RDBStorage(label)
@@ -189,8 +204,17 @@ def open_storage(label: str, where: str = "--storage"):
 
 def _check_journal(path: Path, where: str) -> None:
     """An existing file must start like an Optuna journal (a JSON line with an op_code):
-    Optuna would append to any file it is given."""
-    if not path.is_file() or path.stat().st_size == 0:
+    Optuna would append to any file it is given. Nor may it end in a torn line (an append
+    that was cut short: a kill, a full disk): Optuna skips it when reading, but the next
+    append would glue a whole entry to it, and from then on every worker fails to read
+    the journal. Refused with the fix (cut the torn bytes off), not repaired behind the
+    user's back: another worker might be writing that very line (looked at twice)."""
+    from keepbest.rundir.guard import check_input
+
+    if not path.exists():
+        return
+    check_input(path, where)  # a regular file: never a pipe or a device
+    if path.stat().st_size == 0:
         return
     try:
         with open(path, "rb") as handle:
@@ -202,6 +226,56 @@ def _check_journal(path: Path, where: str) -> None:
             f"{where}: {path} is not an Optuna journal ({exc}); move it away or give "
             "another --storage"
         ) from None
+    torn = _torn_tail(path)
+    if torn and (time.sleep(1.0) or _torn_tail(path)):  # not an append under way
+        size = path.stat().st_size
+        raise InputError(
+            f"{where}: {path} ends in a torn entry ({torn} bytes without an end of line: an "
+            f"append was cut short); cut it off with: truncate -s {size - torn} {path}, "
+            "then run again"
+        )
+
+
+def _torn_tail(path: Path) -> int:
+    """The number of bytes after the journal's last end of line (0: none torn)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        start = max(0, size - (1 << 16))
+        while True:
+            handle.seek(start)
+            chunk = handle.read(size - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return len(chunk) - cut - 1
+            if start == 0:
+                return size
+            start = max(0, start - (1 << 16))
+
+
+def _grid_size(dims: list[Dimension], space: str | Path) -> int:
+    """The number of points ``--sampler grid`` visits, computed without enumerating them;
+    ``ConfigError`` for a continuous range or a grid above ``MAX_GRID_POINTS``, naming
+    the key with the most values."""
+    sizes = {dim.key: dim.grid_size() for dim in dims}
+    continuous = [key for key, size in sizes.items() if size is None]
+    if continuous:
+        raise ConfigError(
+            [
+                f"{space}: {key}: --sampler grid needs a finite set of values; give "
+                "the range a step, e.g. {uniform: [0.0, 0.5, 0.1]}, or use choice"
+                for key in continuous
+            ]
+        )
+    total = math.prod(sizes.values())
+    if total > MAX_GRID_POINTS:
+        key = max(sizes, key=lambda k: sizes[k])
+        raise ConfigError(
+            f"{space}: {key}: --sampler grid would visit {total:,} points ({key} alone has "
+            f"{sizes[key]:,} values), more than the {MAX_GRID_POINTS:,} keepbest allows: give "
+            "the range a larger step, or use --sampler tpe or random"
+        )
+    return total
 
 
 def _quiet_optuna() -> None:
@@ -288,19 +362,13 @@ class Tuner:
         study_dir = base.output_dir / name
         check_study_dir(study_dir, (STUDY_FILE, JOURNAL_FILE), writes=check)
         if check:
+            from keepbest.callbacks.mlflow_tracking import require_mlflow
+
+            require_mlflow(base)  # every trial logs there: a server that answers, now
             check_space(config, overrides, dims, study_dir)
         budget = trials if trials is not None else 0
         if sampler == "grid":
-            continuous = [dim.key for dim in dims if dim.grid() is None]
-            if continuous:
-                raise ConfigError(
-                    [
-                        f"{space}: {key}: --sampler grid needs a finite set of values; give "
-                        "the range a step, e.g. {uniform: [0.0, 0.5, 0.1]}, or use choice"
-                        for key in continuous
-                    ]
-                )
-            size = math.prod(len(dim.grid()) for dim in dims)
+            size = _grid_size(dims, space)
             if trials is not None and trials > size:
                 log.info("the grid has %d points: the study stops after %d trials", size, size)
                 budget = size
@@ -325,9 +393,7 @@ class Tuner:
 
     def open(self, create: bool = True) -> Tuner:
         """Create (or join) the study; refuse one that searches another space or
-        direction. With ``create=False`` the study must exist."""
-        import optuna
-
+        direction. With ``create=False`` the study must exist (nothing is created)."""
         _quiet_optuna()
         label = self.storage_label
         journal = "://" not in label
@@ -336,9 +402,18 @@ class Tuner:
                 f"--study: no study {self.study_name!r} yet ({label} does not exist); "
                 "run keepbest tune without --best first"
             )
-        if create:
-            self.study_dir.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(label)
+        if not create:
+            return self._open(open_storage(label, create=False), create)
+        from keepbest.rundir.guard import made_folder
+
+        with made_folder(self.study_dir):  # a refused storage leaves no study folder
+            return self._open(open_storage(label), create)
+
+    def _open(self, storage, create: bool) -> Tuner:
+        import optuna
+
+        label = self.storage_label
+        journal = "://" not in label
         direction = "minimize" if self.direction == "min" else "maximize"
         try:
             if create:
@@ -610,7 +685,8 @@ def summarize_study(folder: str | Path) -> list[SummaryRow] | None:
         return None
     _quiet_optuna()
     try:
-        study = optuna.load_study(study_name=name, storage=open_storage(label, str(meta_file)))
+        storage = open_storage(label, str(meta_file), create=False)  # summary only reads
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         raise InputError(f"RUNS_DIR: {label} holds no study {name!r}") from None
     mode = "min" if study.direction.name == "MINIMIZE" else "max"
