@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from keepbest.atomic import (
     failure_text,
@@ -40,7 +40,14 @@ from keepbest.atomic import (
     write_json_atomic,
 )
 from keepbest.errors import CheckpointWriteError, CorruptFileError, NoBestCheckpointError
-from keepbest.rundir.layout import KEPT_DIR, PENDING_FILE, RECORD_FILE, WEIGHTS_FILE
+from keepbest.rundir.layout import (
+    AVERAGE_FILE,
+    KEPT_DIR,
+    PENDING_FILE,
+    RECORD_FILE,
+    WEIGHTS_FILE,
+    kept_file,
+)
 
 
 class KeptFile(BaseModel):
@@ -87,6 +94,31 @@ class BestRecord(BaseModel):
     last: list[KeptFile] = []
     average: AverageRecord | None = None
 
+    @model_validator(mode="after")
+    def _possible(self) -> BestRecord:
+        """What a record must be on its own (``run_problem`` checks it against the run):
+        counts from 1, finite values, and files named as keepbest names them, inside the
+        run dir (a forged ``../`` never reaches a read)."""
+        import math
+
+        if self.epoch < 1 or (self.step is not None and self.step < 1):
+            raise ValueError(f"epoch {self.epoch}, step {self.step}: both count from 1")
+        values = [self.value, self.verified_value]
+        if not all(v is None or math.isfinite(v) for v in values):
+            raise ValueError(f"value {self.value}: a best is a finite number")
+        if self.checkpoint != WEIGHTS_FILE:
+            raise ValueError(f"checkpoint {self.checkpoint!r}: expected {WEIGHTS_FILE!r}")
+        for kept in (*self.top, *self.last):
+            if kept.step < 1 or kept.epoch < 1 or kept.checkpoint != kept_file(kept.step):
+                raise ValueError(
+                    f"kept point {kept.checkpoint!r} (step {kept.step}): expected "
+                    f"{kept_file(max(kept.step, 1))!r}"
+                )
+        average = self.average
+        if average is not None and average.checkpoint not in (None, AVERAGE_FILE):
+            raise ValueError(f"average {average.checkpoint!r}: expected {AVERAGE_FILE!r}")
+        return self
+
     def kept_files(self) -> dict[str, KeptFile]:
         """Every kept point's file, by relative path."""
         return {kept.checkpoint: kept for kept in (*self.top, *self.last)}
@@ -114,9 +146,45 @@ def _load(path: Path) -> BestRecord | None:
         return None
     except (ValidationError, ValueError) as exc:
         raise CorruptFileError(
-            f"{path} is not a valid keepbest record ({str(exc).splitlines()[0]}); "
+            f"{path} is not a valid keepbest record ({_first_problem(exc)}); "
             "restore it from a backup or retrain"
         ) from None
+
+
+def _first_problem(exc: ValueError) -> str:
+    """The first problem pydantic found, with its field (not its summary line)."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def run_problem(
+    record: BestRecord, epochs: int, reached: int | None, history: list[dict] | None
+) -> str | None:
+    """Why ``record`` cannot be this run's best, or None. Unfinished: an epoch beyond the
+    run's ``epochs``, or more than one past the epoch its newest resume state ``reached``
+    (a best may be newer than that state, never by more than an epoch). Finished, with
+    the ``history`` of its final resume state (every evaluation point): a point (epoch
+    and step) the run never evaluated (an empty history says nothing)."""
+    where = f"epoch {record.epoch}" + (f", step {record.step}" if record.step else "")
+    if not history:
+        if record.epoch > epochs:
+            return f"{RECORD_FILE} records {where}, but the run trains {epochs} epochs"
+        if reached is not None and record.epoch > reached + 1:
+            return f"{RECORD_FILE} records {where}, but the run has reached epoch {reached}"
+        return None
+    for point in history:
+        same_step = record.step is None or point.get("step") in (None, record.step)
+        if point.get("epoch") == record.epoch and same_step:
+            return None
+    done = history[-1] if history else {}
+    return (
+        f"{RECORD_FILE} records {where}, a point this run never evaluated (it ended at epoch "
+        f"{done.get('epoch', 0)}, step {done.get('step', 0)})"
+    )
 
 
 def read_record(run_dir: str | Path) -> BestRecord:

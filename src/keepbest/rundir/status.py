@@ -30,7 +30,13 @@ from keepbest.errors import KeepbestError
 from keepbest.monitor import patience_exhausted, stop_reason
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.lock import holder_of
-from keepbest.rundir.record import BestRecord, read_record_or_none, verify_checksum
+from keepbest.rundir.record import (
+    RECORD_FILE,
+    BestRecord,
+    read_record_or_none,
+    run_problem,
+    verify_checksum,
+)
 from keepbest.rundir.resume_store import ResumeState, ResumeStore, StateManifest
 
 RunState = Literal["new", "running", "resumable", "done", "failed"]
@@ -87,10 +93,17 @@ def run_status(run_dir: str | Path) -> RunStatus:
     except KeepbestError as exc:
         return RunStatus("failed", str(exc).splitlines()[0])
     planned = cfg.train.epochs
+    reason = completion(cfg, state, record) if state is not None else None
+    if record is not None:  # a record that cannot be this run's is never shown as done
+        final = state.history if state is not None and reason is not None else None
+        reached = None if state is None else state.progress.epoch + bool(state.progress.batch)
+        problem = run_problem(record, planned, reached, final)
+        if problem:
+            fix = f"restore {RECORD_FILE} from a backup, or retrain with --restart"
+            return RunStatus("failed", f"{problem}; {fix}", 0, planned)
     if state is None:
         return RunStatus("resumable", "no epoch finished yet; train again to start", 0, planned)
     done = state.progress.epoch
-    reason = completion(cfg, state, record)
     if reason is None:
         where = f"in epoch {done + 1}" if state.progress.batch else f"after epoch {done}"
         detail = f"stopped {where} of {planned}; train again to resume"
