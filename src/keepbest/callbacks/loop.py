@@ -162,10 +162,13 @@ class TrainingLoop(keras.callbacks.Callback):
     def finish(self, epochs: int) -> None:
         """The end of ``fit``: a state due is written now (without a next batch), and the
         last state marks where training ended (all ``epochs``, or where another callback
-        stopped it)."""
+        stopped it); the attempt ended cleanly."""
         self._flush()
-        if self.halted:
-            return
+        if not self.halted:
+            self._last_state_at_the_end(epochs)
+        self.resume.end_attempt("finished")
+
+    def _last_state_at_the_end(self, epochs: int) -> None:
         step = (self._epoch + 1) * self.steps_per_epoch
         if self._epoch + 1 >= epochs:
             step = epochs * self.steps_per_epoch
@@ -215,6 +218,7 @@ class TrainingLoop(keras.callbacks.Callback):
         if self._pending is not None:
             self._flush(next_batch=fingerprint)
         if self._stop_message is not None:
+            self.resume.end_attempt("stopped")
             raise StopRequested(self._stop_message)
         return train_function([batch])
 
@@ -345,6 +349,7 @@ class TrainingLoop(keras.callbacks.Callback):
         if self._pending is not None:  # written by ``step``, with the next batch's fingerprint
             self._stop_message = message
             return
+        self.resume.end_attempt("stopped")
         raise StopRequested(message)
 
     def _flush(self, next_batch: str | None = None) -> None:

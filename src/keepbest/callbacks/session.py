@@ -185,6 +185,7 @@ class RunSession:
             last_cost=state.manifest.write_seconds if state else None,
             writes=self.chief,
         )
+        resume.begin_attempt()  # recorded; earlier attempts' failures shape the cadence
         expected = state.manifest.next_batch if state else None
         loop = TrainingLoop(
             best=best,

@@ -10,7 +10,8 @@
         best.weights.h5    the best checkpoint's weights (keepbest.rundir.record)
         best.json          its record: epoch, monitor, value, sha256, verified_value
         history.csv        one row per evaluation (keepbest.rundir.history)
-        resume/            the newest resume state and its predecessor
+        resume/            the newest resume state and its predecessor, and
+                           attempts.json: each training attempt, from which step, how far
         tensorboard/       TensorBoard event files (logging.tensorboard)
         mlflow.json        the run's MLflow run id and tracking URI (logging.mlflow)
         curves.png         keepbest plot's default output
@@ -52,6 +53,7 @@ RECORD_FILE = "best.json"
 PENDING_FILE = "best.json.pending"
 HISTORY_FILE = "history.csv"
 RESUME_DIR = "resume"
+ATTEMPTS_FILE = "attempts.json"  # in RESUME_DIR: the training attempts (rundir.resume_store)
 KEPT_DIR = "checkpoints"  # checkpoint.keep_top / average: one file per kept point
 AVERAGE_FILE = "average.weights.h5"
 TENSORBOARD_DIR = "tensorboard"
@@ -130,6 +132,10 @@ class RunDir:
     @property
     def resume_dir(self) -> Path:
         return self.path / RESUME_DIR
+
+    @property
+    def attempts_file(self) -> Path:
+        return self.resume_dir / ATTEMPTS_FILE
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -17,6 +17,14 @@ A state exists only once its manifest does, and the manifest's checksum is check
 read, so a reader sees a complete state or none. The previous state is kept until the
 next one is complete, so a corrupt newest state falls back to it (and says so).
 
+Beside the states, ``resume/attempts.json`` records every training attempt (``Attempt``):
+when it started and from which step, written atomically as it starts; how far it got
+(the newest state's step) and, for a clean end (finished, or stopped by a signal with
+its state saved), how it ended, written at its end or, if it died (kill -9, a lost
+node), at the next attempt's start. An attempt without a clean end died; one that also
+left no newer state died without progress. The cadence learns the time between
+failures from it (``callbacks.resume.Failures``), ``keepbest show`` counts them.
+
 Example:
 
     >>> from keepbest.rundir.resume_store import ResumeStore
@@ -24,6 +32,14 @@ Example:
     >>> store.save(model, Progress(epoch=3, batch=0), history_rows)  # doctest: +SKIP
     >>> store.latest().progress                            # doctest: +SKIP
     Progress(epoch=3, batch=0)
+    >>> log = AttemptLog(attempts=[
+    ...     Attempt(started_at="2026-12-06T04:00:00.000+00:00", from_step=0, reached_step=40),
+    ...     Attempt(started_at="2026-12-06T04:00:09.000+00:00", from_step=40, reached_step=40),
+    ...     Attempt(started_at="2026-12-06T04:00:15.500+00:00", from_step=40)])
+    >>> log.lives(now=datetime(2026, 12, 6, 4, 0, 20, tzinfo=timezone.utc))
+    [(9.0, True, True), (6.5, True, False), (4.5, True, False)]
+    >>> log.counts(newest_step=40, running=False)  # the last one left no newer state
+    (3, 2)
 """
 
 from __future__ import annotations
@@ -37,10 +53,10 @@ import zipfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from keepbest.atomic import (
     HashingWriter,
@@ -154,9 +170,132 @@ def _unnumbered(signature: list[str]) -> list[str]:
     return [_SCOPES.sub(r"\1/\2:", _AUTO_NUMBER.sub("", line)) for line in signature]
 
 
+ATTEMPTS_KEPT = 200  # attempts listed in attempts.json; older ones are only counted
+
+
+class Attempt(BaseModel):
+    """One training attempt: a process (or a ``fit``) that resumed or started the run."""
+
+    started_at: str  # UTC, ISO 8601 with milliseconds
+    from_step: int = Field(ge=0)  # the step of the state it resumed from (0: the start)
+    # the newest state's step once it ended: at its clean end, else at the next start
+    reached_step: int | None = Field(None, ge=0)
+    # a clean end, everything it trained in a state; None: it died, or it is running
+    ended: Literal["finished", "stopped"] | None = None
+    ended_at: str | None = None
+
+    @field_validator("started_at", "ended_at")
+    @classmethod
+    def _a_time(cls, value: str | None) -> str | None:
+        if value is not None and _seconds(value) is None:
+            raise ValueError(f"{value!r} is not an ISO 8601 time with its time zone")
+        return value
+
+    def progressed(self, newest_step: int | None = None) -> bool:
+        """Whether it left a newer state than it started from (``newest_step``: the
+        newest state's step, for the last attempt, whose end nobody recorded)."""
+        reached = self.reached_step if self.reached_step is not None else newest_step
+        return reached is not None and reached > self.from_step
+
+
+class AttemptLog(BaseModel):
+    """``resume/attempts.json``: the latest attempts, oldest first, and the number of
+    older ones (and of those that died without progress) no longer listed."""
+
+    earlier: int = Field(0, ge=0)
+    earlier_without_progress: int = Field(0, ge=0)
+    attempts: list[Attempt] = []
+
+    def lives(self, now: datetime) -> list[tuple[float, bool, bool]]:
+        """Each listed attempt as (seconds it lasted, died, progressed), for
+        ``callbacks.resume.Failures``. An attempt without a clean end lasted until the
+        next one started (``now`` for the last): its restart's start-up counts in."""
+        lives = []
+        for index, attempt in enumerate(self.attempts):
+            began = _seconds(attempt.started_at)
+            if attempt.ended_at is not None:
+                until = _seconds(attempt.ended_at)
+            elif index + 1 < len(self.attempts):
+                until = _seconds(self.attempts[index + 1].started_at)
+            else:
+                until = now.timestamp()
+            died = attempt.ended is None
+            lives.append((round(max(0.0, until - began), 3), died, attempt.progressed()))
+        return lives
+
+    def counts(self, newest_step: int | None, running: bool) -> tuple[int, int]:
+        """(attempts, attempts that died without progress). The last attempt is judged by
+        the newest state (``newest_step``) unless it is ``running``."""
+        without = self.earlier_without_progress
+        for index, attempt in enumerate(self.attempts):
+            last = index == len(self.attempts) - 1
+            if attempt.ended is not None or (last and running):
+                continue
+            without += not attempt.progressed(newest_step if last else None)
+        return self.earlier + len(self.attempts), without
+
+
+def _seconds(text: str) -> float | None:
+    """An ISO 8601 time with its zone as POSIX seconds, or None."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+def _now_text(now: datetime | None = None) -> str:
+    return (now or datetime.now(timezone.utc)).isoformat(timespec="milliseconds")
+
+
+def read_attempts(run_dir: Path) -> AttemptLog:
+    """The run's attempts (none if it has no record; a damaged record is ignored, with a
+    warning: it only tunes the cadence and ``show``)."""
+    path = RunDir(run_dir).attempts_file
+    try:
+        return AttemptLog.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return AttemptLog()
+    except (ValidationError, ValueError, OSError) as exc:
+        log.warning("%s is unreadable (%s); it is started anew", path, str(exc).splitlines()[0])
+        return AttemptLog()
+
+
 class ResumeStore:
     def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
         self.folder = RunDir(run_dir).resume_dir
+
+    def begin_attempt(self, from_step: int) -> list[tuple[float, bool, bool]]:
+        """Record a new attempt resuming from ``from_step`` (the previous one, if it did
+        not end cleanly, reached that step: the newest state); return the earlier ones'
+        lives (``AttemptLog.lives``), oldest first."""
+        now = datetime.now(timezone.utc)
+        record = read_attempts(self.run_dir)
+        if record.attempts and record.attempts[-1].reached_step is None:
+            record.attempts[-1].reached_step = from_step
+        lives = record.lives(now)
+        record.attempts.append(Attempt(started_at=_now_text(now), from_step=from_step))
+        while len(record.attempts) > ATTEMPTS_KEPT:
+            dropped = record.attempts.pop(0)
+            record.earlier += 1
+            record.earlier_without_progress += dropped.ended is None and not dropped.progressed()
+        self._write_attempts(record)
+        return lives
+
+    def end_attempt(self, reached_step: int, how: Literal["finished", "stopped"]) -> None:
+        """Record the clean end of the attempt begun last (all it trained is in a state at
+        ``reached_step``)."""
+        record = read_attempts(self.run_dir)
+        if not record.attempts:
+            return
+        last = record.attempts[-1]
+        last.reached_step, last.ended, last.ended_at = reached_step, how, _now_text()
+        self._write_attempts(record)
+
+    def _write_attempts(self, record: AttemptLog) -> None:
+        self.folder.mkdir(exist_ok=True)
+        write_json_atomic(RunDir(self.run_dir).attempts_file, record.model_dump())
 
     def _manifests(self) -> list[tuple[int, Path]]:
         if not self.folder.is_dir():

@@ -2,8 +2,9 @@
 
 What was trained (the config's highlights), what the model takes and answers (the raw
 inputs, their preprocessing and the classes, from ``data_spec.json``), how it stands
-(``keepbest.rundir.status``), the best epoch with its recorded and verified values, and
-every file with its size.
+(``keepbest.rundir.status``), the best epoch with its recorded and verified values, how
+many attempts trained it and how many of them died without progress (when it took more
+than one: ``rundir.resume_store.AttemptLog``), and every file with its size.
 
 Example:
 
@@ -12,6 +13,10 @@ Example:
     run       runs/digits-mlp
     status    done: stopped early after epoch 27 of 30 (patience)
     ...
+    >>> attempts_text(7, 5)
+    '7; 5 died without progress (no newer resume state)'
+    >>> attempts_text(1, 0) is None
+    True
 """
 
 from __future__ import annotations
@@ -23,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from keepbest.config import ExperimentConfig
-from keepbest.config.schema import SCRIPT, BundledData, PythonData, spec_text
+from keepbest.config.schema import SCRIPT, BundledData, PythonData, names_text, spec_text
 from keepbest.data.spec import DataSpec, shape_text
 from keepbest.errors import KeepbestError
 from keepbest.rundir.layout import KEPT_DIR, RunDir
 from keepbest.rundir.record import average_text
-from keepbest.rundir.resume_store import StateManifest
+from keepbest.rundir.resume_store import StateManifest, read_attempts
 from keepbest.rundir.status import RunStatus, run_status
 
 
@@ -40,6 +45,8 @@ class RunOverview:
     files: dict[str, int]  # name (folders end in "/") -> bytes, a folder's files summed
     by_steps: bool = False  # evaluated every N steps (checkpoint.every_steps)
     now: datetime | None = None  # when the overview was made (states' ages count from it)
+    # (attempts that trained the run, how many died without progress); None: no record
+    attempts: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         record = self.status.record
@@ -57,6 +64,11 @@ class RunOverview:
                     "saved_at": self.status.newest_state.saved_at,
                 }
                 if self.status.newest_state is not None
+                else None
+            ),
+            "attempts": (
+                {"count": self.attempts[0], "died_without_progress": self.attempts[1]}
+                if self.attempts is not None
                 else None
             ),
             "config": self.highlights,
@@ -85,6 +97,9 @@ class RunOverview:
                 lines.append(("average", average_text(record)))
         if status.newest_state is not None:
             lines.append(("resume", state_line(status.newest_state, self.now)))
+        attempts = attempts_text(*self.attempts) if self.attempts else None
+        if attempts is not None:
+            lines.append(("attempts", attempts))
         lines += [(key, value) for key, value in self.highlights.items()]
         name_width = max((len(name) for name in self.files), default=0)
         lines += [
@@ -113,6 +128,15 @@ def state_line(state: StateManifest, now: datetime | None = None) -> str:
     return line
 
 
+def attempts_text(count: int, without_progress: int) -> str | None:
+    """The attempts line, or None when there is nothing to say (one attempt)."""
+    if count <= 1 and not without_progress:
+        return None
+    if not without_progress:
+        return str(count)
+    return f"{count}; {without_progress} died without progress (no newer resume state)"
+
+
 def _age(seconds: float) -> str:
     seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -137,7 +161,16 @@ def describe_run(run_dir: str | Path) -> RunOverview:
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             highlights["inputs"] = f"{run.spec_file.name} cannot be read"
     now = datetime.now(timezone.utc)
-    return RunOverview(run.path, status, highlights, _files(run.path), by_steps, now)
+    files = _files(run.path)
+    return RunOverview(run.path, status, highlights, files, by_steps, now, _attempts(run, status))
+
+
+def _attempts(run: RunDir, status: RunStatus) -> tuple[int, int] | None:
+    """(attempts, died without progress) from the run's record of attempts, if any."""
+    if not run.attempts_file.is_file():
+        return None
+    newest = status.newest_state.global_step if status.newest_state is not None else 0
+    return read_attempts(run.path).counts(newest, running=status.state == "running")
 
 
 def spec_highlights(spec: DataSpec) -> dict[str, str]:
@@ -170,10 +203,10 @@ def config_highlights(cfg: ExperimentConfig) -> dict[str, str]:
     elif script:
         data_line = "objects given in Python (a script's fit, or train(data=...))"
     else:
-        data_line = f"{data.source} {data.path.name}"
+        data_line = f"{data.source} {data.files_text()}"
     validation = data.validation
     if validation is not None:
-        split = f"split {validation.split}" if validation.split else validation.path.name
+        split = f"split {validation.split}" if validation.split else names_text(validation.path)
         data_line += f", validation {split}"
     if not script:
         data_line += f", batch {data.batch_size}, seed {cfg.seed}"
