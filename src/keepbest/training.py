@@ -279,7 +279,9 @@ def _fit(
         # every_steps, or use_ema (the averages are judged, not the weights fit validates),
         # the points measure validation themselves, and Keras must not.
         model.fit(
-            pipelines.train_stream(session.start_epoch * steps),  # the callback skips on
+            # the resumed epoch's batches trained before its state are placeholders that
+            # the callback consumes untrained (nothing read for them)
+            pipelines.train_stream(session.start_epoch * steps, session.first_batch),
             steps_per_epoch=steps,
             epochs=cfg.train.epochs,
             validation_data=None if schedule.by_steps or uses_ema(model) else pipelines.validation,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -91,6 +91,66 @@ def _output_dir(path: Path, info: ValidationInfo) -> Path:
     return resolved
 
 
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, (str, Path)) else value
+
+
+def _shards(paths: list[Path], info: ValidationInfo, suffix: str) -> list[Path]:
+    """Files given as paths, glob patterns (``shards/x-*.npy``) or folders (every
+    ``suffix`` file below it), each resolved from the config's folder, in the order
+    given, a pattern's or a folder's matches sorted by name; every match a regular file.
+    A stored config (not checking files) keeps the list as it was expanded."""
+    if not paths:
+        raise ValueError("give one file or more (a path, a glob pattern, or a list of them)")
+    found: list[Path] = []
+    for given in paths:
+        path = _resolve(Path(given), info)
+        if not _checking_files(info):
+            found.append(path)
+            continue
+        if any(char in str(given) for char in "*?["):
+            anchor = Path(path.anchor)
+            matches = sorted(anchor.glob(str(path.relative_to(anchor))))
+            if not matches:
+                raise ValueError(f"the pattern {str(given)!r} matches no file")
+        elif path.is_dir():
+            matches = sorted(
+                p
+                for p in path.rglob(f"*{suffix}")
+                if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            )
+            if not matches:
+                raise ValueError(f"the folder {path} holds no {suffix} file")
+        else:
+            matches = [path]
+        for match in matches:
+            if not match.is_file():
+                what = "is a folder, not a file" if match.is_dir() else "file not found"
+                if match.exists() and not match.is_dir():
+                    what = "is not a regular file"
+                raise ValueError(f"{what}: {match}")
+            if match.suffix.lower() != suffix:
+                raise ValueError(f"{match.name} is not a {suffix} file")
+        found += matches
+    repeated = sorted({p for p in found if found.count(p) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]} is given twice")
+    return found
+
+
+def _npy_shards(paths: list[Path], info: ValidationInfo) -> list[Path]:
+    return _shards(paths, info, ".npy")
+
+
+def _parquet_files(paths: list[Path], info: ValidationInfo) -> list[Path]:
+    return _shards(paths, info, ".parquet")
+
+
+# A file, a glob pattern or a folder, or a list of them: the shards of one array in order.
+NpyShards = Annotated[list[Path], BeforeValidator(_as_list), AfterValidator(_npy_shards)]
+ParquetFiles = Annotated[list[Path], BeforeValidator(_as_list), AfterValidator(_parquet_files)]
+
+
 ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
 ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
 OutputDir = Annotated[Path, AfterValidator(_output_dir)]
@@ -147,6 +207,28 @@ class _DataBase(Section):
     def validation_path_kind(self) -> str:
         return "file"
 
+    def files(self) -> list[Path]:
+        """Every file or folder the data is read from, validation's included."""
+        found = []
+        for part in (self, self.validation):
+            for key in ("path", "x", "y", "weights"):
+                value = getattr(part, key, None)
+                found += value if isinstance(value, list) else [value] if value else []
+        return found
+
+    def files_text(self) -> str:
+        """The training files for people: a name, or the first name and how many more."""
+        return names_text(getattr(self, "path", None) or getattr(self, "x", None))
+
+
+def names_text(paths: Path | list[Path] | None) -> str:
+    if not paths:
+        return ""
+    if not isinstance(paths, list):
+        return paths.name
+    more = f" (+{len(paths) - 1} more)" if len(paths) > 1 else ""
+    return paths[0].name + more
+
 
 class BundledData(_DataBase):
     """A dataset shipped inside keepbest (no download)."""
@@ -170,6 +252,70 @@ class NpzData(_DataBase):
     y_key: str = "y"
     # an array of one weight per sample (shape (n,)), in the validation file too
     weight_key: str | None = None
+
+
+class NpyValidation(Section):
+    """An ``npy`` source's validation data: a fraction of the rows, or arrays of its own."""
+
+    split: float | None = Field(None, gt=0, lt=1)
+    x: NpyShards | None = None
+    y: NpyShards | None = None
+    weights: NpyShards | None = None
+
+    @model_validator(mode="after")
+    def _split_or_arrays(self) -> NpyValidation:
+        if (self.split is None) == (self.x is None) or (self.x is None) != (self.y is None):
+            raise ValueError("give either 'split' (a fraction) or both 'x' and 'y' (.npy files)")
+        return self
+
+    @property
+    def path(self) -> Path | None:
+        """The first validation file (for people); the source reads ``x`` and ``y``."""
+        return self.x[0] if self.x else None
+
+
+class NpyData(_DataBase):
+    """Arrays in ``.npy`` files, read a batch at a time by row index (never whole):
+    ``x`` the inputs, ``y`` the targets, ``weights`` one sample weight per row; each a
+    file, a glob pattern or a list of them (shards, rows in order)."""
+
+    source: Literal["npy"]
+    x: NpyShards
+    y: NpyShards
+    weights: NpyShards | None = None
+    validation: NpyValidation | None = None
+
+    def validation_path_kind(self) -> str:
+        return "shards"
+
+
+class ParquetValidation(Section):
+    """A ``parquet`` source's validation data: a fraction of its row groups, or files."""
+
+    split: float | None = Field(None, gt=0, lt=1)
+    path: ParquetFiles | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ParquetValidation:
+        if (self.split is None) == (self.path is None):
+            raise ValueError("give exactly one of 'split' (a fraction) or 'path' (files)")
+        return self
+
+
+class ParquetData(_DataBase):
+    """Columns of Parquet files (a file, a folder, a glob pattern, or a list), read a
+    row group at a time: numeric ``features`` (default: every column but the target and
+    the weights), a ``target`` column (numbers or class names), optional sample weights."""
+
+    source: Literal["parquet"]
+    path: ParquetFiles
+    target: str
+    features: list[str] | None = None
+    weight_column: str | None = None
+    validation: ParquetValidation | None = None
+
+    def validation_path_kind(self) -> str:
+        return "shards"
 
 
 class CsvData(_DataBase):
@@ -234,7 +380,14 @@ class ScriptData(_DataBase):
 
 
 DataConfig = Annotated[
-    Union[BundledData, NpzData, CsvData, ImageDirData, PythonData, ScriptData],  # noqa: UP007
+    BundledData
+    | NpzData
+    | NpyData
+    | CsvData
+    | ParquetData
+    | ImageDirData
+    | PythonData
+    | ScriptData,
     Field(discriminator="source"),
 ]
 
@@ -609,8 +762,8 @@ class ExperimentConfig(Section):
     def _consistent(self, info: ValidationInfo) -> ExperimentConfig:
         problems = []
         validation = self.data.validation
-        if validation is not None and validation.path is not None:
-            kind = self.data.validation_path_kind()
+        kind = self.data.validation_path_kind()
+        if validation is not None and validation.path is not None and kind != "shards":
             check = _existing_dir if kind == "folder" else _existing_file
             try:
                 validation.path = check(validation.path, info)

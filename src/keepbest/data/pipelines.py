@@ -42,6 +42,7 @@ import numpy as np
 
 from keepbest.config import ExperimentConfig, reported_against
 from keepbest.config.schema import PythonData, ScriptData, spec_name
+from keepbest.data.rows import Rows, epoch_order
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
 from keepbest.data.weights import class_weighted
@@ -66,7 +67,10 @@ class Pipelines:
 
     def undecodable(self, exc: BaseException, then: str = "") -> DataError | None:
         """For an error raised while batches were read: the ``DataError`` that names the
-        image file that cannot be decoded, or None if the error is another one."""
+        image file that cannot be decoded (or the file a batch could not be read from),
+        or None if the error is another one."""
+        if _read_errors:
+            return _read_errors[-1]
         for where, files in self.image_files:
             named = undecodable_image(exc, files, self.spec, where, then)
             if named is not None:
@@ -187,6 +191,105 @@ def _shuffled_stream(arrays: Arrays, spec: DataSpec, cfg: ExperimentConfig, star
     return _batches(arrays, spec, index).prefetch(tf.data.AUTOTUNE)
 
 
+def _row_batches(rows: Rows, spec: DataSpec, index_batches, placeholders: int = 0):
+    """Turn a dataset of index batches into preprocessed batches read from ``rows``
+    (``Rows.read`` in a ``numpy_function``, several batches at once, in order). The
+    first ``placeholders`` batches are zeros of the right shapes, read from nowhere: a
+    resumed epoch's batches trained before its state, which fit consumes untrained."""
+    import tensorflow as tf
+
+    weighted = rows.weighted
+    x_shape = tuple(rows.x_shape)
+    y_dtype = tf.as_dtype(rows.y_dtype)
+    preprocess = preprocess_batch(spec)
+
+    def read(index):
+        try:
+            part = rows.read(index)
+        except DataError as exc:  # raised again by TensorFlow as its own error: kept to name
+            _read_errors.append(exc)
+            raise
+        x = part.x.reshape(len(index), *x_shape).astype(np.float32, copy=False)
+        out = [x, part.y.astype(rows.y_dtype, copy=False)]
+        return [*out, part.w] if weighted else out
+
+    types = [tf.float32, y_dtype, *([tf.float32] if weighted else [])]
+
+    def shaped(parts, count):
+        x, y = parts[0], parts[1]
+        x.set_shape((None, *x_shape))
+        y.set_shape((None, *rows.y_shape))
+        batch = (preprocess(x), y)
+        if weighted:
+            parts[2].set_shape((None,))
+            batch = (*batch, parts[2])
+        return batch
+
+    def gather(index):
+        return shaped(tf.numpy_function(read, [index], types, stateful=False), None)
+
+    def zeros(index):
+        count = tf.shape(index)[:1]
+        parts = [
+            tf.zeros(tf.concat([count, x_shape], 0), tf.float32),
+            tf.zeros(tf.concat([count, tf.constant(rows.y_shape, tf.int32)], 0), y_dtype),
+        ]
+        if weighted:
+            parts.append(tf.ones(count, tf.float32))
+        return shaped(parts, None)
+
+    options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
+    batches = index_batches.skip(placeholders).map(gather, **options)
+    if placeholders:
+        batches = index_batches.take(placeholders).map(zeros).concatenate(batches)
+    return batches
+
+
+# A data problem met while a batch was read (a file changed under training): TensorFlow
+# raises its own error, ``Pipelines.undecodable`` gives this one.
+_read_errors: list[DataError] = []
+
+
+def _row_order(rows: Rows, cfg: ExperimentConfig, epoch: int) -> np.ndarray:
+    return epoch_order(len(rows), cfg.seed, epoch, cfg.data.shuffle, rows.blocks)
+
+
+def row_stream(rows: Rows, spec: DataSpec, cfg: ExperimentConfig, start_batch: int, skip=0):
+    """The training batches of ``rows`` from global batch ``start_batch`` on: the epoch
+    and the place in it are computed (``divmod``), nothing before them is read. ``skip``:
+    batches after ``start_batch`` that fit consumes untrained (a resumed epoch's), given
+    as placeholders."""
+    import tensorflow as tf
+
+    batch_size = cfg.data.batch_size
+    per_epoch = math.ceil(len(rows) / batch_size)
+    first_epoch, offset = divmod(start_batch, per_epoch)
+
+    def epoch_index(epoch):
+        order = tf.numpy_function(
+            lambda e: _row_order(rows, cfg, int(e)),
+            [epoch],
+            tf.int32 if len(rows) < 2**31 else tf.int64,
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    first = _row_order(rows, cfg, first_epoch)[offset * batch_size :]
+    index = tf.data.Dataset.from_tensor_slices(first).batch(batch_size)
+    index = index.concatenate(
+        tf.data.Dataset.range(first_epoch + 1, _EPOCH_LIMIT).flat_map(epoch_index)
+    )
+    return _row_batches(rows, spec, index, skip).prefetch(tf.data.AUTOTUNE)
+
+
+def rows_in_order(rows: Rows, spec: DataSpec, batch_size: int, limit: int | None = None):
+    """``rows`` as preprocessed batches in their order (the first ``limit`` batches)."""
+    import tensorflow as tf
+
+    count = len(rows) if limit is None else min(len(rows), limit * batch_size)
+    index = tf.data.Dataset.range(count).batch(batch_size)
+    return _row_batches(rows, spec, index).prefetch(tf.data.AUTOTUNE)
+
+
 def _dataset_steps(dataset, cfg: ExperimentConfig) -> int:
     if cfg.train.steps_per_epoch:
         return cfg.train.steps_per_epoch
@@ -263,6 +366,12 @@ def _read_weighted(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
     if setting is None:
         return train, val, spec
     with reported_against(cfg):
+        if isinstance(train, Rows):
+            raise DataError(
+                f"train.class_weight: data.source {cfg.data.source} is read a batch at a time, "
+                "so its classes are not weighed ahead; give one weight per sample instead "
+                "(data.weights, data.weight_column)"
+            )
         if not isinstance(train, Arrays):
             raise DataError(
                 f"train.class_weight: {_given_by(cfg)}'s training data is a tf.data.Dataset, "
@@ -279,10 +388,20 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
     batch_size = cfg.data.batch_size
     eval_steps = cfg.checkpoint.train_eval_steps
     with reported_against(cfg):
-        if isinstance(train, Arrays):
+        if isinstance(train, Rows):
             steps = cfg.train.steps_per_epoch or math.ceil(len(train) / batch_size)
 
-            def train_stream(start_batch: int):
+            def train_stream(start_batch: int, skip: int = 0):
+                return row_stream(train, spec, cfg, start_batch, skip)
+
+            train_eval = rows_in_order(train, spec, batch_size, eval_steps)
+            num_train = num_train_eval = len(train)
+            if eval_steps is not None:
+                num_train_eval = min(num_train_eval, eval_steps * batch_size)
+        elif isinstance(train, Arrays):
+            steps = cfg.train.steps_per_epoch or math.ceil(len(train) / batch_size)
+
+            def train_stream(start_batch: int, skip: int = 0):
                 return _shuffled_stream(train, spec, cfg, start_batch)
 
             train_eval = fixed_order(train, spec, batch_size)
@@ -292,7 +411,7 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
         else:
             steps = _dataset_steps(train, cfg)
 
-            def train_stream(start_batch: int):
+            def train_stream(start_batch: int, skip: int = 0):
                 return train.repeat().skip(start_batch)
 
             train_eval, num_train, num_train_eval = train.take(steps), None, None
@@ -301,7 +420,11 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
         if isinstance(cfg.data, (PythonData, ScriptData)):
             _check_validation(val, cfg)
         _check_classes(train, spec, cfg)
-    validation = fixed_order(val, spec, batch_size) if isinstance(val, Arrays) else val
+    validation = val
+    if isinstance(val, Arrays):
+        validation = fixed_order(val, spec, batch_size)
+    elif isinstance(val, Rows):
+        validation = rows_in_order(val, spec, batch_size)
     images: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if spec.image_size is not None and isinstance(train, Arrays):
         own_folder = cfg.data.validation is not None and cfg.data.validation.path is not None
@@ -321,7 +444,7 @@ def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
         validation=validation,
         num_train=num_train,
         num_train_eval=num_train_eval,
-        num_validation=len(val) if isinstance(val, Arrays) else None,
+        num_validation=len(val) if isinstance(val, (Arrays, Rows)) else None,
         image_files=images,
         float_targets=_float_targets(train),
     )
@@ -357,6 +480,8 @@ def weights_key(cfg: ExperimentConfig) -> str:
 
 
 def _float_targets(train) -> bool:
+    if isinstance(train, Rows):
+        return train.y_dtype.kind == "f"
     if isinstance(train, Arrays):
         return train.y.dtype.kind == "f"
     return bool(train.element_spec[1].dtype.is_floating)

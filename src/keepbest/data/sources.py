@@ -42,7 +42,7 @@ from keepbest.config.references import (
     describe_exception,
     did_you_mean,
 )
-from keepbest.config.schema import CsvData, NpzData
+from keepbest.config.schema import CsvData, NpyData, NpzData, ParquetData
 from keepbest.data.files import (
     IMAGE_SUFFIXES,
     check_image_files,
@@ -63,6 +63,7 @@ from keepbest.data.labels import (
     typed_csv_targets,
 )
 from keepbest.data.preprocessing import Preprocessing
+from keepbest.data.rows import NpyRows, ParquetRows, Rows, SubsetRows
 from keepbest.data.spec import Arrays, DataSpec, Features, shape_fits, shape_text
 from keepbest.data.weights import sample_weights
 from keepbest.errors import DataError, InputError
@@ -120,6 +121,9 @@ class Source:
         settings = self.file_settings(path, spec)
         arrays, _, found = read_sources(self.cfg.model_copy(update={"data": settings}))
         where = f"--data: {path.name}"
+        if isinstance(arrays, Rows):  # measured in memory: a file to evaluate, read whole
+            whole = arrays.read(np.arange(len(arrays)))
+            arrays = Arrays(as_features(whole.x, where), whole.y, whole.w)
         if not shape_fits(found.raw_shape, spec.raw_shape):
             raise DataError(
                 f"{where}: the model expects input of shape {shape_text(spec.raw_shape)}, "
@@ -134,9 +138,15 @@ class Source:
         if path.is_dir():
             return _image_inputs(spec, path)
         where = "--input"
-        if path.suffix.lower() == ".npz":
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
             (x,) = read_npz(path, [self.input_key], where)
-        elif path.suffix.lower() == ".csv":
+        elif suffix == ".npy":
+            rows = NpyRows([path], [path], None, where).x
+            x = rows.read(np.arange(len(rows)))
+        elif suffix == ".parquet":
+            x = _parquet_inputs(path, spec, where)
+        elif suffix == ".csv":
             header, body = read_csv_table(path, self.delimiter, where)
             names = spec.feature_names or header
             missing = [name for name in names if name not in header]
@@ -147,7 +157,10 @@ class Source:
                 )
             x = numeric_columns(path, header, body, names, where)
         else:
-            raise DataError(f"{where}: {path.name} is not an .npz, a .csv or a folder of images")
+            raise DataError(
+                f"{where}: {path.name} is not an .npz, .npy, .csv or .parquet file or a folder "
+                "of images"
+            )
         return Features(check_features(x, spec, f"{where}: {path.name}"))
 
 
@@ -209,6 +222,108 @@ class NpzSource(Source):
         val = self._read(val_path, VALIDATION_PATH)[0] if val_path else None
         class_names = finish_targets(train, val, f"data.y_key: {data.y_key!r}")
         return Loaded(train, val, class_names, raw_dtype=dtype)
+
+
+class NpySource(Source):
+    """Arrays in ``.npy`` files (shards, glob patterns), read a batch at a time by row
+    index (``keepbest.data.rows.NpyRows``): the data never sits in memory whole."""
+
+    name = "npy"
+
+    def read(self) -> Loaded:
+        data: NpyData = self.settings
+        train = NpyRows(data.x, data.y, data.weights, "data")
+        val = None
+        validation = data.validation
+        if validation is not None and validation.x is not None:
+            val = NpyRows(validation.x, validation.y, validation.weights, "data.validation")
+        return Loaded(train, val, raw_dtype=str(train.x_dtype), validation_where="data.validation")
+
+    def file_settings(self, path: Path, spec: DataSpec):
+        """A folder holding ``x.npy`` and ``y.npy`` (``weights.npy`` if the run has
+        weights), or an .npz with arrays ``x`` and ``y``."""
+        if path.suffix.lower() == ".npz":
+            return NpzData.model_construct(
+                source="npz",
+                path=path,
+                x_key="x",
+                y_key="y",
+                weight_key=None,
+                validation=None,
+                batch_size=self.settings.batch_size,
+                shuffle=False,
+            )
+        if not path.is_dir():
+            raise DataError(
+                f"--data: {path.name}: an npy run is evaluated on a folder holding x.npy and "
+                "y.npy, or on an .npz with arrays x and y"
+            )
+        files = {name: path / f"{name}.npy" for name in ("x", "y", "weights")}
+        for name in ("x", "y"):
+            if not files[name].is_file():
+                raise DataError(f"--data: {path} has no {name}.npy (it needs x.npy and y.npy)")
+        weights = [files["weights"]] if files["weights"].is_file() else None
+        return self.settings.model_copy(
+            update={"x": [files["x"]], "y": [files["y"]], "weights": weights, "validation": None}
+        )
+
+
+class ParquetSource(Source):
+    """Columns of Parquet files read a row group at a time
+    (``keepbest.data.rows.ParquetRows``), as the CSV source reads its columns."""
+
+    name = "parquet"
+
+    def read(self) -> Loaded:
+        data: ParquetData = self.settings
+        train = ParquetRows(data.path, data.target, data.features, data.weight_column, "data.path")
+        val = None
+        validation = data.validation
+        if validation is not None and validation.path is not None:
+            val = ParquetRows(
+                validation.path, data.target, train.features, data.weight_column, VALIDATION_PATH
+            )
+            if (val.class_names is None) != (train.class_names is None):
+                raise DataError(
+                    f"{VALIDATION_PATH}: its target column {data.target!r} holds "
+                    f"{val.y_dtype if val.class_names is None else 'text'}, the training "
+                    "files' holds "
+                    f"{train.y_dtype if train.class_names is None else 'text'}"
+                )
+            if val.class_names is not None:
+                extra = sorted(set(val.class_names) - set(train.class_names))
+                if extra:
+                    raise DataError(
+                        f"{VALIDATION_PATH}: labels {', '.join(extra[:5])} are not in the "
+                        "training files"
+                    )
+                val.class_names = train.class_names
+        return Loaded(train, val, train.class_names, list(train.features), raw_dtype="float32")
+
+    def file_settings(self, path: Path, spec: DataSpec):
+        if path.suffix.lower() != ".parquet" and not path.is_dir():
+            raise DataError(
+                f"--data: {path.name}: this run's data is Parquet; give a .parquet file or "
+                "a folder of them"
+            )
+        settings = self.settings.model_copy(
+            update={"path": [path], "validation": None, "features": spec.feature_names}
+        )
+        if path.is_dir():
+            found = sorted(path.rglob("*.parquet"))
+            if not found:
+                raise DataError(f"--data: {path} holds no .parquet file")
+            settings = settings.model_copy(update={"path": found})
+        column = settings.weight_column
+        if column is not None:
+            import pyarrow.parquet as pq
+
+            names = pq.ParquetFile(settings.path[0]).schema_arrow.names
+            if column not in names:
+                return _unweighted(
+                    settings, "weight_column", f"{path.name} has no column {column!r}"
+                )
+        return settings
 
 
 class CsvSource(Source):
@@ -505,7 +620,16 @@ class ScriptSource(PythonSource):
 
 SOURCES: dict[str, type[Source]] = {
     cls.name: cls
-    for cls in (DigitsSource, NpzSource, CsvSource, ImageDirSource, PythonSource, ScriptSource)
+    for cls in (
+        DigitsSource,
+        NpzSource,
+        NpySource,
+        CsvSource,
+        ParquetSource,
+        ImageDirSource,
+        PythonSource,
+        ScriptSource,
+    )
 }
 
 
@@ -531,6 +655,16 @@ def read_sources(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
                 f"{loaded.validation_where}: samples have shape {val.x.shape[1:]}, but the "
                 f"training data's have {train.x.shape[1:]}"
             )
+        if (
+            isinstance(train, Rows)
+            and isinstance(val, Rows)
+            and (train.x_shape, train.y_shape) != (val.x_shape, val.y_shape)
+        ):
+            raise DataError(
+                f"{loaded.validation_where}: samples have shape {val.x_shape} (targets "
+                f"{val.y_shape}), but the training data's have {train.x_shape} (targets "
+                f"{train.y_shape})"
+            )
         return train, val, _spec(train, val, loaded, source)
 
 
@@ -551,7 +685,9 @@ def _unweighted(settings, key: str, why: str):
     return settings.model_copy(update={key: None})
 
 
-def _split(arrays: Arrays, fraction: float, seed: int) -> tuple[Arrays, Arrays]:
+def _split(arrays, fraction: float, seed: int):
+    if isinstance(arrays, ParquetRows):
+        return arrays.group_split(fraction, seed)
     order = np.random.default_rng(seed).permutation(len(arrays))
     count = max(1, round(len(arrays) * fraction))
     if count >= len(arrays):
@@ -559,7 +695,10 @@ def _split(arrays: Arrays, fraction: float, seed: int) -> tuple[Arrays, Arrays]:
             f"data.validation.split: {fraction} leaves no training data out of "
             f"{len(arrays)} samples; use a smaller fraction"
         )
-    return arrays.take(np.sort(order[count:])), arrays.take(np.sort(order[:count]))
+    train, val = np.sort(order[count:]), np.sort(order[:count])
+    if isinstance(arrays, Rows):
+        return SubsetRows(arrays, train), SubsetRows(arrays, val)
+    return arrays.take(train), arrays.take(val)
 
 
 def _image_inputs(spec: DataSpec, folder: Path) -> Features:
@@ -599,7 +738,16 @@ def _spec(train, val, loaded: Loaded, source: Source) -> DataSpec:
     cfg, preprocessing = source.cfg, source.preprocessing()
     class_names, image_size, color_mode = loaded.class_names, loaded.image_size, loaded.color_mode
     raw_range = None
-    if isinstance(train, Arrays):
+    if isinstance(train, Rows):
+        raw_shape, target_shape = tuple(train.x_shape), tuple(train.y_shape)
+        sample = check_rows(train, cfg)
+        if isinstance(val, Rows):
+            check_rows(val, cfg)
+        raw_range = (float(sample.x.min()), float(sample.x.max()))
+        num_classes = rows_classes(train, val, cfg)
+        if num_classes is not None and target_shape == (1,):
+            target_shape = ()
+    elif isinstance(train, Arrays):
         if image_size is not None:  # decoded images: any size, 0..255
             raw_shape = (None, None, 3 if color_mode == "rgb" else 1)
             raw_range = (0.0, 255.0)
@@ -690,3 +838,92 @@ def _dataset_classes(train, val, cfg: ExperimentConfig) -> int | None:
             f"data.factory: integer labels are class ids and must be 0 or more, found {lowest}"
         )
     return max(int(batch.max()) for batch in labels) + 1
+
+
+def check_rows(rows: Rows, cfg: ExperimentConfig) -> Arrays:
+    """The pre-flight look at data read by row: a sample of ``SAMPLE_ROWS`` rows spread
+    over it must hold finite numbers (the rest is read only while training)."""
+    sample = rows.sample()
+    x = sample.x.reshape(len(sample.x), -1)
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            index = np.linspace(0, len(rows) - 1, len(sample.x)).round().astype(np.int64)
+            row = int(index[int(np.argmin(finite))])
+            raise DataError(
+                f"{rows.where}: row {row} holds NaN or infinite values (found in a sample of "
+                f"{len(sample.x)} rows); fill them in or leave those rows out"
+            )
+    return sample
+
+
+def rows_classes(train: Rows, val: Rows | None, cfg: ExperimentConfig) -> int | None:
+    """Integer targets are class ids: their count from one pass over the targets alone
+    (a chunk at a time), checked like in-memory labels (0 or more, two classes or more)."""
+    from keepbest.data.pipelines import labels_key
+
+    if train.y_dtype.kind not in "iub" or tuple(train.y_shape) not in ((), (1,)):
+        return None
+    where = labels_key(cfg)
+    lowest, highest, present = None, None, set()
+    for rows in (train, val):
+        if rows is None:
+            continue
+        for chunk in rows.label_chunks():
+            if not chunk.size:
+                continue
+            low, high = int(chunk.min()), int(chunk.max())
+            lowest = low if lowest is None else min(lowest, low)
+            highest = high if highest is None else max(highest, high)
+            if rows is train and len(present) < 2:
+                present.update(np.unique(chunk[:65536]).tolist())
+    if lowest is not None and lowest < 0:
+        raise DataError(
+            f"{where}: integer targets are class ids and must be 0 or more, found {lowest} "
+            "(use float targets for regression)"
+        )
+    if len(present) == 1:
+        label = int(next(iter(present)))
+        raise DataError(
+            f"{where}: every training label is class {label}; a classifier needs two classes "
+            "or more (for regression, store the targets as floats)"
+        )
+    count = None if highest is None else highest + 1
+    if train.class_names:
+        count = max(count or 0, len(train.class_names))
+    return count
+
+
+def _parquet_inputs(path: Path, spec: DataSpec, where: str) -> np.ndarray:
+    """The model's feature columns of a Parquet file, as float32 (``predict --input``)."""
+    import pyarrow.parquet as pq
+
+    names = spec.feature_names
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(f"{where}: {path} is not a readable Parquet file ({reason})") from None
+    if not names:
+        raise DataError(
+            f"{where}: {path.name} is Parquet, but the model's inputs have no column names; "
+            "give an .npz or .npy"
+        )
+    missing = [name for name in names if name not in table.column_names]
+    if missing:
+        raise DataError(
+            f"{where}: {path.name} lacks the column(s) {', '.join(missing)}; the model takes "
+            f"{', '.join(names)} (the file has {', '.join(table.column_names)})"
+        )
+    columns = []
+    for name in names:
+        column = table.column(name)
+        if column.null_count:
+            raise DataError(f"{where}: column {name!r} of {path.name} has empty (null) values")
+        try:
+            columns.append(column.to_numpy().astype("float32"))
+        except (ValueError, TypeError):
+            raise DataError(
+                f"{where}: column {name!r} of {path.name} holds {column.type} values, not numbers"
+            ) from None
+    return np.stack(columns, axis=1) if columns else np.empty((table.num_rows, 0), "float32")

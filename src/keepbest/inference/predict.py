@@ -70,9 +70,7 @@ def _data_files(run_dir: str | Path) -> list[Path]:
         data = RunDir(run_dir).read_config().data
     except KeepbestError:
         return []
-    validation = getattr(data, "validation", None)
-    paths = [getattr(data, "path", None), getattr(validation, "path", None)]
-    return [Path(path) for path in paths if path is not None]
+    return data.files()
 
 
 @dataclasses.dataclass
