@@ -238,3 +238,95 @@ CAMPAIGN = {
 def test_kill_9_campaign_on_streamed_data_ends_bit_identical(data, tmp_path_factory, source):
     make = npy_config if source == "npy" else parquet_config
     _kill_campaign(tmp_path_factory, make(data, **CAMPAIGN), f"kill-{source}", kills=3)
+
+
+FACTORIES = textwrap.dedent(
+    '''
+    import numpy as np
+    from importlib.resources import files
+
+
+    def _digits():
+        with np.load(files("keepbest.datasets") / "digits.npz") as npz:
+            return (npz["x"].astype("float32") / 16.0)[..., None], npz["y"].astype("int64")
+
+
+    class Samples:
+        """A random-access source of one's own: len() and [i]."""
+
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return self.x[i], self.y[i]
+
+
+    def own():
+        x, y = _digits()
+        return Samples(x[:1400], y[:1400]), Samples(x[1400:], y[1400:])
+
+
+    def with_grain():
+        import grain
+
+        x, y = _digits()
+        train = grain.MapDataset.source(list(range(1400))).map(lambda i: (x[i], y[i]))
+        validation = grain.MapDataset.source(list(range(1400, len(y)))).map(lambda i: (x[i], y[i]))
+        return train, validation
+
+
+    def tf_data():
+        import tensorflow as tf
+
+        x, y = _digits()
+        train = tf.data.Dataset.from_tensor_slices((x[:1400], y[:1400])).batch(32)
+        validation = tf.data.Dataset.from_tensor_slices((x[1400:], y[1400:])).batch(32)
+        return train, validation
+    '''
+)
+
+
+def factory_config(folder: Path, factory: str, **sections) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "streamed_factories.py").write_text(FACTORIES)
+    data = {"source": "python", "factory": f"streamed_factories:{factory}", "batch_size": 32}
+    cfg = small_config(**sections)
+    cfg["data"] = data  # the factory's own validation data, no split
+    return write(folder, cfg)
+
+
+def test_random_access_factories_resume_by_index_and_tf_data_says_what_it_replays(tmp_path):
+    """A Grain MapDataset and a class of one's own holding the same samples train the
+    same run bit for bit (keepbest indexes both); a SIGTERM mid-epoch on the Grain run
+    resumes to the same end; a tf.data factory's run says in show how many batches a
+    resume reads again."""
+    sections = {
+        "train": {"epochs": 4},
+        "checkpoint": {"monitor": "val_loss", "every_steps": 7},
+        "model": {"builder": "mlp", "kwargs": {"hidden": [64], "dropout": 0.2}},
+    }
+    own = factory_config(tmp_path / "own", "own", **sections)
+    assert run_cli("train", "--config", str(own), cwd=own.parent).returncode == 0
+    reference = own.parent / "runs" / "t"
+
+    grain = factory_config(tmp_path / "grain", "with_grain", **sections)
+    run_dir = grain.parent / "runs" / "t"
+    process = start_training(grain)
+    wait_for_rows(run_dir, 2, process)
+    process.send_signal(__import__("signal").SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 75, "the SIGTERM landed after the run ended; train longer"
+    state = ResumeStore(run_dir).latest()
+    assert state is not None and state.progress.batch > 0  # stopped mid-epoch
+    done = run_cli("train", "--config", str(grain), cwd=grain.parent)
+    assert done.returncode == 0, done.stderr
+    assert_same_run(run_dir, reference)
+    assert "replay" not in run_cli("show", str(run_dir)).stdout
+
+    replayed = factory_config(tmp_path / "tf", "tf_data", train={"epochs": 2})
+    assert run_cli("train", "--config", str(replayed), cwd=replayed.parent).returncode == 0
+    shown = run_cli("show", str(replayed.parent / "runs" / "t")).stdout
+    assert "a resume reads 88 batches of the factory's tf.data.Dataset again" in shown

@@ -63,7 +63,7 @@ from keepbest.data.labels import (
     typed_csv_targets,
 )
 from keepbest.data.preprocessing import Preprocessing
-from keepbest.data.rows import NpyRows, ParquetRows, Rows, SubsetRows
+from keepbest.data.rows import ItemRows, NpyRows, ParquetRows, Rows, SubsetRows, is_random_access
 from keepbest.data.spec import Arrays, DataSpec, Features, shape_fits, shape_text
 from keepbest.data.weights import sample_weights
 from keepbest.errors import DataError, InputError
@@ -71,6 +71,8 @@ from keepbest.errors import DataError, InputError
 log = logging.getLogger(__name__)
 
 VALIDATION_PATH = "data.validation.path"
+# A factory's random-access source is read whole for its class ids only up to this size.
+ITEM_LABEL_SCAN = 65536
 
 
 @dataclasses.dataclass
@@ -442,8 +444,9 @@ class ImageDirSource(Source):
 
 _FACTORY_RETURNS = (
     "(train, validation), each an (x, y) tuple of arrays (or (x, y, w), w the sample "
-    "weights) or a batched tf.data.Dataset (validation may be None), optionally followed "
-    "by a dict of class_names and feature_names"
+    "weights), a random-access source of samples (len() and [i], e.g. a Grain MapDataset) "
+    "or a batched tf.data.Dataset (validation may be None), optionally followed by a dict "
+    "of class_names and feature_names"
 )
 FACTORY_INFO_KEYS = ("class_names", "feature_names")
 
@@ -490,6 +493,9 @@ class PythonSource(Source):
         info = self._info(result[2] if len(result) == 3 else {})
         (train, dtype), (val, _) = self._part(result[0], 0), self._part(result[1], 1)
         arrays = [p for p in (train, val) if isinstance(p, Arrays)]
+        for part in (train, val):
+            if isinstance(part, Rows):
+                part.class_names = info.get("class_names")
         declared = info.get("class_names")
         class_names = declared
         if arrays:
@@ -552,6 +558,9 @@ class PythonSource(Source):
             if w is not None:
                 w = sample_weights(w, len(y), f"{where}'s w")
             return Arrays(as_features(x, where), y, w), str(x.dtype)
+        if is_random_access(part):  # keepbest shuffles, batches and resumes it by index
+            rows = ItemRows(part, where)
+            return rows, str(rows.x_dtype)
         import tensorflow as tf
 
         if isinstance(part, tf.data.Dataset):
@@ -783,6 +792,7 @@ def _spec(train, val, loaded: Loaded, source: Source) -> DataSpec:
         raw_dtype=loaded.raw_dtype,
         raw_range=raw_range,
         preprocessing=preprocessing,
+        replays_on_resume=not isinstance(train, (Arrays, Rows)),
     )
 
 
@@ -864,6 +874,10 @@ def rows_classes(train: Rows, val: Rows | None, cfg: ExperimentConfig) -> int | 
 
     if train.y_dtype.kind not in "iub" or tuple(train.y_shape) not in ((), (1,)):
         return None
+    if isinstance(train, ItemRows) and len(train) + len(val or ()) > ITEM_LABEL_SCAN:
+        # reading every sample for its label could take as long as an epoch: the factory
+        # names its classes, or the builder is told num_classes=None
+        return len(train.class_names) if train.class_names else None
     where = labels_key(cfg)
     lowest, highest, present = None, None, set()
     for rows in (train, val):

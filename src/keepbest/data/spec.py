@@ -50,6 +50,9 @@ class DataSpec:
     raw_range: tuple[float, float] | None = None  # min and max of the raw training inputs
     # None: not recorded (a run from before keepbest recorded it): inputs as the model's
     preprocessing: Preprocessing | None = None
+    # the training data is a factory's tf.data.Dataset: a resume at step s reads (replays)
+    # s batches to get there; every other source is resumed by index arithmetic
+    replays_on_resume: bool = False
 
     def __post_init__(self) -> None:
         if self.raw_shape is None:

@@ -137,6 +137,18 @@ def attempts_text(count: int, without_progress: int) -> str | None:
     return f"{count}; {without_progress} died without progress (no newer resume state)"
 
 
+def replay_text(step: int) -> str:
+    """What resuming a run whose data is a factory's tf.data.Dataset costs.
+
+    >>> replay_text(500)[:60]
+    "a resume reads 500 batches of the factory's tf.data.Dataset"
+    """
+    return (
+        f"a resume reads {step} batches of the factory's tf.data.Dataset again to reach step "
+        f"{step} (a random-access source, e.g. a Grain MapDataset, resumes by index)"
+    )
+
+
 def _age(seconds: float) -> str:
     seconds = max(0.0, seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -157,7 +169,10 @@ def describe_run(run_dir: str | Path) -> RunOverview:
         highlights = {}  # the status already names the problem
     if run.has_run():
         try:
-            highlights.update(spec_highlights(run.read_spec()))
+            spec = run.read_spec()
+            highlights.update(spec_highlights(spec))
+            if spec.replays_on_resume and status.newest_state is not None:
+                highlights["replay"] = replay_text(status.newest_state.global_step)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             highlights["inputs"] = f"{run.spec_file.name} cannot be read"
     now = datetime.now(timezone.utc)
