@@ -26,6 +26,7 @@ from keepbest.signals import StartUpStop, arm, watch_start_up
 
 watch_start_up()
 
+import contextlib
 import errno
 import json
 import logging
@@ -584,6 +585,22 @@ def _usage_line(exc: click.ClickException) -> str:
     return f"error: {message}"
 
 
+def _exit(code: int) -> None:
+    """End the process with ``code``. After a failed write with h5py loaded, without the
+    interpreter's clean-up (``os._exit``, the streams flushed first). An HDF5 file whose
+    write failed (the file-size limit, a full disk) stays open in HDF5 after its
+    ``close`` raised (HDF5 keeps it to flush later); HDF5's clean-up at exit, or any later
+    close, flushes it again and crashes (SIGSEGV, exit -11, after the right error line).
+    Everything keepbest saved is durable already, and the failed file was a temporary
+    one, removed."""
+    if code == EXIT_WRITE_FAILED and "h5py" in sys.modules:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _run(command: click.Command) -> None:
     debug = _take_debug_flag()
     for stream in (sys.stdout, sys.stderr):  # a name that is not UTF-8 is still printed
@@ -604,7 +621,7 @@ def _run(command: click.Command) -> None:
     except KeepbestError as exc:
         for line in str(exc).splitlines():
             click.echo(f"error: {line}", err=True)
-        sys.exit(exc.exit_code)
+        _exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -629,7 +646,7 @@ def _run(command: click.Command) -> None:
         if missing is not None:
             click.echo(f"error: {missing}", err=True)
             sys.exit(EXIT_UNEXPECTED)
-        sys.exit(_unexpected(exc, debug))
+        _exit(_unexpected(exc, debug))
     finally:
         sys.stdout.flush()
 
