@@ -140,10 +140,14 @@ def train_command(
     if print_config:
         click.echo(config_to_yaml(cfg), nl=False)
         return
+    from keepbest.config import reported_against
+    from keepbest.rundir.guard import check_run_path
     from keepbest.training import check_run_dir
 
     # Before TensorFlow loads (seconds): where the run goes, MLflow's server, and the data
     # (but a python factory's, which may import TensorFlow itself).
+    with reported_against(cfg):
+        check_run_path(cfg.run_dir())  # a name the file system takes, before any look
     run = check_run_dir(cfg, restart, overwrite)
     require_mlflow(cfg)
     _ERROR_LOG.run_dir = run.path
@@ -560,7 +564,11 @@ def _unexpected(exc: BaseException, debug: bool) -> int:
     text = "".join(traceback.format_exception(exc))
     code = EXIT_UNEXPECTED
     if isinstance(exc, OSError):  # an OS error no write or read path named: path and cause
-        where = f"{exc.filename}: " if exc.filename else ""
+        from keepbest.rundir.guard import printable
+
+        name = printable(exc.filename) if exc.filename else ""
+        name = name if len(name) <= 120 else f"{name[:60]}...{name[-57:]}"
+        where = f"{name}: " if name else ""
         line = f"{where}{failure_text(exc)}"
         if exc.errno in _WRITE_ERRNOS:
             code = EXIT_WRITE_FAILED

@@ -317,15 +317,22 @@ def _nearest_existing(path: Path) -> Path:
     return Path("/")
 
 
+def check_run_path(path: str | Path) -> Path:
+    """A run dir's path can be named (``check_path``): its own name (the config's
+    ``name``), then the whole (``output_dir``). Returns it as a ``Path``."""
+    run = Path(path)
+    check_path(run.name, "name")
+    check_path(run, "output_dir")
+    return run
+
+
 def check_run_dir(
     path: str | Path, restart: bool = False, overwrite: bool = False, writes: bool = True
 ) -> None:
     """Whether ``train`` (or a sweep's run) may train in ``path``: a new folder, an empty
     one, its own run dir (to resume), or a folder holding only runs (a sweep's); with
     ``restart`` and ``overwrite`` only a folder holding nothing but the old run."""
-    run = Path(path)
-    check_path(run.name, "name")  # the run dir's own name, then where it goes
-    check_path(run, "output_dir")
+    run = check_run_path(path)
     _check_placement(run, "run dir")
     if run.exists() and not run.is_dir():
         raise InputError(
