@@ -17,7 +17,11 @@ process, and the sides alternate:
   importable here or ``KEEPBEST_BENCH_ORBAX_PYTHON`` names a Python that has it (a bench
   extra, e.g. a venv made with ``--system-site-packages`` plus ``pip install
   orbax-checkpoint``);
-- a bare ``model.fit`` (nothing saved), for reference.
+- a bare ``model.fit`` (nothing saved), for reference;
+- for 14M only, ``keepbest.train`` as it was before issue 22's adaptive cadence (no
+  record of attempts in ``resume/attempts.json``, so no failures seen: the budget alone).
+  A fresh run has seen no failure, so its decisions must be the same: the same states,
+  and the same time but for the record's two small writes (at the start and the end).
 
 The time compared is the steady state: from the start of epoch 2 (epoch 1 traces the
 step functions, and keepbest writes its first resume state there, after one step, to
@@ -28,6 +32,7 @@ timed on its own and reported beside the row.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -52,6 +57,8 @@ LIMIT = 1.10  # keepbest / ModelCheckpoint alone
 LEARNING_RATE = 0.05
 ORBAX_PYTHON = "KEEPBEST_BENCH_ORBAX_PYTHON"
 SIDES = ("keepbest", "modelcheckpoint", "backup", "orbax", "bare")
+BEFORE = "before-attempts"  # keepbest without the record of attempts (issue 22)
+EXTRA_SIDES = {"14M": (BEFORE,)}
 
 
 def fit_and_time(clock, ends: list[float]):
@@ -77,7 +84,7 @@ def run_side(workload: str, side: str, epochs: int, root: str) -> dict:
     import keras
 
     import keepbest
-    import keepbest.callbacks.best
+    import keepbest.checkpoint
     from keepbest.rundir.resume_store import ResumeStore
 
     load = WORKLOADS[workload]
@@ -87,10 +94,11 @@ def run_side(workload: str, side: str, epochs: int, root: str) -> dict:
     best: list[tuple[float, float]] = []
     states: list[tuple[float, float]] = []
     with patched(keras.Model, "fit", fit_and_time(clock, ends)):
-        if side == "keepbest":
+        if side in ("keepbest", BEFORE):
             with (
-                patched(keepbest.callbacks.best, "commit_best", stamped(best)),
+                patched(keepbest.checkpoint, "commit_best", stamped(best)),
                 patched(ResumeStore, "save", stamped(states)),
+                _without_attempts() if side == BEFORE else contextlib.nullcontext(),
             ):
                 keepbest.train(config)
         else:
@@ -156,6 +164,24 @@ def run_side(workload: str, side: str, epochs: int, root: str) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _without_attempts():
+    """keepbest as before issue 22: no attempt recorded, so no failure ever seen."""
+    from keepbest.rundir.resume_store import ResumeStore
+
+    def nothing_seen(original):
+        return lambda self, from_step: []
+
+    def no_end(original):
+        return lambda self, reached_step, how: None
+
+    with (
+        patched(ResumeStore, "begin_attempt", nothing_seen),
+        patched(ResumeStore, "end_attempt", no_end),
+    ):
+        yield
+
+
 def orbax_python() -> str | None:
     """A Python that can run the Orbax side: this one if it has orbax, else the one
     ``KEEPBEST_BENCH_ORBAX_PYTHON`` names (if it has orbax)."""
@@ -180,9 +206,10 @@ def measure(quick: bool) -> list[Row]:
     sides = [side for side in SIDES if side != "orbax" or orbax]
     rows: list[Row] = []
     for workload, epochs in PLANS.items():
-        found: dict[str, list[dict]] = {side: [] for side in sides}
+        these = sides + list(EXTRA_SIDES.get(workload, ()))
+        found: dict[str, list[dict]] = {side: [] for side in these}
         for rep in range(reps):
-            for side in sides if rep % 2 == 0 else sides[::-1]:
+            for side in these if rep % 2 == 0 else these[::-1]:
                 root = scratch(f"cadence-{workload}")
                 try:
                     found[side].append(
@@ -243,6 +270,8 @@ def _rows(workload: str, epochs: int, found: dict[str, list[dict]], orbax: bool)
             kept < backup,
         ),
     ]
+    if found.get(BEFORE):
+        rows.append(unchanged_row(workload, window, found))
     if orbax:
         rows.append(
             Row(
@@ -266,3 +295,24 @@ def _rows(workload: str, epochs: int, found: dict[str, list[dict]], orbax: bool)
             )
         )
     return rows
+
+
+def unchanged_row(workload: str, window: str, found: dict[str, list[dict]]) -> Row:
+    """Issue 22: the adaptive cadence with no failure seen vs keepbest before it."""
+    now = median([run["seconds"] for run in found["keepbest"]])
+    before = median([run["seconds"] for run in found[BEFORE]])
+    states = sorted({len(run["states"]) for run in found["keepbest"]})
+    states_before = sorted({len(run["states"]) for run in found[BEFORE]})
+    same = "the same" if states == states_before else "NOT the same"
+    return Row(
+        "22",
+        f"{workload}: the resume cadence with a record of attempts (issue 22: Young/Daly "
+        f"once failures are seen), no failure seen, vs before it: training time of {window}, "
+        f"{same} resume states ({'/'.join(map(str, states))} vs "
+        f"{'/'.join(map(str, states_before))})",
+        seconds(before),
+        seconds(now),
+        now / before,
+        "same states",
+        states == states_before,
+    )
