@@ -330,3 +330,32 @@ def test_random_access_factories_resume_by_index_and_tf_data_says_what_it_replay
     assert run_cli("train", "--config", str(replayed), cwd=replayed.parent).returncode == 0
     shown = run_cli("show", str(replayed.parent / "runs" / "t")).stdout
     assert "a resume reads 88 batches of the factory's tf.data.Dataset again" in shown
+
+
+def test_a_shard_that_shrinks_while_training_is_named_and_the_run_resumes(data, tmp_path):
+    """A file cut short mid-run: one line naming it (exit 2), no traceback; once the file
+    is whole again the same command resumes from the last state and finishes."""
+    import shutil
+
+    folder = tmp_path / "shrink"
+    folder.mkdir()
+    for name in ("x-000.npy", "x-001.npy", "y.npy"):
+        shutil.copy(data / name, folder / name)
+    cfg = npy_config(folder, train={"epochs": 40})
+    config = write(folder, cfg)
+    run_dir = folder / "runs" / "t"
+    process = start_training(config)
+    wait_for_rows(run_dir, 2, process)
+    whole = (folder / "x-001.npy").read_bytes()
+    with open(folder / "x-001.npy", "r+b") as handle:
+        handle.truncate(len(whole) // 2)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert "x-001.npy ended early while being read" in errors[0], errors[0]
+    assert "run the same command to resume" in errors[0]
+    (folder / "x-001.npy").write_bytes(whole)
+    done = run_cli("train", "--config", str(config), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at epoch" in done.stdout

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -191,19 +192,53 @@ def _shuffled_stream(arrays: Arrays, spec: DataSpec, cfg: ExperimentConfig, star
     return _batches(arrays, spec, index).prefetch(tf.data.AUTOTUNE)
 
 
-def _row_batches(rows: Rows, spec: DataSpec, index_batches, placeholders: int = 0):
-    """Turn a dataset of index batches into preprocessed batches read from ``rows``
-    (``Rows.read`` in a ``numpy_function``, several batches at once, in order). The
-    first ``placeholders`` batches are zeros of the right shapes, read from nowhere: a
-    resumed epoch's batches trained before its state, which fit consumes untrained."""
+class _EpochOrders:
+    """The row order of the epochs in use (the newest two: a prefetch may run into the
+    next epoch), computed once each: what turns a batch's place into its rows."""
+
+    def __init__(self, rows: Rows, batch_size: int, cfg: ExperimentConfig | None):
+        self.rows, self.batch_size, self.cfg = rows, batch_size, cfg
+        self._orders: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def rows_of(self, epoch: int, begin: int, end: int) -> np.ndarray:
+        if self.cfg is None:  # the fixed order: rows as stored
+            return np.arange(begin, end, dtype=np.int64)
+        with self._lock:
+            order = self._orders.get(epoch)
+            if order is None:
+                cfg = self.cfg
+                order = epoch_order(
+                    len(self.rows), cfg.seed, epoch, cfg.data.shuffle, self.rows.blocks
+                )
+                self._orders[epoch] = order
+                for old in sorted(self._orders)[:-2]:
+                    del self._orders[old]
+        return order[begin:end]
+
+
+def _row_batches(
+    rows: Rows, spec: DataSpec, first: int, count: int, orders: _EpochOrders, placeholders=0
+):
+    """Preprocessed batches ``first`` to ``first + count`` of ``rows`` (global batch
+    numbers over epoch after epoch, ``count`` may be ``_EPOCH_LIMIT``), each read by
+    ``Rows.read`` in a ``numpy_function``, several at once, in order. Only the batch
+    numbers flow through tf.data; the rows of each come from ``orders``. The first
+    ``placeholders`` batches are zeros of the right shapes, read from nowhere: a resumed
+    epoch's batches trained before its state, which fit consumes untrained."""
     import tensorflow as tf
 
+    size, batch_size = len(rows), orders.batch_size
+    per_epoch = math.ceil(size / batch_size)
     weighted = rows.weighted
     x_shape = tuple(rows.x_shape)
     y_dtype = tf.as_dtype(rows.y_dtype)
     preprocess = preprocess_batch(spec)
 
-    def read(index):
+    def read(number):
+        epoch, place = divmod(int(number), per_epoch)
+        begin = place * batch_size
+        index = orders.rows_of(epoch, begin, min(begin + batch_size, size))
         try:
             part = rows.read(index)
         except DataError as exc:  # raised again by TensorFlow as its own error: kept to name
@@ -215,7 +250,7 @@ def _row_batches(rows: Rows, spec: DataSpec, index_batches, placeholders: int = 
 
     types = [tf.float32, y_dtype, *([tf.float32] if weighted else [])]
 
-    def shaped(parts, count):
+    def shaped(parts):
         x, y = parts[0], parts[1]
         x.set_shape((None, *x_shape))
         y.set_shape((None, *rows.y_shape))
@@ -225,24 +260,27 @@ def _row_batches(rows: Rows, spec: DataSpec, index_batches, placeholders: int = 
             batch = (*batch, parts[2])
         return batch
 
-    def gather(index):
-        return shaped(tf.numpy_function(read, [index], types, stateful=False), None)
+    def gather(number):
+        return shaped(tf.numpy_function(read, [number], types, stateful=False))
 
-    def zeros(index):
-        count = tf.shape(index)[:1]
+    def zeros(number):
+        place = number % per_epoch
+        count = tf.minimum(tf.cast(batch_size, tf.int64), size - place * batch_size)
+        count = tf.reshape(tf.cast(count, tf.int32), [1])
         parts = [
             tf.zeros(tf.concat([count, x_shape], 0), tf.float32),
             tf.zeros(tf.concat([count, tf.constant(rows.y_shape, tf.int32)], 0), y_dtype),
         ]
         if weighted:
             parts.append(tf.ones(count, tf.float32))
-        return shaped(parts, None)
+        return shaped(parts)
 
-    options = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True}
-    batches = index_batches.skip(placeholders).map(gather, **options)
+    numbers = tf.data.Dataset.range(first + placeholders, first + count)
+    batches = numbers.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if placeholders:
-        batches = index_batches.take(placeholders).map(zeros).concatenate(batches)
-    return batches
+        skipped = tf.data.Dataset.range(first, first + placeholders).map(zeros)
+        batches = skipped.concatenate(batches)
+    return batches.prefetch(tf.data.AUTOTUNE)
 
 
 # A data problem met while a batch was read (a file changed under training): TensorFlow
@@ -250,44 +288,20 @@ def _row_batches(rows: Rows, spec: DataSpec, index_batches, placeholders: int = 
 _read_errors: list[DataError] = []
 
 
-def _row_order(rows: Rows, cfg: ExperimentConfig, epoch: int) -> np.ndarray:
-    return epoch_order(len(rows), cfg.seed, epoch, cfg.data.shuffle, rows.blocks)
-
-
 def row_stream(rows: Rows, spec: DataSpec, cfg: ExperimentConfig, start_batch: int, skip=0):
-    """The training batches of ``rows`` from global batch ``start_batch`` on: the epoch
-    and the place in it are computed (``divmod``), nothing before them is read. ``skip``:
-    batches after ``start_batch`` that fit consumes untrained (a resumed epoch's), given
-    as placeholders."""
-    import tensorflow as tf
-
-    batch_size = cfg.data.batch_size
-    per_epoch = math.ceil(len(rows) / batch_size)
-    first_epoch, offset = divmod(start_batch, per_epoch)
-
-    def epoch_index(epoch):
-        order = tf.numpy_function(
-            lambda e: _row_order(rows, cfg, int(e)),
-            [epoch],
-            tf.int32 if len(rows) < 2**31 else tf.int64,
-        )
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    first = _row_order(rows, cfg, first_epoch)[offset * batch_size :]
-    index = tf.data.Dataset.from_tensor_slices(first).batch(batch_size)
-    index = index.concatenate(
-        tf.data.Dataset.range(first_epoch + 1, _EPOCH_LIMIT).flat_map(epoch_index)
-    )
-    return _row_batches(rows, spec, index, skip).prefetch(tf.data.AUTOTUNE)
+    """The training batches of ``rows`` from global batch ``start_batch`` on, epoch after
+    epoch (each in ``epoch_order``'s order for ``(seed, epoch)``): a batch's epoch and
+    place are computed (``divmod``), nothing before it is read. ``skip``: batches after
+    ``start_batch`` that fit consumes untrained (a resumed epoch's), as placeholders."""
+    orders = _EpochOrders(rows, cfg.data.batch_size, cfg)
+    return _row_batches(rows, spec, start_batch, _EPOCH_LIMIT, orders, skip)
 
 
 def rows_in_order(rows: Rows, spec: DataSpec, batch_size: int, limit: int | None = None):
     """``rows`` as preprocessed batches in their order (the first ``limit`` batches)."""
-    import tensorflow as tf
-
-    count = len(rows) if limit is None else min(len(rows), limit * batch_size)
-    index = tf.data.Dataset.range(count).batch(batch_size)
-    return _row_batches(rows, spec, index).prefetch(tf.data.AUTOTUNE)
+    orders = _EpochOrders(rows, batch_size, None)
+    count = math.ceil(len(rows) / batch_size)
+    return _row_batches(rows, spec, 0, count if limit is None else min(count, limit), orders)
 
 
 def _dataset_steps(dataset, cfg: ExperimentConfig) -> int:
@@ -461,8 +475,10 @@ def labels_key(cfg: ExperimentConfig) -> str:
     data = cfg.data
     if data.source == "npz":
         return f"data.y_key: {data.y_key!r}"
-    if data.source == "csv":
+    if data.source in ("csv", "parquet"):
         return f"data.target: {data.target!r}"
+    if data.source == "npy":
+        return "data.y"
     if data.source == "python":
         return f"data.factory: {data.factory}'s labels"
     if data.source == "script":
@@ -475,7 +491,12 @@ def weights_key(cfg: ExperimentConfig) -> str:
     source = cfg.data.source
     if source in ("python", "script"):
         return f"{_given_by(cfg)}: return (x, y, w) with w the sample weights"
-    own = {"npz": "data.weight_key", "csv": "data.weight_column"}
+    own = {
+        "npz": "data.weight_key",
+        "csv": "data.weight_column",
+        "npy": "data.weights",
+        "parquet": "data.weight_column",
+    }
     return own.get(source, f"data.source: {source} has no sample weights; use npz or csv")
 
 

@@ -54,6 +54,7 @@ from keepbest.errors import DataError
 SAMPLE_ROWS = 4096  # rows the pre-flight checks look at (spread over the data)
 LABEL_CHUNK = 1 << 20  # rows of targets read at a time when counting classes
 _CACHED_GROUPS = 3  # Parquet row groups kept decoded (a batch touches one or two)
+SAMPLE_GROUPS = 8  # Parquet row groups the pre-flight's sample is drawn from
 
 
 def epoch_order(
@@ -75,13 +76,19 @@ def epoch_order(
     if not shuffle:
         return np.arange(rows, dtype=dtype)
     rng = np.random.Generator(np.random.Philox(key=[seed, epoch]))
-    if blocks is None:
-        return rng.permutation(rows).astype(dtype, copy=False)
-    parts = []
+    if blocks is None:  # shuffled in place: the permutation rng.permutation(rows) draws
+        order = np.arange(rows, dtype=dtype)
+        rng.shuffle(order)
+        return order
+    order = np.empty(rows, dtype=dtype)
+    filled = 0
     for block in rng.permutation(len(blocks) - 1):
         start, stop = int(blocks[block]), int(blocks[block + 1])
-        parts.append(start + rng.permutation(stop - start).astype(dtype, copy=False))
-    return np.concatenate(parts) if parts else np.arange(0, dtype=dtype)
+        part = order[filled : filled + stop - start]
+        part[:] = np.arange(start, stop, dtype=dtype)
+        rng.shuffle(part)
+        filled += stop - start
+    return order
 
 
 class Rows:
@@ -326,6 +333,7 @@ class ParquetRows(Rows):
 
         self.where, self.target, self.weight_column = where, target, weight_column
         files, groups, schema, first = [], [], None, None
+        opened: dict[int, tuple[Any, threading.Lock]] = {}  # kept open: footers parsed once
         for path in paths:
             try:
                 handle = pq.ParquetFile(path)
@@ -344,11 +352,15 @@ class ParquetRows(Rows):
             else:
                 self._same_schema(here, schema, features, Path(path), first)
             files.append(Path(path))
+            opened[len(files) - 1] = (handle, threading.Lock())
             for group in range(handle.metadata.num_row_groups):
                 rows = handle.metadata.row_group(group).num_rows
                 if rows:
                     groups.append((len(files) - 1, group, rows))
         self.files, self.groups, self.features = files, groups, list(features or [])
+        self._handles = opened
+        self._cache: collections.OrderedDict[int, Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
         self.blocks = np.cumsum([0] + [rows for _, _, rows in groups])
         if not len(self):
             raise DataError(f"{where}: {', '.join(p.name for p in files)} holds no rows")
@@ -360,9 +372,6 @@ class ParquetRows(Rows):
         if self._text and class_names is None:
             self.class_names = sorted(self._target_names())
         self.y_dtype = np.dtype("int64") if self._text else self._numeric_target(schema)
-        self._handles: dict[int, Any] = {}
-        self._cache: collections.OrderedDict[int, Any] = collections.OrderedDict()
-        self._lock = threading.Lock()
 
     def _check_columns(self, schema, features: list[str], path: Path) -> None:
         from keepbest.config.references import did_you_mean
@@ -424,18 +433,43 @@ class ParquetRows(Rows):
             return np.dtype("float32")
         return np.dtype("int64")
 
+    def sample(self, limit: int = SAMPLE_ROWS) -> Arrays:
+        """Up to ``limit`` rows from at most ``SAMPLE_GROUPS`` row groups spread over the
+        files (a row group is decoded whole: a sample of every group would read it all)."""
+        count = min(SAMPLE_GROUPS, len(self.groups))
+        groups = np.linspace(0, len(self.groups) - 1, count).round().astype(np.int64)
+        each = max(1, limit // count)
+        index = np.concatenate(
+            [
+                np.arange(self.blocks[g], min(self.blocks[g] + each, self.blocks[g + 1]))
+                for g in groups
+            ]
+        )
+        return self.read(index)
+
     def _target_names(self) -> set[str]:
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         names: set[str] = set()
-        for path in self.files:
-            handle = pq.ParquetFile(path)
-            for group in range(handle.metadata.num_row_groups):
-                column = handle.read_row_group(group, columns=[self.target]).column(0)
-                self._no_nulls(column, self.target, path)
-                names.update(str(v) for v in pc.unique(column).to_pylist())
+        for file, group, _ in self.groups:
+            column = self._read_group(file, group, [self.target]).column(0)
+            self._no_nulls(column, self.target, self.files[file])
+            names.update(str(v) for v in pc.unique(column).to_pylist())
         return names
+
+    def _target(self, column, path: Path) -> np.ndarray:
+        """A target column as the run's targets: class ids for names, else numbers."""
+        if not self._text:
+            return column.to_numpy().astype(self.y_dtype)
+        lookup = {name: i for i, name in enumerate(self.class_names or [])}
+        values = column.to_pylist()
+        unknown = sorted({str(v) for v in values} - lookup.keys())
+        if unknown:
+            raise DataError(
+                f"data.target: labels {', '.join(unknown[:5])} of {path.name} are not "
+                f"among the run's classes ({', '.join(self.class_names or [])})"
+            )
+        return np.array([lookup[str(v)] for v in values], dtype=np.int64)
 
     def _no_nulls(self, column, name: str, path: Path) -> None:
         if column.null_count:
@@ -462,33 +496,32 @@ class ParquetRows(Rows):
                 entry[1] = self._decode(block)
             return entry[1]
 
-    def _decode(self, block: int):
+    def _read_group(self, file: int, group: int, columns: list[str]):
+        """Row group ``group`` of ``files[file]`` (its columns ``columns``) as an Arrow
+        table, through one open ``ParquetFile`` per file (its footer parsed once), one
+        reader at a time."""
         import pyarrow.parquet as pq
 
+        with self._lock:
+            if file not in self._handles:
+                self._handles[file] = (pq.ParquetFile(self.files[file]), threading.Lock())
+            handle, lock = self._handles[file]
+        with lock:
+            return handle.read_row_group(group, columns=columns)
+
+    def _decode(self, block: int):
         file, group, _ = self.groups[block]
         path = self.files[file]
         columns = [*self.features, self.target]
         if self.weight_column:
             columns.append(self.weight_column)
-        table = pq.ParquetFile(path).read_row_group(group, columns=columns)
+        table = self._read_group(file, group, columns)
         for name in columns:
             self._no_nulls(table.column(name), name, path)
         x = np.empty((table.num_rows, len(self.features)), np.float32)
         for i, name in enumerate(self.features):
             x[:, i] = table.column(name).to_numpy()
-        target = table.column(self.target)
-        if self._text:
-            lookup = {name: i for i, name in enumerate(self.class_names or [])}
-            values = target.to_pylist()
-            unknown = sorted({str(v) for v in values} - lookup.keys())
-            if unknown:
-                raise DataError(
-                    f"data.target: labels {', '.join(unknown[:5])} of {path.name} are not "
-                    f"among the run's classes ({', '.join(self.class_names or [])})"
-                )
-            y = np.array([lookup[str(v)] for v in values], dtype=np.int64)
-        else:
-            y = target.to_numpy().astype(self.y_dtype)
+        y = self._target(table.column(self.target), path)
         w = None
         if self.weight_column:
             w = table.column(self.weight_column).to_numpy().astype(np.float32)
@@ -509,18 +542,10 @@ class ParquetRows(Rows):
         return Arrays(x, y, w)
 
     def label_chunks(self):
-        import pyarrow.parquet as pq
-
-        if self._text:  # ids through the decoder: the names are known
-            for block in range(len(self.groups)):
-                yield self._decode(block)[1]
-            return
-        for path in self.files:
-            handle = pq.ParquetFile(path)
-            for group in range(handle.metadata.num_row_groups):
-                column = handle.read_row_group(group, columns=[self.target]).column(0)
-                self._no_nulls(column, self.target, path)
-                yield column.to_numpy().astype(self.y_dtype)
+        for file, group, _ in self.groups:
+            column = self._read_group(file, group, [self.target]).column(0)
+            self._no_nulls(column, self.target, self.files[file])
+            yield self._target(column, self.files[file])
 
     def group_split(self, fraction: float, seed: int) -> tuple[Rows, Rows]:
         """(train, validation): a ``fraction`` of the row groups, chosen by ``seed``."""

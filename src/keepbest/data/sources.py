@@ -63,7 +63,15 @@ from keepbest.data.labels import (
     typed_csv_targets,
 )
 from keepbest.data.preprocessing import Preprocessing
-from keepbest.data.rows import ItemRows, NpyRows, ParquetRows, Rows, SubsetRows, is_random_access
+from keepbest.data.rows import (
+    ItemRows,
+    NpyArray,
+    NpyRows,
+    ParquetRows,
+    Rows,
+    SubsetRows,
+    is_random_access,
+)
 from keepbest.data.spec import Arrays, DataSpec, Features, shape_fits, shape_text
 from keepbest.data.weights import sample_weights
 from keepbest.errors import DataError, InputError
@@ -144,8 +152,8 @@ class Source:
         if suffix == ".npz":
             (x,) = read_npz(path, [self.input_key], where)
         elif suffix == ".npy":
-            rows = NpyRows([path], [path], None, where).x
-            x = rows.read(np.arange(len(rows)))
+            array = NpyArray([path], where)
+            x = array.read(np.arange(len(array)))
         elif suffix == ".parquet":
             x = _parquet_inputs(path, spec, where)
         elif suffix == ".csv":
