@@ -359,3 +359,51 @@ def test_a_shard_that_shrinks_while_training_is_named_and_the_run_resumes(data, 
     done = run_cli("train", "--config", str(config), cwd=folder)
     assert done.returncode == 0, done.stderr
     assert "resuming at epoch" in done.stdout
+
+
+def test_two_workers_stream_npy_to_the_same_bytes_as_mirrored(data, tmp_path):
+    """Multi-worker training on an npy source: each worker builds the same stream of
+    batch numbers and tf.distribute shards it; the chief's best equals, byte for byte,
+    the same run mirrored over two logical CPUs of one process."""
+    import json
+    import os
+
+    from test_distribute import free_ports, train_in
+
+    sections = {
+        "model": {"builder": "mlp", "kwargs": {"hidden": [32]}},
+        "train": {"epochs": 2},
+        "checkpoint": {"monitor": "val_loss", "every_steps": 20},
+    }
+    mirrored = npy_config(data, distribute={"strategy": "mirrored", "logical_cpus": 2}, **sections)
+    done, mirrored_dir = train_in(tmp_path / "mirrored", mirrored)
+    assert done.returncode == 0, done.stderr
+
+    cfg = npy_config(
+        data, distribute={"strategy": "multi_worker", "connect_timeout": 60}, **sections
+    )
+    config = write(tmp_path / "workers", cfg)
+    ports = free_ports(2)
+    workers = []
+    for index in range(2):
+        tf_config = {
+            "cluster": {"worker": [f"localhost:{port}" for port in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "keepbest", "train", "--config", str(config)],
+                cwd=config.parent,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=300)
+        assert worker.returncode == 0, stderr
+    record = read_record(config.parent / "runs" / "t")
+    assert record.verified_value == record.value
+    assert record.sha256 == read_record(mirrored_dir).sha256

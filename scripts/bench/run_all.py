@@ -38,6 +38,7 @@ BENCHMARKS = (
     "resume",
     "csv_read",
     "averaging",
+    "streaming",
 )
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

@@ -27,8 +27,8 @@ Example:
     >>> np.save(folder / "x.npy", np.arange(12, dtype="float32").reshape(6, 2))
     >>> np.save(folder / "y.npy", np.array([0, 1, 0, 1, 0, 1]))
     >>> rows = NpyRows([folder / "x.npy"], [folder / "y.npy"], None, "data")
-    >>> len(rows), rows.read(np.array([4, 1])).x.tolist()
-    (6, [[8.0, 9.0], [2.0, 3.0]])
+    >>> len(rows), rows.read(np.array([4, 1])).x.tolist(), rows.locate(4)
+    (6, [[8.0, 9.0], [2.0, 3.0]], 'row 4 of x.npy')
     >>> epoch_order(6, seed=0, epoch=0, shuffle=True).tolist() != list(range(6))
     True
     >>> (epoch_order(6, 0, 3, True) == epoch_order(6, 0, 3, True)).all()
@@ -97,6 +97,7 @@ class Rows:
     and ``_read``."""
 
     where: str  # the config key the rows come from, for messages
+    x_where: str = ""  # the config key of the inputs, if not ``where``
     x_shape: tuple[int, ...]
     x_dtype: np.dtype
     y_shape: tuple[int, ...]
@@ -115,18 +116,19 @@ class Rows:
         """The rows ``index`` (any order, repeats allowed) as arrays, in that order."""
         return self._read(np.asarray(index, dtype=np.int64))
 
-    def sample(self, limit: int = SAMPLE_ROWS) -> Arrays:
+    def sample_rows(self, limit: int = SAMPLE_ROWS) -> np.ndarray:
         """Up to ``limit`` rows spread evenly over the table (the pre-flight's sample)."""
         count = min(limit, len(self))
-        return self.read(np.linspace(0, len(self) - 1, count).round().astype(np.int64))
+        return np.linspace(0, len(self) - 1, count).round().astype(np.int64)
 
     def label_chunks(self):
         """The targets, a chunk of rows at a time (counting classes)."""
         for start in range(0, len(self), LABEL_CHUNK):
             yield self.read(np.arange(start, min(start + LABEL_CHUNK, len(self)))).y
 
-    def describe(self) -> str:
-        return f"{len(self)} rows of {self.x_shape} {self.x_dtype}"
+    def locate(self, row: int) -> str:
+        """Where row ``row`` is, for people: ``row 7 of x-001.npy``."""
+        return f"row {row}"
 
 
 class SubsetRows(Rows):
@@ -134,7 +136,7 @@ class SubsetRows(Rows):
 
     def __init__(self, base: Rows, index: np.ndarray, blocks: np.ndarray | None = None):
         self.base, self.index, self.blocks = base, np.asarray(index, dtype=np.int64), blocks
-        self.where = base.where
+        self.where, self.x_where = base.where, base.x_where
         self.x_shape, self.x_dtype = base.x_shape, base.x_dtype
         self.y_shape, self.y_dtype = base.y_shape, base.y_dtype
         self.weighted, self.class_names = base.weighted, base.class_names
@@ -144,6 +146,9 @@ class SubsetRows(Rows):
 
     def _read(self, index: np.ndarray) -> Arrays:
         return self.base.read(self.index[index])
+
+    def locate(self, row: int) -> str:
+        return self.base.locate(int(self.index[row]))
 
 
 # --------------------------------------------------------------------------- .npy
@@ -277,7 +282,7 @@ class NpyRows(Rows):
     """Inputs, targets and optional sample weights from ``.npy`` shards, by row."""
 
     def __init__(self, x: Sequence[Path], y: Sequence[Path], w: Sequence[Path] | None, where):
-        self.where = where
+        self.where, self.x_where = where, f"{where}.x"
         self.x = NpyArray(x, f"{where}.x")
         self.y = NpyArray(y, f"{where}.y")
         self.w = NpyArray(w, f"{where}.weights") if w else None
@@ -310,6 +315,10 @@ class NpyRows(Rows):
     def label_chunks(self):
         for start in range(0, len(self), LABEL_CHUNK):
             yield self.y.read(np.arange(start, min(start + LABEL_CHUNK, len(self))))
+
+    def locate(self, row: int) -> str:
+        shard = int(np.searchsorted(self.x.starts, row, side="right") - 1)
+        return f"row {row - int(self.x.starts[shard])} of {self.x.shards[shard].path.name}"
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -433,19 +442,18 @@ class ParquetRows(Rows):
             return np.dtype("float32")
         return np.dtype("int64")
 
-    def sample(self, limit: int = SAMPLE_ROWS) -> Arrays:
+    def sample_rows(self, limit: int = SAMPLE_ROWS) -> np.ndarray:
         """Up to ``limit`` rows from at most ``SAMPLE_GROUPS`` row groups spread over the
         files (a row group is decoded whole: a sample of every group would read it all)."""
         count = min(SAMPLE_GROUPS, len(self.groups))
         groups = np.linspace(0, len(self.groups) - 1, count).round().astype(np.int64)
         each = max(1, limit // count)
-        index = np.concatenate(
+        return np.concatenate(
             [
                 np.arange(self.blocks[g], min(self.blocks[g] + each, self.blocks[g + 1]))
                 for g in groups
             ]
         )
-        return self.read(index)
 
     def _target_names(self) -> set[str]:
         import pyarrow.compute as pc
@@ -546,6 +554,12 @@ class ParquetRows(Rows):
             column = self._read_group(file, group, [self.target]).column(0)
             self._no_nulls(column, self.target, self.files[file])
             yield self._target(column, self.files[file])
+
+    def locate(self, row: int) -> str:
+        block = int(np.searchsorted(self.blocks, row, side="right") - 1)
+        file, group, _ = self.groups[block]
+        local = row - int(self.blocks[block])
+        return f"row {local} of row group {group} of {self.files[file].name}"
 
     def group_split(self, fraction: float, seed: int) -> tuple[Rows, Rows]:
         """(train, validation): a ``fraction`` of the row groups, chosen by ``seed``."""

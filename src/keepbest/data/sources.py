@@ -861,16 +861,16 @@ def _dataset_classes(train, val, cfg: ExperimentConfig) -> int | None:
 def check_rows(rows: Rows, cfg: ExperimentConfig) -> Arrays:
     """The pre-flight look at data read by row: a sample of ``SAMPLE_ROWS`` rows spread
     over it must hold finite numbers (the rest is read only while training)."""
-    sample = rows.sample()
+    index = rows.sample_rows()
+    sample = rows.read(index)
     x = sample.x.reshape(len(sample.x), -1)
     if x.dtype.kind == "f":
         finite = np.isfinite(x).all(axis=1)
         if not finite.all():
-            index = np.linspace(0, len(rows) - 1, len(sample.x)).round().astype(np.int64)
-            row = int(index[int(np.argmin(finite))])
+            where = rows.locate(int(index[int(np.argmin(finite))]))
             raise DataError(
-                f"{rows.where}: row {row} holds NaN or infinite values (found in a sample of "
-                f"{len(sample.x)} rows); fill them in or leave those rows out"
+                f"{rows.x_where or rows.where}: {where} holds NaN or infinite values (found "
+                f"in a sample of {len(sample.x)} rows); fill them in or leave those rows out"
             )
     return sample
 
