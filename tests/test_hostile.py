@@ -21,9 +21,11 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -1398,6 +1400,629 @@ CASES += [
 ]
 
 
+# ------------------------------------ round three: special files, hangs, lengths, forgeries
+
+SPACE = {"space.yaml": "optimizer.learning_rate: {log_uniform: [0.001, 0.1]}\n"}
+NAME_MAX = "(NAME_MAX): choose a shorter one"
+PATH_MAX = "(PATH_MAX): choose a shorter one"
+NO_PIPES = "(keepbest opens no pipe, socket or device: reading one could block)"
+LONG_NAME = "n" * 300
+LONG_PATH = ("d" * 200 + "/") * 25  # 5025 characters, each part within NAME_MAX
+NOT_UTF8 = "\udcff"  # the byte 0xff in a file name, as Python passes it on
+
+
+def fifo(name: str):
+    return lambda folder: os.mkfifo(folder / name)
+
+
+def unix_socket(name: str):
+    """A socket file at ``name`` (bound through /proc/self/fd: a socket's path is short)."""
+
+    def prepare(folder: Path) -> None:
+        import socket
+
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            with socket.socket(socket.AF_UNIX) as server:
+                server.bind(f"/proc/self/fd/{fd}/{name}")
+        finally:
+            os.close(fd)
+
+    return prepare
+
+
+def not_utf8(name: bytes, content: bytes = GOOD_NPZ):
+    """A file whose name is bytes that are not UTF-8 (b'\xff.npz')."""
+
+    def prepare(folder: Path) -> None:
+        with open(os.fsencode(folder) + b"/" + name, "wb") as handle:
+            handle.write(content)
+
+    return prepare
+
+
+def _silent_server() -> str:
+    """An HTTP address that takes connections and never answers (the kernel accepts
+    them into the backlog; nobody reads): a tracking server that hangs."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    _KEEP.append(server)
+    return f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _closed_port() -> str:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+_KEEP: list = []
+SILENT = _silent_server()
+
+
+def mlflow_config(uri: str) -> dict:
+    return small_config(name="bad", train={"epochs": 1}, logging={"mlflow": {"tracking_uri": uri}})
+
+
+def million_runs(**last: list) -> str:
+    """A grid of 10**6 runs (six keys of ten values); ``last``: values appended to a key."""
+    grid = {
+        "optimizer.learning_rate": [round(0.001 * i, 4) for i in range(1, 11)],
+        "model.kwargs.hidden": [[i] for i in range(1, 11)],
+        "data.batch_size": list(range(10, 20)),
+        "seed": list(range(10)),
+        "train.epochs": list(range(1, 11)),
+        "checkpoint.min_delta": [round(0.0001 * i, 5) for i in range(10)],
+    }
+    for key, values in last.items():
+        key = key.replace("__", ".")
+        grid[key] = grid[key][: 10 - len(values)] + values
+    return yaml.safe_dump(grid, sort_keys=False)
+
+
+def torn_journal(study: str) -> str:
+    """An Optuna journal whose last append was cut short (no end of line)."""
+    first = {"op_code": 0, "worker_id": "w", "study_name": study, "directions": [1]}
+    return json.dumps(first) + '\n{"op_code": 4, "worker_id": "w", "study_id'
+
+
+def forge_record(**changes):
+    """Change fields of the run's best.json, as a forger (or a broken disk) would."""
+
+    def prepare(folder: Path) -> None:
+        path = folder / RUN / "best.json"
+        record = json.loads(path.read_text())
+        record.update(changes)
+        path.write_text(json.dumps(record))
+
+    return prepare
+
+
+def sqlite_study(study: str):
+    """A study folder whose study.json names an SQLite file that is not there."""
+
+    def prepare(folder: Path) -> None:
+        (folder / "runs" / study).mkdir(parents=True)
+        storage = f"sqlite:///{folder / 'runs' / study / 'gone.db'}"
+        (folder / "runs" / study / "study.json").write_text(
+            json.dumps({"study": study, "storage": storage})
+        )
+
+    return prepare
+
+
+SPECIAL_INPUTS = [
+    # (id, command, what it is, prepare or None, absent)
+    (
+        "predict-input-fifo-npz",
+        (*PREDICT[:3], "f.npz", "--output", "p.csv"),
+        "--input: f.npz is a named pipe (FIFO)",
+        fifo("f.npz"),
+    ),
+    (
+        "predict-input-fifo-csv",
+        (*PREDICT[:3], "f.csv", "--output", "p.csv"),
+        "--input: f.csv is a named pipe (FIFO)",
+        fifo("f.csv"),
+    ),
+    (
+        "predict-input-dev-zero",
+        (*PREDICT[:3], "/dev/zero", "--output", "p.csv"),
+        "--input: /dev/zero is a character device",
+        None,
+    ),
+    (
+        "predict-input-socket",
+        (*PREDICT[:3], "s.npz", "--output", "p.csv"),
+        "--input: s.npz is a socket",
+        unix_socket("s.npz"),
+    ),
+    (
+        "evaluate-data-fifo",
+        ("evaluate", RUN, "--data", "f.npz"),
+        "--data: f.npz is a named pipe (FIFO)",
+        fifo("f.npz"),
+    ),
+    (
+        "evaluate-data-dev-null",
+        ("evaluate", RUN, "--data", "/dev/null"),
+        "--data: /dev/null is a character device",
+        None,
+    ),
+    (
+        "train-config-fifo",
+        ("train", "--config", "c.yaml"),
+        "--config: c.yaml is a named pipe (FIFO)",
+        fifo("c.yaml"),
+    ),
+    (
+        "train-config-dev-zero",
+        ("train", "--config", "/dev/zero"),
+        "--config: /dev/zero is a character device",
+        None,
+    ),
+    (
+        "sweep-grid-fifo",
+        ("sweep", "train.yaml", "--grid", "g.yaml", "--dry-run"),
+        "--grid: g.yaml is a named pipe (FIFO)",
+        fifo("g.yaml"),
+    ),
+    (
+        "sweep-config-socket",
+        ("sweep", "c.yaml", "--grid", "g.yaml"),
+        "CONFIG: c.yaml is a socket",
+        unix_socket("c.yaml"),
+    ),
+    (
+        "tune-space-fifo",
+        ("tune", "train.yaml", "--space", "f.yaml", "--trials", "1"),
+        "--space: f.yaml is a named pipe (FIFO)",
+        fifo("f.yaml"),
+    ),
+    (
+        "tune-config-dev-zero",
+        ("tune", "/dev/zero", "--space", "space.yaml", "--trials", "1"),
+        "CONFIG: /dev/zero is a character device",
+        None,
+    ),
+]
+
+CASES += [
+    *(
+        Case(
+            id,
+            args,
+            2,
+            (says, NO_PIPES),
+            files=SPACE,
+            prepare=prepare,
+            absent=("p.csv", "runs/s", "runs/bad"),
+            max_seconds=30,  # refused before it is opened (a pipe blocks forever)
+        )
+        for id, args, says, prepare in SPECIAL_INPUTS
+    ),
+    Case(
+        "tune-storage-fifo",
+        (*TUNE, "--study", "s", "--storage", "j.journal"),
+        2,
+        ("--storage: j.journal is a named pipe (FIFO)", NO_PIPES),
+        files=SPACE,
+        prepare=fifo("j.journal"),
+        absent=("runs/s",),  # the study folder made to hold it is removed again
+        heavy=True,
+    ),
+    # ---- the wrong kind of data for the run (a traceback before)
+    Case(
+        "evaluate-data-folder-for-a-file-run",
+        ("evaluate", RUN, "--data", "images"),
+        2,
+        ("--data: images is a folder, but runs/t was trained on data.source: digits; give a file",),
+        files=images({"a": 2, "b": 2}, folder="images"),
+        max_seconds=30,
+    ),
+    Case(
+        "evaluate-data-csv-for-an-npz-run",
+        ("evaluate", RUN, "--data", "d.csv"),
+        2,
+        ("--data: d.csv is not an .npz, but runs/t was trained on data.source: digits",),
+        files={"d.csv": "a,b,label\n1,2,0\n"},
+        max_seconds=30,
+    ),
+    Case(
+        "evaluate-data-file-for-an-image-run",
+        ("evaluate", "runs/img", "--data", "x.npz"),
+        2,
+        ("--data: x.npz is a file, but runs/img was trained on data.source: image_dir",),
+        needs_image_run=True,
+        kept=(RUN, "runs/img"),
+    ),
+    Case(
+        "predict-zero-rows",
+        ("predict", RUN, "--input", "none.npz", "--output", "p.csv"),
+        2,
+        ("--input: none.npz holds no samples (0 rows); nothing to predict",),
+        files={"none.npz": npz(x=np.zeros((0, 8, 8)))},
+        absent=("p.csv",),
+        max_seconds=30,
+    ),
+    # ---- names that are not UTF-8
+    Case(
+        "predict-input-not-utf8",
+        ("predict", RUN, "--input", f"{NOT_UTF8}.npz", "--output", "p.csv"),
+        2,
+        ("--input: the name '\\xff.npz' is not UTF-8 text", "rename it"),
+        prepare=not_utf8(b"\xff.npz"),
+        absent=("p.csv",),
+    ),
+    Case(
+        "predict-output-not-utf8",
+        (*PREDICT, "--output", f"{NOT_UTF8}.csv"),
+        2,
+        ("--output: the name '\\xff.csv' is not UTF-8 text",),
+    ),
+    Case(
+        "export-out-not-utf8",
+        (*EXPORT, "--out", f"{NOT_UTF8}.keras"),
+        2,
+        ("--out: the name '\\xff.keras' is not UTF-8 text",),
+    ),
+    Case(
+        "train-config-not-utf8",
+        ("train", "--config", f"{NOT_UTF8}.yaml"),
+        2,
+        ("--config: the name '\\xff.yaml' is not UTF-8 text",),
+        prepare=not_utf8(b"\xff.yaml", b"name: bad\n"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "evaluate-data-not-utf8",
+        ("evaluate", RUN, "--data", f"{NOT_UTF8}.npz"),
+        2,
+        ("--data: the name '\\xff.npz' is not UTF-8 text",),
+        prepare=not_utf8(b"\xff.npz"),
+    ),
+    Case(
+        "sweep-grid-not-utf8",
+        ("sweep", "train.yaml", "--grid", f"{NOT_UTF8}.yaml", "--dry-run"),
+        2,
+        ("--grid: the name '\\xff.yaml' is not UTF-8 text",),
+        prepare=not_utf8(b"\xff.yaml", b"seed: [1, 2]\n"),
+    ),
+    Case(
+        "plot-out-not-utf8",
+        ("plot", RUN, "--out", f"{NOT_UTF8}.png"),
+        2,
+        ("--out: the name '\\xff.png' is not UTF-8 text",),
+    ),
+    # ---- names and paths longer than the file system takes
+    Case(
+        "export-out-name-too-long",
+        (*EXPORT, "--out", LONG_NAME + ".keras"),
+        2,
+        ("--out: the name 'nnn", "is 306 bytes long", NAME_MAX),
+    ),
+    Case(
+        "export-out-path-too-long",
+        (*EXPORT, "--out", LONG_PATH + "m.keras"),
+        2,
+        ("--out: the path 'ddd", PATH_MAX),
+    ),
+    Case(
+        "predict-output-name-too-long",
+        (*PREDICT, "--output", LONG_NAME + ".csv"),
+        2,
+        ("--output: the name 'nnn", NAME_MAX),
+    ),
+    Case(
+        "predict-output-path-too-long",
+        (*PREDICT, "--output", LONG_PATH + "p.csv"),
+        2,
+        ("--output: the path 'ddd", PATH_MAX),
+    ),
+    Case(
+        "plot-out-name-too-long",
+        ("plot", RUN, "--out", LONG_NAME + ".png"),
+        2,
+        ("--out: the name 'nnn", NAME_MAX),
+    ),
+    Case(
+        "train-config-name-too-long",
+        ("train", "--config", LONG_NAME + ".yaml"),
+        2,
+        ("--config: the name 'nnn", NAME_MAX),
+    ),
+    Case(
+        "train-config-path-too-long",
+        ("train", "--config", LONG_PATH + "c.yaml"),
+        2,
+        ("--config: the path 'ddd", PATH_MAX),
+    ),
+    Case(
+        "train-name-too-long",
+        ("train", "--config", "train.yaml", "--set", f"name={LONG_NAME}"),
+        2,
+        ("train.yaml: name: the name 'nnn", "is 300 bytes long", NAME_MAX),
+        max_seconds=30,
+    ),
+    Case(
+        "sweep-run-name-too-long",
+        ("sweep", "train.yaml", "--grid", "grid.yaml", "--dry-run"),
+        2,
+        ("grid.yaml: model.kwargs.hidden (its values name the runs): the name", NAME_MAX),
+        files={"grid.yaml": "seed: [1, 2]\nmodel.kwargs.hidden: [" + str([16] * 100) + "]\n"},
+        absent=("runs/t/seed=1",),
+    ),
+    Case(
+        "tune-study-name-too-long",
+        (*TUNE, "--study", LONG_NAME),
+        2,
+        ("--study: the name 'nnn", NAME_MAX),
+        files=SPACE,
+    ),
+    Case(
+        "tune-storage-path-too-long",
+        (*TUNE, "--study", "s", "--storage", LONG_PATH + "j.journal"),
+        2,
+        ("--storage: the path '", "bytes long (as an absolute path)", PATH_MAX),
+        files=SPACE,
+        absent=("runs/s",),
+    ),
+    Case(
+        "mlflow-store-name-too-long",
+        TRAIN,
+        2,
+        ("logging.mlflow.tracking_uri: the name 'nnn", NAME_MAX),
+        config=mlflow_config(f"sqlite:///{LONG_NAME}.db"),
+        absent=("runs/bad",),
+    ),
+    # ---- hangs: servers that do not answer, grids too large to enumerate
+    Case(
+        "mlflow-server-that-never-answers",
+        TRAIN,
+        2,
+        (
+            f"logging.mlflow.tracking_uri: the MLflow server {SILENT} does not answer",
+            "(no answer within 5 s)",
+        ),
+        config=mlflow_config(SILENT),
+        absent=("runs/bad",),
+        max_seconds=30,  # MLflow alone retries for minutes
+    ),
+    Case(
+        "mlflow-server-refusing",
+        TRAIN,
+        2,
+        (
+            "logging.mlflow.tracking_uri: the MLflow server",
+            "Connection refused",
+            "remove logging.mlflow",
+        ),
+        config=mlflow_config(_closed_port()),
+        absent=("runs/bad",),
+        max_seconds=30,
+    ),
+    Case(
+        "mlflow-store-inside-a-run",
+        TRAIN,
+        2,
+        ("logging.mlflow.tracking_uri: runs/t/mlflow.db is inside the run dir runs/t",),
+        config=mlflow_config("sqlite:///runs/t/mlflow.db"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "mlflow-file-store-inside-a-run",
+        TRAIN,
+        2,
+        ("logging.mlflow.tracking_uri: runs/t/mlruns is inside the run dir runs/t",),
+        config=mlflow_config("file:runs/t/mlruns"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "mlflow-store-folder-missing",
+        TRAIN,
+        2,
+        ("logging.mlflow.tracking_uri: the folder nope does not exist",),
+        config=mlflow_config("sqlite:///nope/mlflow.db"),
+        absent=("runs/bad", "nope"),
+    ),
+    Case(
+        "tune-with-an-mlflow-server-that-never-answers",
+        ("tune", "exp.yaml", "--space", "space.yaml", "--trials", "1", "--study", "s"),
+        2,
+        ("logging.mlflow.tracking_uri: the MLflow server", "does not answer"),
+        config=mlflow_config(SILENT),
+        files=SPACE,
+        absent=("runs/s",),
+        max_seconds=60,
+        heavy=True,
+    ),
+    Case(
+        "sweep-million-runs-a-bad-last-value",
+        ("sweep", "train.yaml", "--grid", "grid.yaml", "--dry-run"),
+        2,
+        ("optimizer.learning_rate: must be a finite number greater than 0 (got -1.0)",),
+        files={"grid.yaml": million_runs(optimizer__learning_rate=[-1.0])},
+        max_seconds=30,  # every value checked once, not every run
+    ),
+    Case(
+        "sweep-million-runs-index-out-of-range",
+        ("sweep", "train.yaml", "--grid", "grid.yaml", "--index", "1000000", "--dry-run"),
+        2,
+        ("--index 1000000: the sweep has 1000000 runs (0..999999)",),
+        files={"grid.yaml": million_runs()},
+        max_seconds=30,
+    ),
+    Case(
+        "tune-grid-over-a-huge-integer-range",
+        (*TUNE, "--study", "s", "--sampler", "grid"),
+        2,
+        (
+            "space.yaml: data.batch_size: --sampler grid would visit 1,000,000,000,000 points",
+            "more than the 100,000 keepbest allows",
+        ),
+        files={"space.yaml": "data.batch_size: {int: [1, 1000000000000]}\n"},
+        absent=("runs/s",),
+        max_seconds=30,
+    ),
+    Case(
+        "tune-grid-product-too-large",
+        (*TUNE, "--study", "s", "--sampler", "grid"),
+        2,
+        ("--sampler grid would visit 1,000,000 points",),
+        files={
+            "space.yaml": "data.batch_size: {int: [1, 100]}\nseed: {int: [0, 99]}\n"
+            "train.epochs: {int: [1, 100]}\n"
+        },
+        absent=("runs/s",),
+        max_seconds=30,
+    ),
+    Case(
+        "tune-grid-tiny-float-step",
+        (*TUNE, "--study", "s", "--sampler", "grid"),
+        2,
+        ("optimizer.learning_rate: --sampler grid would visit 1,000,000,001 points",),
+        files={"space.yaml": "optimizer.learning_rate: {uniform: [0.001, 0.002, 1.0e-12]}\n"},
+        absent=("runs/s",),
+        max_seconds=30,
+    ),
+    # ---- Optuna storages: torn, missing, refused (nothing left behind)
+    Case(
+        "tune-journal-torn-last-line",
+        (*TUNE, "--study", "s"),
+        2,
+        ("runs/s/optuna.journal ends in a torn entry", "cut it off with: truncate -s"),
+        files={**SPACE, "runs/s/optuna.journal": torn_journal("s")},
+        kept=(RUN, "runs/s"),
+        heavy=True,
+    ),
+    Case(
+        "summary-of-a-study-with-a-torn-journal",
+        ("summary", "runs/s"),
+        2,
+        ("ends in a torn entry", "truncate -s"),
+        files={
+            "runs/s/optuna.journal": torn_journal("s"),
+            "runs/s/study.json": json.dumps({"study": "s", "storage": "runs/s/optuna.journal"}),
+        },
+        kept=(RUN, "runs/s"),
+    ),
+    Case(
+        "summary-creates-no-database",
+        ("summary", "runs/s"),
+        2,
+        ("runs/s/study.json: the study's storage", "gone.db does not exist", "nothing was created"),
+        prepare=sqlite_study("s"),
+        kept=(RUN, "runs/s"),
+        absent=("runs/s/gone.db",),
+    ),
+    Case(
+        "tune-best-creates-no-database",
+        (*TUNE, "--study", "s", "--storage", "sqlite:///st.db", "--best"),
+        2,
+        (
+            "--storage: the study's storage",
+            "st.db does not exist",
+        ),
+        files=SPACE,
+        absent=("st.db", "runs/s"),
+    ),
+    Case(
+        "tune-storage-in-a-missing-folder",
+        (*TUNE, "--study", "s", "--storage", "sqlite:///nope/st.db"),
+        2,
+        ("--storage: the folder ", "/nope does not exist"),
+        files=SPACE,
+        absent=("runs/s", "nope"),  # the study folder made for it is removed again
+        heavy=True,
+    ),
+    Case(
+        "tune-storage-not-a-journal",
+        (*TUNE, "--study", "s", "--storage", "notes.txt"),
+        2,
+        (
+            "--storage: ",
+            "notes.txt is not an Optuna journal",
+        ),
+        files={**SPACE, "notes.txt": "my notes\n"},
+        kept=(RUN, "notes.txt"),
+        absent=("runs/s",),
+        heavy=True,
+    ),
+    # ---- forged or damaged records: refused before use (exit 7)
+    *(
+        Case(
+            f"best-json-{id}",
+            ("evaluate", RUN),
+            7,
+            ("runs/t/best.json is not a valid keepbest record (", says, "restore it from a backup"),
+            prepare=forge_record(**changes),
+            max_seconds=30,  # before TensorFlow loads
+        )
+        for id, changes, says in (
+            ("negative-epoch", {"epoch": -1}, "epoch -1, step 24: both count from 1"),
+            ("step-zero", {"step": 0}, "epoch 2, step 0: both count from 1"),
+            (
+                "checkpoint-outside-the-run",
+                {"checkpoint": "../../t2/best.weights.h5"},
+                "checkpoint '../../t2/best.weights.h5': expected 'best.weights.h5'",
+            ),
+            ("value-nan", {"value": float("nan")}, "value nan: a best is a finite number"),
+            (
+                "verified-value-infinite",
+                {"verified_value": float("inf")},
+                "a best is a finite number",
+            ),
+            (
+                "kept-file-outside-the-run",
+                {
+                    "top": [
+                        {
+                            "epoch": 1,
+                            "step": 12,
+                            "value": 1.0,
+                            "checkpoint": "/etc/passwd",
+                            "sha256": "0" * 64,
+                        }
+                    ]
+                },
+                "kept point '/etc/passwd' (step 12): expected 'checkpoints/step-0000000000",
+            ),
+            (
+                "average-outside-the-run",
+                {
+                    "average": {
+                        "of": "top_k",
+                        "steps": [12],
+                        "value": 1.0,
+                        "better": True,
+                        "checkpoint": "../a.h5",
+                    }
+                },
+                "average '../a.h5': expected 'average.weights.h5'",
+            ),
+        )
+    ),
+    Case(
+        "resume-state-too-large",  # the file-size limit on the first resume state
+        TRAIN,
+        6,
+        (
+            "could not write the resume state",
+            TOO_LARGE,
+            "the best checkpoint and the previous resume state are intact",
+        ),
+        config=small_config(name="big", train={"epochs": 1}),
+        fsize=19_000,
+        heavy=True,
+    ),
+]
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -1508,6 +2133,7 @@ def _run_case(case: Case, root: Path, trained: dict, mounts: bool) -> Outcome:
 def _run_command(case: Case, folder: Path, outcome: Outcome) -> None:
     """Run the case's command; look at the folder before and after (the tmpfs mounted)."""
     outcome.before = {kept: tree_hash(folder / kept) for kept in case.kept}
+    cache = {"XDG_CACHE_HOME": str(folder / "cache")}  # tracebacks of unexpected errors
     started = time.monotonic()
     if case.fsize is not None:
         outcome.result = subprocess.run(
@@ -1516,10 +2142,10 @@ def _run_command(case: Case, folder: Path, outcome: Outcome) -> None:
             capture_output=True,
             text=True,
             timeout=300,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **cache},
         )
     else:
-        outcome.result = run_cli(*case.args, cwd=folder, timeout=300)
+        outcome.result = run_cli(*case.args, cwd=folder, timeout=300, env=cache)
     outcome.seconds = time.monotonic() - started
     outcome.after = {kept: tree_hash(folder / kept) for kept in case.kept}
     outcome.leftovers = [str(p.relative_to(folder)) for p in folder.rglob(".tmp-*")]
@@ -1537,16 +2163,22 @@ def _train(folder: Path, cfg: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, Outcome]:
-    """Train the two runs the cases need, then run every case at once."""
-    base = tmp_path_factory.mktemp("trained")
+def digits_run(tmp_path_factory) -> Path:
+    """The trained run every case gets a copy of (``runs/t`` in it, and ``exp.yaml``)."""
+    return _train(tmp_path_factory.mktemp("trained") / "t", small_config(train={"epochs": 2}))
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory, digits_run) -> dict[str, Outcome]:
+    """Train the image run the cases need (the digits run is trained), then run every
+    case at once."""
+    base = tmp_path_factory.mktemp("trained-images")
     image_data = images({"c0": 8, "c1": 8}, folder="images")
     for name, content in image_data.items():
         (base / "img" / name).parent.mkdir(parents=True, exist_ok=True)
         (base / "img" / name).write_bytes(content)
     image_cfg = image_config(path="images", validation={"split": 0.25})
     image_cfg["name"] = "img"
-    digits_run = _train(base / "t", small_config(train={"epochs": 2}))
     pristine = tree_hash(digits_run / RUN)
     mounts = _can_mount(base / "mount-probe")
     root = tmp_path_factory.mktemp("hostile")
@@ -1595,3 +2227,136 @@ def test_hostile_case(case: Case, outcomes):
         log = Path(found.group(1))
         log = log if log.is_absolute() else outcome.folder / log
         assert "Traceback (most recent call last)" in log.read_text(), log
+
+
+# ------------------------------------------------- beside the table: start-up, laziness, status
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler of its own for ``signum`` (/proc's SigCgt)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def _tensorflow_loaded(pid: int) -> bool:
+    return "_pywrap_tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_start_up_is_one_line_and_exit_75(tmp_path, signum):
+    """A real `keepbest train`, signalled as soon as keepbest's handlers are installed,
+    while its imports (TensorFlow's above all) are still under way: keepbest's one line
+    and EXIT_STOPPED, no traceback, no TensorFlow noise, no run dir."""
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(small_config(name="s")))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keepbest", "train", "--config", "exp.yaml"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"},  # TensorFlow's noise, if any, shows
+    )
+    started = time.monotonic()
+    # keepbest's handlers, installed together (SIGINT has Python's own from the start)
+    while not _catches(process.pid, signal.SIGTERM) and time.monotonic() - started < 30:
+        time.sleep(0.002)
+    early = not _tensorflow_loaded(process.pid)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert early, "TensorFlow was loaded before keepbest caught the signal"
+    name = signal.Signals(signum).name
+    assert process.returncode == 75, err
+    assert err.splitlines() == [
+        f"error: stopped by {name} before training started; nothing needed saving: run the "
+        "same command to start again"
+    ], err
+    assert not (tmp_path / "runs" / "s").exists()
+
+
+MISSING = textwrap.dedent(
+    """
+    import sys
+    sys.modules[sys.argv[1]] = None  # as after `pip install keepbest` without an extra
+    sys.argv = ["keepbest", *sys.argv[2:]]
+    from keepbest.cli import main
+    main()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("tensorflow", ("train", "--config", "exp.yaml")),
+        ("keras", ("evaluate", "runs/t")),
+    ],
+)
+def test_tensorflow_missing_names_the_extras(digits_run, module, args):
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING, module, *args],
+        cwd=digits_run,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"error: keepbest needs TensorFlow and Keras, but {module} is not installed: "
+        'pip install "keepbest[cpu]" (or "keepbest[gpu]" for a GPU)'
+    ]
+
+
+def test_a_million_run_sweep_lists_its_first_run_at_once(tmp_path):
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(small_config(name="m")))
+    (tmp_path / "grid.yaml").write_text(million_runs())
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keepbest", "sweep", "exp.yaml", "--grid", "grid.yaml", "--dry-run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        seconds = time.monotonic() - started
+    finally:
+        process.kill()
+        process.communicate()
+    assert first.startswith("0\t") and "learning_rate=0.001,hidden=1,batch_size=10" in first
+    assert seconds < 15, seconds  # validating every run first took minutes
+    last = run_cli(
+        "sweep", "exp.yaml", "--grid", "grid.yaml", "--dry-run", "--index", "999999", cwd=tmp_path
+    )
+    assert last.returncode == 0, last.stderr
+    assert last.stdout.splitlines()[0].startswith("999999\t")
+    assert last.stdout.splitlines()[1] == "1000000 runs; as a Slurm array: sbatch --array=0-999999"
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"epoch": 51}, "best.json records epoch 51, step 24, a point this run never evaluated"),
+        ({"step": 13}, "best.json records epoch 2, step 13, a point this run never evaluated"),
+        ({"epoch": 1}, "best.json records epoch 1, step 24, a point this run never evaluated"),
+        ({"epoch": 0}, "best.json is not a valid keepbest record (epoch 0, step 24: both count"),
+    ],
+)
+def test_a_forged_record_is_never_shown_as_done(digits_run, tmp_path, changes, says):
+    """show and summary (which only read) say the run failed, and why, instead of done."""
+    shutil.copytree(digits_run / RUN, tmp_path / "runs" / "t")
+    assert json.loads(run_cli("summary", "runs", "--json", cwd=tmp_path).stdout)[0]["status"] == (
+        "done"
+    )
+    forge_record(**changes)(tmp_path)
+    before = tree_hash(tmp_path / "runs")
+    shown = run_cli("show", RUN, cwd=tmp_path)
+    table = run_cli("summary", "runs", "--json", cwd=tmp_path)
+    assert shown.returncode == table.returncode == 0, shown.stderr + table.stderr
+    status = next(line for line in shown.stdout.splitlines() if line.startswith("status"))
+    assert status.split(None, 1)[1].startswith("failed: ") and says in status, status
+    [row] = json.loads(table.stdout)
+    assert row["status"] == "failed" and says in row["detail"], row
+    assert tree_hash(tmp_path / "runs") == before

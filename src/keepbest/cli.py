@@ -78,8 +78,8 @@ _EXTRAS = 'pip install "keepbest[cpu]" (or "keepbest[gpu]" for a GPU)'
 def _missing_tensorflow(exc: BaseException) -> str | None:
     """The one line for TensorFlow or Keras not installed (keepbest installed without its
     ``[cpu]`` or ``[gpu]`` extra), or None for any other error."""
-    name = getattr(exc, "name", None) or ""
-    if isinstance(exc, ModuleNotFoundError) and name.split(".")[0] in ("tensorflow", "keras"):
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and name in ("tensorflow", "keras"):
         return f"keepbest needs TensorFlow and Keras, but {name} is not installed: {_EXTRAS}"
     return None
 

@@ -100,7 +100,7 @@ def check_path(path: str | Path, where: str) -> Path:
         raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(
-            f"{where}: the name {printable(given)!r} is not UTF-8 text; keepbest names its "
+            f"{where}: the name '{printable(given)}' is not UTF-8 text; keepbest names its "
             "files and messages in UTF-8: rename it"
         ) from None
     absolute = _absolute(given)

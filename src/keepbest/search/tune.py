@@ -180,11 +180,14 @@ def open_storage(label: str, where: str = "--storage", create: bool = True):
             "nothing was created"
         )
     if "://" in label:
+        if local is not None and not local.absolute().parent.is_dir():
+            raise InputError(f"{where}: the folder {local.parent} does not exist")
         try:
             return optuna.storages.RDBStorage(label)
         except Exception as exc:
             raise InputError(
-                f"{where}: cannot open the Optuna storage {label} ({type(exc).__name__}: {exc})"
+                f"{where}: cannot open the Optuna storage {label} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from None
     path = Path(label)
     if path.is_dir():
