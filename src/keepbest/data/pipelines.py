@@ -43,7 +43,7 @@ import numpy as np
 
 from keepbest.config import ExperimentConfig, reported_against
 from keepbest.config.schema import PythonData, ScriptData, spec_name
-from keepbest.data.rows import Rows, epoch_order
+from keepbest.data.rows import BlockOrder, Rows, epoch_order
 from keepbest.data.sources import read_sources
 from keepbest.data.spec import Arrays, DataSpec
 from keepbest.data.weights import class_weighted
@@ -207,13 +207,16 @@ class _EpochOrders:
         with self._lock:
             order = self._orders.get(epoch)
             if order is None:
-                cfg = self.cfg
-                order = epoch_order(
-                    len(self.rows), cfg.seed, epoch, cfg.data.shuffle, self.rows.blocks
-                )
+                cfg, blocks = self.cfg, self.rows.blocks
+                if blocks is None:
+                    order = epoch_order(len(self.rows), cfg.seed, epoch, cfg.data.shuffle)
+                else:  # computed a block at a time
+                    order = BlockOrder(blocks, cfg.seed, epoch, cfg.data.shuffle)
                 self._orders[epoch] = order
                 for old in sorted(self._orders)[:-2]:
                     del self._orders[old]
+            if isinstance(order, BlockOrder):
+                return order.rows(begin, end)
         return order[begin:end]
 
 

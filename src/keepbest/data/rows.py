@@ -63,8 +63,8 @@ def epoch_order(
     """The row order of ``epoch``: a permutation drawn from ``(seed, epoch)`` alone.
 
     ``blocks`` (the start of each block, then the row count) makes the shuffle
-    block-local: the blocks come in a new order and the rows of each block in a new
-    order, so consecutive rows stay in one block (a Parquet row group).
+    block-local (``BlockOrder``): the blocks come in a new order and the rows of each
+    block in a new order, so consecutive rows stay in one block (a Parquet row group).
 
     >>> epoch_order(6, 0, 0, False).tolist()
     [0, 1, 2, 3, 4, 5]
@@ -72,23 +72,62 @@ def epoch_order(
     >>> sorted(order[:3].tolist()) in ([0, 1, 2], [3, 4, 5])
     True
     """
+    if blocks is not None:
+        return BlockOrder(blocks, seed, epoch, shuffle).rows(0, rows)
     dtype = np.int32 if rows < 2**31 else np.int64
-    if not shuffle:
-        return np.arange(rows, dtype=dtype)
-    rng = np.random.Generator(np.random.Philox(key=[seed, epoch]))
-    if blocks is None:  # shuffled in place: the permutation rng.permutation(rows) draws
-        order = np.arange(rows, dtype=dtype)
-        rng.shuffle(order)
-        return order
-    order = np.empty(rows, dtype=dtype)
-    filled = 0
-    for block in rng.permutation(len(blocks) - 1):
-        start, stop = int(blocks[block]), int(blocks[block + 1])
-        part = order[filled : filled + stop - start]
-        part[:] = np.arange(start, stop, dtype=dtype)
-        rng.shuffle(part)
-        filled += stop - start
+    order = np.arange(rows, dtype=dtype)
+    if shuffle:  # in place: the permutation Philox's rng.permutation(rows) draws
+        np.random.Generator(np.random.Philox(key=[seed, epoch])).shuffle(order)
     return order
+
+
+class BlockOrder:
+    """The order of one epoch of a block-local shuffle, computed a block at a time: the
+    blocks in the order of ``Philox(seed, epoch)``, the rows of block ``b`` in the order
+    of ``Philox(seed, epoch)`` advanced to ``b + 1`` (each block's drawn on its own, so a
+    resume computes only the blocks it reads). Memory: the block table and the few
+    blocks in use, not one entry per row.
+
+    >>> order = BlockOrder(np.array([0, 3, 6]), seed=7, epoch=1, shuffle=True)
+    >>> sorted(order.rows(0, 6).tolist()), (order.rows(2, 5) == order.rows(0, 6)[2:5]).all()
+    ([0, 1, 2, 3, 4, 5], np.True_)
+    """
+
+    def __init__(self, blocks: np.ndarray, seed: int, epoch: int, shuffle: bool):
+        self.blocks, self.seed, self.epoch, self.shuffle = blocks, seed, epoch, shuffle
+        count = len(blocks) - 1
+        self.visit = np.arange(count)
+        if shuffle:
+            self.visit = self._rng(0).permutation(count)
+        sizes = np.diff(blocks)[self.visit]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])  # by place in the visit
+        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+
+    def _rng(self, jump: int) -> np.random.Generator:
+        bits = np.random.Philox(key=[self.seed, self.epoch])
+        return np.random.Generator(bits.jumped(jump) if jump else bits)
+
+    def _block(self, place: int) -> np.ndarray:
+        if place not in self._cache:
+            block = int(self.visit[place])
+            rows = np.arange(self.blocks[block], self.blocks[block + 1])
+            if self.shuffle:
+                self._rng(block + 1).shuffle(rows)
+            self._cache[place] = rows
+            while len(self._cache) > 4:
+                self._cache.popitem(last=False)
+        return self._cache[place]
+
+    def rows(self, begin: int, end: int) -> np.ndarray:
+        """The rows at places ``begin`` to ``end`` of the epoch."""
+        first = int(np.searchsorted(self.starts, begin, side="right") - 1)
+        parts, place = [], first
+        while place < len(self.visit) and self.starts[place] < end:
+            low = max(begin, int(self.starts[place])) - int(self.starts[place])
+            high = min(end, int(self.starts[place + 1])) - int(self.starts[place])
+            parts.append(self._block(place)[low:high])
+            place += 1
+        return np.concatenate(parts) if parts else np.arange(0)
 
 
 class Rows:
@@ -197,7 +236,8 @@ class NpyArray:
             return self._fds[shard]
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        """Rows ``index`` in that order: sorted, contiguous runs read with one pread each."""
+        """Rows ``index`` in that order: sorted, each run of contiguous rows read with one
+        pread, the bytes joined once."""
         out = np.empty((len(index), *self.row_shape), self.dtype)
         if not len(index):
             return out
@@ -206,25 +246,31 @@ class NpyArray:
         if wanted[0] < 0 or wanted[-1] >= len(self):
             raise IndexError(f"row {int(wanted[-1])} of {len(self)}")
         shard = np.searchsorted(self.starts, wanted, side="right") - 1
-        breaks = np.flatnonzero((np.diff(wanted) != 1) | (np.diff(shard) != 0)) + 1
+        first = np.flatnonzero(
+            np.concatenate([[True], (np.diff(wanted) != 1) | (np.diff(shard) != 0)])
+        )
+        lengths = np.diff(np.append(first, len(wanted))) * self.row_bytes
+        offsets = (wanted[first] - self.starts[shard[first]]) * self.row_bytes + np.array(
+            [s.offset for s in self.shards]
+        )[shard[first]]
+        fds = [self._fd(int(s)) for s in range(len(self.shards))]
+        pread = os.pread
+        parts = [
+            pread(fds[which], size, where)
+            for which, size, where in zip(
+                shard[first].tolist(), lengths.tolist(), offsets.tolist(), strict=True
+            )
+        ]
+        data = b"".join(parts)
+        if len(data) != int(lengths.sum()):
+            short = next(i for i, part in enumerate(parts) if len(part) != int(lengths[i]))
+            path = self.shards[int(shard[first][short])].path
+            raise DataError(
+                f"{self.where}: {path} ended early while being read (changed or truncated "
+                "during training); restore it, then run the same command to resume"
+            )
         flat = out.reshape(len(index), -1).view(np.uint8).reshape(len(index), -1)
-        sorted_rows = np.empty_like(flat)
-        for begin, end in zip(
-            np.concatenate([[0], breaks]), np.concatenate([breaks, [len(wanted)]]), strict=True
-        ):
-            which = int(shard[begin])
-            local = int(wanted[begin] - self.starts[which])
-            size = int(end - begin) * self.row_bytes
-            where = self.shards[which].offset + local * self.row_bytes
-            data = os.pread(self._fd(which), size, where)
-            if len(data) != size:
-                raise DataError(
-                    f"{self.where}: {self.shards[which].path} ended early while being read "
-                    "(changed or truncated during training); restore it, then run the same "
-                    "command to resume"
-                )
-            sorted_rows[begin:end] = np.frombuffer(data, np.uint8).reshape(end - begin, -1)
-        flat[order] = sorted_rows
+        flat[order] = np.frombuffer(data, np.uint8).reshape(len(index), -1)
         return out
 
     def close(self) -> None:
@@ -526,9 +572,9 @@ class ParquetRows(Rows):
         table = self._read_group(file, group, columns)
         for name in columns:
             self._no_nulls(table.column(name), name, path)
-        x = np.empty((table.num_rows, len(self.features)), np.float32)
-        for i, name in enumerate(self.features):
-            x[:, i] = table.column(name).to_numpy()
+        x = np.empty((len(self.features), table.num_rows), np.float32)  # column-major:
+        for i, name in enumerate(self.features):  # each column one contiguous copy
+            x[i] = table.column(name).to_numpy()
         y = self._target(table.column(self.target), path)
         w = None
         if self.weight_column:
@@ -544,7 +590,7 @@ class ParquetRows(Rows):
             mine = np.flatnonzero(block == which)
             local = index[mine] - self.blocks[which]
             bx, by, bw = self._decoded(int(which))
-            x[mine], y[mine] = bx[local], by[local]
+            x[mine], y[mine] = bx[:, local].T, by[local]
             if w is not None:
                 w[mine] = bw[local]
         return Arrays(x, y, w)
