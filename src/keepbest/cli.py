@@ -593,15 +593,25 @@ def _usage_line(exc: click.ClickException) -> str:
     return f"error: {message}"
 
 
+def _hdf5_files_open() -> int:
+    """How many HDF5 files h5py (if loaded) still has open."""
+    h5py = sys.modules.get("h5py")
+    if h5py is None:
+        return 0
+    try:
+        return len(h5py.h5f.get_obj_ids(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE))
+    except Exception:
+        return 0
+
+
 def _exit(code: int) -> None:
-    """End the process with ``code``. After a failed write with h5py loaded, without the
-    interpreter's clean-up (``os._exit``, the streams flushed first). An HDF5 file whose
-    write failed (the file-size limit, a full disk) stays open in HDF5 after its
-    ``close`` raised (HDF5 keeps it to flush later); HDF5's clean-up at exit, or any later
-    close, flushes it again and crashes (SIGSEGV, exit -11, after the right error line).
-    Everything keepbest saved is durable already, and the failed file was a temporary
-    one, removed."""
-    if code == EXIT_WRITE_FAILED and "h5py" in sys.modules:
+    """End the process with ``code``. After a failed write that left an HDF5 file open,
+    without the interpreter's clean-up (``os._exit``, the streams flushed first). An HDF5
+    file whose write failed (the file-size limit, a full disk) stays open in HDF5 after
+    its ``close`` raised; HDF5's clean-up at exit, or any later close, flushes it again
+    and may crash (SIGSEGV, exit -11, after the right error line). Everything keepbest
+    saved is durable already, and the failed file was a temporary one, removed."""
+    if code == EXIT_WRITE_FAILED and _hdf5_files_open():
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
