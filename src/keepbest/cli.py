@@ -22,16 +22,29 @@ Example::
 from __future__ import annotations
 
 # ruff: noqa: E402  (the stop signals are watched before anything heavy is imported)
-from keepbest.signals import StartUpStop, arm, watch_start_up
+import os
+import sys
 
-watch_start_up()
+from keepbest.signals import StartUpStop, arm, end_start_up, watch_start_up
+
+
+def _started_as_the_command() -> bool:
+    """Whether this process is ``keepbest`` or ``train`` (the console scripts, or
+    ``python -m keepbest``), not a program that imports this module: only the command
+    changes how the process takes signals, and from its first line."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "keepbest.__main__":
+        return True
+    return os.path.basename(sys.argv[0] if sys.argv else "") in ("keepbest", "train")
+
+
+if _started_as_the_command():
+    watch_start_up()
 
 import contextlib
 import errno
 import json
 import logging
-import os
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -666,14 +679,17 @@ def _run(command: click.Command) -> None:
             sys.exit(EXIT_UNEXPECTED)
         _exit(_unexpected(exc, debug))
     finally:
+        end_start_up()  # the process's own handlers back, for whoever called
         sys.stdout.flush()
 
 
 def main() -> None:
     """Entry point of ``keepbest``."""
+    watch_start_up()  # (again: also when started by another name)
     _run(cli)
 
 
 def train_main() -> None:
     """Entry point of ``train`` (the same as ``keepbest train``)."""
+    watch_start_up()
     _run(train_command)

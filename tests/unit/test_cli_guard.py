@@ -103,3 +103,14 @@ def test_a_usage_error_is_one_line(monkeypatch, capsys):
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("error: No such option '--bogus'")
     assert line.endswith("--help)")
+
+
+def test_only_the_command_changes_how_the_process_takes_signals():
+    """A program that imports keepbest.cli keeps its own SIGTERM; `python -m keepbest`
+    catches it from its first line (the test beside the hostile table signals one)."""
+    import subprocess
+    import sys
+
+    check = "import signal, keepbest.cli; print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
