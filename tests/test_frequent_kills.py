@@ -59,7 +59,7 @@ CFG = small_config(
     model={"builder": "frozen:build", "kwargs": {"rows": 1_000_000}},
     optimizer={"name": "adam", "learning_rate": 0.001},
     data={"batch_size": 8},  # 180 steps an epoch: states land mid-epoch
-    train={"epochs": 12},  # about 8 s of training
+    train={"epochs": 9},  # about 6 s of training
 )
 MOST_ATTEMPTS = 16  # the run must finish within this many
 BUDGET = Cadence()  # the default cadence, before any failure is seen (today's rule)
