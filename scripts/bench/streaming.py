@@ -231,16 +231,16 @@ def measure(quick: bool) -> list[Row]:
             )
         )
         memory = median(peaks[("npz", "0.5 GiB")])
-        extra = (small - memory) * MIB / size_of_model
+        extra = (small - memory) * MIB / size_of_model  # negative: streaming holds less
         rows.append(
             Row(
                 "21",
-                f"{source}: peak RSS streaming 0.5 GiB vs the same in memory (npz) (ratio: "
-                "extra / model size)",
+                f"{source}: peak RSS streaming 0.5 GiB vs the same in memory (npz); target: "
+                "at most +5% of the model's size more (ratio: streamed / in memory)",
                 mib(memory),
                 mib(small),
-                extra,
-                "<= +5%",
+                small / memory,
+                "extra <= +5%",
                 extra <= 0.05,
             )
         )

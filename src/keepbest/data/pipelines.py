@@ -220,51 +220,86 @@ class _EpochOrders:
         return order[begin:end]
 
 
+_CHUNK = 8  # batches read by one call into Python (its overhead paid once for all)
+
+
 def _row_batches(
     rows: Rows, spec: DataSpec, first: int, count: int, orders: _EpochOrders, placeholders=0
 ):
     """Preprocessed batches ``first`` to ``first + count`` of ``rows`` (global batch
-    numbers over epoch after epoch, ``count`` may be ``_EPOCH_LIMIT``), each read by
-    ``Rows.read`` in a ``numpy_function``, several at once, in order. Only the batch
-    numbers flow through tf.data; the rows of each come from ``orders``. The first
-    ``placeholders`` batches are zeros of the right shapes, read from nowhere: a resumed
-    epoch's batches trained before its state, which fit consumes untrained."""
+    numbers over epoch after epoch, ``count`` may be ``_EPOCH_LIMIT``). Only batch numbers
+    flow through tf.data: chunks of up to ``_CHUNK`` batches of one epoch, each read by
+    one ``Rows.read`` in a ``numpy_function`` (several chunks at once, in order), the rows
+    of each batch from ``orders``. The first ``placeholders`` batches are zeros of the
+    right shapes, read from nowhere: a resumed epoch's batches trained before its state,
+    which fit consumes untrained."""
     import tensorflow as tf
 
     size, batch_size = len(rows), orders.batch_size
     per_epoch = math.ceil(size / batch_size)
+    chunks_per_epoch = math.ceil(per_epoch / _CHUNK)
     weighted = rows.weighted
-    x_shape = tuple(rows.x_shape)
+    x_shape, y_shape = tuple(rows.x_shape), tuple(rows.y_shape)
     y_dtype = tf.as_dtype(rows.y_dtype)
     preprocess = preprocess_batch(spec)
 
-    def read(number):
-        epoch, place = divmod(int(number), per_epoch)
-        begin = place * batch_size
-        index = orders.rows_of(epoch, begin, min(begin + batch_size, size))
+    def read(begin_number, end_number):
+        """Batches ``begin_number`` to ``end_number`` (one epoch's): stacked, the last
+        padded if short, and each batch's size."""
+        numbers = range(int(begin_number), int(end_number))
+        index, sizes = [], []
+        for number in numbers:
+            epoch, place = divmod(number, per_epoch)
+            begin = place * batch_size
+            index.append(orders.rows_of(epoch, begin, min(begin + batch_size, size)))
+            sizes.append(len(index[-1]))
         try:
-            part = rows.read(index)
+            part = rows.read(np.concatenate(index))
         except DataError as exc:  # raised again by TensorFlow as its own error: kept to name
             _read_errors.append(exc)
             raise
-        x = part.x.reshape(len(index), *x_shape).astype(np.float32, copy=False)
-        out = [x, part.y.astype(rows.y_dtype, copy=False)]
-        return [*out, part.w] if weighted else out
+        stacked = [
+            np.zeros((len(sizes), batch_size, *x_shape), np.float32),
+            np.zeros((len(sizes), batch_size, *y_shape), rows.y_dtype),
+        ]
+        if weighted:
+            stacked.append(np.zeros((len(sizes), batch_size), np.float32))
+        at = 0
+        for i, rows_in in enumerate(sizes):
+            stacked[0][i, :rows_in] = part.x[at : at + rows_in].reshape(rows_in, *x_shape)
+            stacked[1][i, :rows_in] = part.y[at : at + rows_in]
+            if weighted:
+                stacked[2][i, :rows_in] = part.w[at : at + rows_in]
+            at += rows_in
+        return [*stacked, np.array(sizes, np.int32)]
 
-    types = [tf.float32, y_dtype, *([tf.float32] if weighted else [])]
+    types = [tf.float32, y_dtype, *([tf.float32] if weighted else []), tf.int32]
 
     def shaped(parts):
         x, y = parts[0], parts[1]
         x.set_shape((None, *x_shape))
-        y.set_shape((None, *rows.y_shape))
+        y.set_shape((None, *y_shape))
         batch = (preprocess(x), y)
         if weighted:
             parts[2].set_shape((None,))
             batch = (*batch, parts[2])
         return batch
 
-    def gather(number):
-        return shaped(tf.numpy_function(read, [number], types, stateful=False))
+    def chunk_bounds(chunk):
+        epoch, place = chunk // chunks_per_epoch, chunk % chunks_per_epoch
+        begin = epoch * per_epoch + place * _CHUNK
+        end = tf.minimum(begin + _CHUNK, (epoch + 1) * per_epoch)
+        return tf.maximum(begin, low), tf.minimum(end, high)
+
+    def gather(begin, end):
+        parts = tf.numpy_function(read, [begin, end], types, stateful=False)
+        return tuple(parts)
+
+    def batches_of(*parts):
+        *arrays, sizes = parts
+        return tf.data.Dataset.from_tensor_slices((*arrays, sizes)).map(
+            lambda *one: shaped([part[: one[-1]] for part in one[:-1]])
+        )
 
     def zeros(number):
         place = number % per_epoch
@@ -272,14 +307,18 @@ def _row_batches(
         count = tf.reshape(tf.cast(count, tf.int32), [1])
         parts = [
             tf.zeros(tf.concat([count, x_shape], 0), tf.float32),
-            tf.zeros(tf.concat([count, tf.constant(rows.y_shape, tf.int32)], 0), y_dtype),
+            tf.zeros(tf.concat([count, tf.constant(y_shape, tf.int32)], 0), y_dtype),
         ]
         if weighted:
             parts.append(tf.ones(count, tf.float32))
         return shaped(parts)
 
-    numbers = tf.data.Dataset.range(first + placeholders, first + count)
-    batches = numbers.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    low, high = first + placeholders, first + count
+    first_chunk = (low // per_epoch) * chunks_per_epoch + (low % per_epoch) // _CHUNK
+    last_chunk = ((high - 1) // per_epoch) * chunks_per_epoch + ((high - 1) % per_epoch) // _CHUNK
+    chunks = tf.data.Dataset.range(first_chunk, last_chunk + 1).map(chunk_bounds)
+    batches = chunks.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = batches.flat_map(batches_of)
     if placeholders:
         skipped = tf.data.Dataset.range(first, first + placeholders).map(zeros)
         batches = skipped.concatenate(batches)
