@@ -140,7 +140,7 @@ def attempts_text(count: int, without_progress: int) -> str | None:
 def replay_text(step: int) -> str:
     """What resuming a run whose data is a factory's tf.data.Dataset costs.
 
-    >>> replay_text(500)[:60]
+    >>> replay_text(500)[:59]
     "a resume reads 500 batches of the factory's tf.data.Dataset"
     """
     return (
