@@ -38,7 +38,7 @@ class Case:
 
 NPZ = {"source": "npz", "path": "train.npz", "validation": {"split": 0.2}}
 BUILDER_FILE = "def build(input_shape, num_classes, width=8):\n    raise NotImplementedError\n"
-ALL_SOURCES = "expected one of digits, npz, csv, image_dir, python"
+ALL_SOURCES = "expected one of digits, npz, npy, csv, parquet, image_dir, python"
 
 CASES = [
     Case(

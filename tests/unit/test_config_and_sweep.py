@@ -38,8 +38,8 @@ def write(folder: Path, name: str, content) -> Path:
         ),
         (
             {**BASE, "data": {"source": "digitz"}},
-            "data.source: unknown source 'digitz'; expected one of digits, npz, csv, "
-            "image_dir, python; did you mean 'digits'?",
+            "data.source: unknown source 'digitz'; expected one of digits, npz, npy, csv, "
+            "parquet, image_dir, python; did you mean 'digits'?",
         ),
         (
             {**BASE, "checkpoint": {"mode": "minimum"}},
