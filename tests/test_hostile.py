@@ -2026,6 +2026,377 @@ CASES += [
 # --------------------------------------------------------------------------- running
 
 
+# ------------------------------------------ streamed data: npy, Parquet, random access (21)
+
+
+def npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def parquet(group: int = 20, drop: str | None = None, nulls: str | None = None, **columns):
+    """A Parquet file of X's four columns f0..f3 (replaced or added by ``columns``), in
+    row groups of ``group`` rows; ``drop`` leaves a column out, ``nulls`` empties the
+    first value of one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = {f"f{i}": X[:, i] for i in range(4)} | columns
+    data.pop(drop, None)
+    arrays = {key: pa.array(value) for key, value in data.items()}
+    if nulls:
+        values = [None, *np.asarray(data[nulls][1:]).tolist()]
+        arrays[nulls] = pa.array(values, type=pa.float32())
+    buffer = io.BytesIO()
+    pq.write_table(pa.table(arrays), buffer, row_group_size=group)
+    return buffer.getvalue()
+
+
+def npy_config(**data) -> dict:
+    settings = {"source": "npy", "x": "x.npy", "y": "y.npy", "validation": {"split": 0.2}}
+    cfg = small_config(name="bad", train={"epochs": 1})
+    cfg["data"] = {**settings, "batch_size": 16, **data}
+    return cfg
+
+
+def parquet_config(**data) -> dict:
+    settings = {"source": "parquet", "path": "t.parquet", "target": "label"}
+    cfg = small_config(name="bad", train={"epochs": 1})
+    cfg["data"] = {**settings, "validation": {"split": 0.2}, "batch_size": 16, **data}
+    return cfg
+
+
+RANDOM_ACCESS = """
+import numpy as np
+
+
+class Samples:
+    def __init__(self):
+        self.x = np.random.default_rng(0).random((60, 4)).astype("float32")
+
+    def __len__(self):
+        return 60
+
+    def __getitem__(self, i):
+        return {item}
+
+
+def load():
+    return Samples(), None
+"""
+
+
+def random_access_config() -> dict:
+    cfg = small_config(name="bad", train={"epochs": 1}, checkpoint={"monitor": "loss"})
+    cfg["data"] = {"source": "python", "factory": "ra:load", "batch_size": 16}
+    return cfg
+
+
+CASES += [
+    Case(
+        "npy-truncated",
+        TRAIN,
+        2,
+        ("data.x:", "x.npy is truncated", "write it again with numpy.save"),
+        files={"x.npy": npy(X)[:-40], "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+        max_seconds=30,
+    ),
+    Case(
+        "npy-longer-than-its-header",
+        TRAIN,
+        2,
+        ("data.x:", "x.npy is longer than its header says"),
+        files={"x.npy": npy(X) + b"\0" * 16, "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-shard-of-another-width",
+        TRAIN,
+        2,
+        ("data.x:", "x-1.npy holds rows of shape (5,)", "every shard of an array"),
+        files={"x-0.npy": npy(X[:30]), "x-1.npy": npy(RNG.random((30, 5))), "y.npy": npy(Y)},
+        config=npy_config(x="x-*.npy"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-glob-matches-nothing",
+        TRAIN,
+        2,
+        ("data.x:", "the pattern 'shards/x-*.npy' matches no file"),
+        files={"y.npy": npy(Y)},
+        config=npy_config(x="shards/x-*.npy"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-rows-disagree",
+        TRAIN,
+        2,
+        ("data.y:", "59 rows, but data.x has 60"),
+        files={"x.npy": npy(X), "y.npy": npy(Y[:59])},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-fortran-order",
+        TRAIN,
+        2,
+        ("data.x:", "Fortran order", "numpy.ascontiguousarray"),
+        files={"x.npy": npy(np.asfortranarray(X)), "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-of-text",
+        TRAIN,
+        2,
+        ("data.x:", "holds <U1 values; .npy data must be numbers"),
+        files={"x.npy": npy(np.array(["a", "b"] * 30)), "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-not-an-npy",
+        TRAIN,
+        2,
+        ("data.x:", "is not a readable .npy file", "numpy.save"),
+        files={"x.npy": "x,y\n1,2\n", "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-folder-without-npy",
+        TRAIN,
+        2,
+        ("data.x:", "holds no .npy file"),
+        files={"xs/readme.txt": "nothing here\n", "y.npy": npy(Y)},
+        config=npy_config(x="xs"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-is-a-fifo",
+        TRAIN,
+        2,
+        ("data.x:", "is not a regular file"),
+        files={"x.npy": lambda path: os.mkfifo(path), "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+        max_seconds=30,  # never opened, so nothing waits for a writer
+    ),
+    Case(
+        "npy-nan-in-the-sample",
+        TRAIN,
+        2,
+        ("data.x: row 0 of x.npy holds NaN or infinite values",),
+        files={"x.npy": npy(np.where(np.arange(60)[:, None] == 0, np.nan, X)), "y.npy": npy(Y)},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-negative-class-id",
+        TRAIN,
+        2,
+        ("data", "class ids and must be 0 or more, found -1"),
+        files={"x.npy": npy(X), "y.npy": npy(Y - 1)},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-one-class",
+        TRAIN,
+        2,
+        ("every training label is class 2",),
+        files={"x.npy": npy(X), "y.npy": npy(np.full(60, 2))},
+        config=npy_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-validation-x-without-y",
+        TRAIN,
+        2,
+        ("data.validation", "both 'x' and 'y'"),
+        files={"x.npy": npy(X), "y.npy": npy(Y)},
+        config=npy_config(validation={"x": "x.npy"}),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-validation-of-another-width",
+        TRAIN,
+        2,
+        ("data.validation: samples have shape (5,)",),
+        files={
+            "x.npy": npy(X),
+            "y.npy": npy(Y),
+            "vx.npy": npy(RNG.random((20, 5)).astype("float32")),
+            "vy.npy": npy(Y[:20]),
+        },
+        config=npy_config(validation={"x": "vx.npy", "y": "vy.npy"}),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-class-weight",
+        TRAIN,
+        2,
+        ("train.class_weight:", "read a batch at a time", "data.weights"),
+        files={"x.npy": npy(X), "y.npy": npy(Y)},
+        config={**npy_config(), "train": {"epochs": 1, "class_weight": "balanced"}},
+        absent=("runs/bad",),
+    ),
+    Case(
+        "npy-the-same-shard-twice",
+        TRAIN,
+        2,
+        ("data.x:", "is given twice"),
+        files={"x.npy": npy(X), "y.npy": npy(Y)},
+        config=npy_config(x=["x.npy", "x.npy"]),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-missing-target",
+        TRAIN,
+        2,
+        ("data.target: column 'label' is not in t.parquet", "did you mean 'labels'"),
+        files={"t.parquet": parquet(labels=Y)},
+        config=parquet_config(),
+        absent=("runs/bad",),
+        max_seconds=30,
+    ),
+    Case(
+        "parquet-missing-feature",
+        TRAIN,
+        2,
+        ("data.features: column 'f9' is not in t.parquet",),
+        files={"t.parquet": parquet(label=Y)},
+        config=parquet_config(features=["f0", "f9"]),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-another-schema",
+        TRAIN,
+        2,
+        ("column 'f1' is string in b.parquet but float", "the same schema"),
+        files={
+            "p/a.parquet": parquet(label=Y),
+            "p/b.parquet": parquet(label=Y, f1=np.array(["x"] * 60)),
+        },
+        config=parquet_config(path="p"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-file-lacks-a-column",
+        TRAIN,
+        2,
+        ("b.parquet lacks the column 'f3' that a.parquet has",),
+        files={"p/a.parquet": parquet(label=Y), "p/b.parquet": parquet(label=Y, drop="f3")},
+        config=parquet_config(path="p"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-not-parquet",
+        TRAIN,
+        2,
+        ("data.path:", "is not a readable Parquet file"),
+        files={"t.parquet": GOOD_NPZ},
+        config=parquet_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-null-feature",
+        TRAIN,
+        2,
+        ("column 'f0' of t.parquet has 1 empty (null) values",),
+        files={"t.parquet": parquet(label=Y, nulls="f0")},
+        config=parquet_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-text-feature",
+        TRAIN,
+        2,
+        ("column 'f1' of t.parquet holds string values", "data.features"),
+        files={"t.parquet": parquet(label=Y, f1=np.array(["x"] * 60))},
+        config=parquet_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-validation-label-unknown",
+        TRAIN,
+        2,
+        ("data.validation.path: labels zebra are not in the training files",),
+        files={
+            "t.parquet": parquet(label=np.array(["ant", "bee", "cat"])[Y]),
+            "v.parquet": parquet(label=np.array(["ant", "zebra"] * 30)),
+        },
+        config=parquet_config(validation={"path": "v.parquet"}),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-split-of-one-row-group",
+        TRAIN,
+        2,
+        ("data.validation.split:", "1 row group(s)", "row_group_size"),
+        files={"t.parquet": parquet(label=Y, group=1000)},
+        config=parquet_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "parquet-folder-without-parquet",
+        TRAIN,
+        2,
+        ("data.path:", "holds no .parquet file"),
+        files={"p/a.csv": "a,b\n1,2\n"},
+        config=parquet_config(path="p"),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "predict-truncated-npy",
+        ("predict", RUN, "--input", "in.npy", "--output", "out.csv"),
+        2,
+        ("--input:", "in.npy is truncated"),
+        files={"in.npy": npy(RNG.random((5, 8, 8)).astype("float32"))[:-8]},
+        absent=("out.csv",),
+    ),
+    Case(
+        "predict-parquet-without-columns",
+        ("predict", RUN, "--input", "in.parquet", "--output", "out.csv"),
+        2,
+        ("--input:", "the model's inputs have no column names"),
+        files={"in.parquet": parquet(label=Y)},
+        absent=("out.csv",),
+    ),
+    Case(
+        "factory-random-access-item-not-a-sample",
+        TRAIN,
+        2,
+        ("data.factory: ra:load's train data: item 0 is a dict", "(x, y) or (x, y, w)"),
+        files={"ra.py": RANDOM_ACCESS.format(item="{'x': self.x[i], 'y': 0}")},
+        config=random_access_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "factory-random-access-item-fails",
+        TRAIN,
+        2,
+        ("data.factory: ra:load's train data: item 0 failed: OSError: shard 0 is gone",),
+        files={"ra.py": RANDOM_ACCESS.format(item="exec('raise OSError(\"shard 0 is gone\")')")},
+        config=random_access_config(),
+        absent=("runs/bad",),
+    ),
+    Case(
+        "factory-random-access-empty",
+        TRAIN,
+        2,
+        ("data.factory: ra:load's train data: it holds no samples",),
+        files={"ra.py": RANDOM_ACCESS.format(item="None").replace("return 60", "return 0")},
+        config=random_access_config(),
+        absent=("runs/bad",),
+    ),
+]
+
+
 def tree_hash(path: Path) -> str:
     """sha256 over a file or folder tree: relative paths, kinds and bytes (links unfollowed)."""
     digest = hashlib.sha256()
