@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -68,25 +69,47 @@ def _checking_files(info: ValidationInfo) -> bool:
     return (info.context or {}).get("check_files", True)
 
 
+def _kind(path: Path) -> str:
+    """What ``path`` is: "file", "folder", "other" (a pipe, socket or device) or
+    "missing"; a name the system cannot look up (too long, ...) is a ``ValueError``."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+        raise ValueError(f"{exc.strerror or exc}: {shown}") from None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
+_NOT_REGULAR = "is not a regular file (a pipe, socket or device: reading one could block)"
+
+
 def _existing_file(path: Path, info: ValidationInfo) -> Path:
     resolved = _resolve(path, info)
-    if _checking_files(info) and not resolved.is_file():
-        what = "is a folder, not a file" if resolved.is_dir() else "file not found"
+    kind = _kind(resolved) if _checking_files(info) else "file"
+    if kind != "file":
+        what = {"folder": "is a folder, not a file", "other": _NOT_REGULAR}.get(
+            kind, "file not found"
+        )
         raise ValueError(f"{what}: {resolved}")
     return resolved
 
 
 def _existing_dir(path: Path, info: ValidationInfo) -> Path:
     resolved = _resolve(path, info)
-    if _checking_files(info) and not resolved.is_dir():
-        what = "is a file, not a folder" if resolved.is_file() else "folder not found"
+    kind = _kind(resolved) if _checking_files(info) else "folder"
+    if kind != "folder":
+        what = {"file": "is a file, not a folder", "other": _NOT_REGULAR}.get(
+            kind, "folder not found"
+        )
         raise ValueError(f"{what}: {resolved}")
     return resolved
 
 
 def _output_dir(path: Path, info: ValidationInfo) -> Path:
     resolved = _resolve(path, info)
-    if _checking_files(info) and resolved.is_file():
+    if _checking_files(info) and _kind(resolved) in ("file", "other"):
         raise ValueError(f"is a file, not a folder: {resolved}")
     return resolved
 
@@ -113,7 +136,7 @@ def _shards(paths: list[Path], info: ValidationInfo, suffix: str) -> list[Path]:
             matches = sorted(anchor.glob(str(path.relative_to(anchor))))
             if not matches:
                 raise ValueError(f"the pattern {str(given)!r} matches no file")
-        elif path.is_dir():
+        elif _kind(path) == "folder":
             matches = sorted(
                 p
                 for p in path.rglob(f"*{suffix}")
@@ -124,10 +147,11 @@ def _shards(paths: list[Path], info: ValidationInfo, suffix: str) -> list[Path]:
         else:
             matches = [path]
         for match in matches:
-            if not match.is_file():
-                what = "is a folder, not a file" if match.is_dir() else "file not found"
-                if match.exists() and not match.is_dir():
-                    what = "is not a regular file"
+            kind = _kind(match)
+            if kind != "file":
+                what = {"folder": "is a folder, not a file", "other": _NOT_REGULAR}.get(
+                    kind, "file not found"
+                )
                 raise ValueError(f"{what}: {match}")
             if match.suffix.lower() != suffix:
                 raise ValueError(f"{match.name} is not a {suffix} file")
