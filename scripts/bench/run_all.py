@@ -3,7 +3,7 @@
     python scripts/bench/run_all.py            # all benchmarks (about 55 min on 2 cores)
     python scripts/bench/run_all.py --quick    # fewer repetitions
     python scripts/bench/run_all.py --only saving reload
-    python scripts/bench/run_all.py --markdown README.md   # also update the README's table
+    python scripts/bench/run_all.py --markdown docs/performance.md   # also update the table there
 
 Each benchmark measures keepbest and its baseline side by side in fresh processes,
 alternating, and reports medians; a ratio is keepbest / baseline unless the row says

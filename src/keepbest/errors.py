@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-# Exit codes of `train` and `keepbest ...`, documented in the README.
+# Exit codes of `train` and `keepbest ...`, documented in docs/exit-codes.md.
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1  # anything keepbest has no name for (a bug, or a fault in user code)
 EXIT_BAD_INPUT = 2  # config, CLI arguments, data files: nothing was done
