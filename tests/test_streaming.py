@@ -123,6 +123,16 @@ def test_npy_and_parquet_runs_keep_a_best_that_plain_keras_measures_again(data, 
     record = read_record(run)
     assert record.verified_value == record.value
     assert remeasure_independently(run, "val_loss", batch_size=32) == record.value
+    # evaluate --data: a folder holding x.npy and y.npy (here: all the digits)
+    x, y = digits()
+    (tmp_path / "eval").mkdir()
+    np.save(tmp_path / "eval" / "x.npy", x)
+    np.save(tmp_path / "eval" / "y.npy", y)
+    evaluated = run_cli("evaluate", str(run), "--data", str(tmp_path / "eval"), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    import json
+
+    assert json.loads(evaluated.stdout)["results"]["eval"]["samples"] == 1797
 
     parquet = write(tmp_path / "pq", parquet_config(data))
     done = run_cli("train", "--config", str(parquet), cwd=parquet.parent)

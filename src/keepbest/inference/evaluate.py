@@ -154,7 +154,8 @@ def check_data_file(run_dir: str | Path, data_file: str | Path) -> Path:
     source = RunDir(run_dir).read_config().data.source
     path = check_input(data_file, "--data", folder=True)
     folder_run = source == "image_dir"
-    if path.is_dir() != folder_run:
+    either = source in ("npy", "parquet")  # a folder of .npy arrays or of Parquet files too
+    if path.is_dir() != folder_run and not either:
         wanted = "a folder with one subfolder of images per class" if folder_run else "a file"
         raise DataError(
             f"--data: {shown(path)} is a {'folder' if path.is_dir() else 'file'}, but "
