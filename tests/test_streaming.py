@@ -132,7 +132,8 @@ def test_npy_and_parquet_runs_keep_a_best_that_plain_keras_measures_again(data, 
     assert evaluated.returncode == 0, evaluated.stderr
     import json
 
-    assert json.loads(evaluated.stdout)["results"]["eval"]["samples"] == 1797
+    (result,) = json.loads(evaluated.stdout)["results"].values()
+    assert result["samples"] == 1797
 
     parquet = write(tmp_path / "pq", parquet_config(data))
     done = run_cli("train", "--config", str(parquet), cwd=parquet.parent)
