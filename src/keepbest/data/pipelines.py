@@ -322,6 +322,9 @@ def _row_batches(
     if placeholders:
         skipped = tf.data.Dataset.range(first, first + placeholders).map(zeros)
         batches = skipped.concatenate(batches)
+    # flat_map hides the length: say it, or Keras' evaluate warns it "ran out of data"
+    known = tf.data.INFINITE_CARDINALITY if count >= _EPOCH_LIMIT else count
+    batches = batches.apply(tf.data.experimental.assert_cardinality(known))
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
