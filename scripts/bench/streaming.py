@@ -55,15 +55,16 @@ def _chunks(rows: int, seed: int):
         yield start, x, (x @ mix).argmax(1).astype("int64")
 
 
-def make_data(folder: str) -> dict:
-    """Child: every file the benchmark trains on."""
+def make_data(folder: str, sizes: list[str] | None = None) -> dict:
+    """Child: every file the benchmark trains on (of ``sizes`` only, if given)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = Path(folder)
     names = [f"f{i}" for i in range(FEATURES)]
-    for name, rows in {**SIZES, "validation": VALIDATION}.items():
+    chosen = {k: v for k, v in SIZES.items() if sizes is None or k in sizes}
+    for name, rows in {**chosen, "validation": VALIDATION}.items():
         tag = name.replace(" ", "").replace(".", "_")
         x = np.lib.format.open_memmap(root / f"{tag}-x.npy", "w+", "float32", (rows, FEATURES))
         y = np.lib.format.open_memmap(root / f"{tag}-y.npy", "w+", "int64", (rows,))
@@ -176,6 +177,23 @@ def model_bytes(folder: str) -> dict:
 # --------------------------------------------------------------------------- measure
 
 
+def _rates(root: Path, repeats: int) -> dict[tuple[str, str], float]:
+    """Steps/s of each model on each source, the sources in turn, ``repeats`` times."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for _ in range(repeats):
+        for model, hidden in RATE_MODELS.items():
+            for source in ("npz", "npy", "parquet"):
+                clock = str(root / f"clock-{source}.json")
+                cfg = config(str(root), source, "0.5 GiB", epochs=1, steps_per_epoch=1200)
+                cfg["name"] += f"-rate-{len(hidden)}"
+                cfg["model"]["kwargs"]["hidden"] = hidden
+                cfg["train"]["callbacks"] = ["streaming:Clock"]
+                shutil.rmtree(Path(cfg["output_dir"]) / cfg["name"], ignore_errors=True)
+                marks = run_child("streaming:train", cfg=cfg, clock=clock)["marks"]
+                found.setdefault((model, source), []).append(1000 / (marks["1100"] - marks["100"]))
+    return {key: median(values) for key, values in found.items()}
+
+
 def measure(quick: bool) -> list[Row]:
     root = scratch("streaming")
     try:
@@ -190,16 +208,7 @@ def measure(quick: bool) -> list[Row]:
                         run_child("streaming:train", cfg=cfg)["peak"]
                     )
         size_of_model = run_child("streaming:model_bytes", folder=str(root))["bytes"]
-        rates: dict[tuple[str, str], float] = {}
-        for model, hidden in RATE_MODELS.items():
-            for source in ("npz", "npy", "parquet"):
-                clock = str(root / f"clock-{source}.json")
-                cfg = config(str(root), source, "0.5 GiB", epochs=1, steps_per_epoch=1200)
-                cfg["name"] += f"-rate-{len(hidden)}"
-                cfg["model"]["kwargs"]["hidden"] = hidden
-                cfg["train"]["callbacks"] = ["streaming:Clock"]
-                marks = run_child("streaming:train", cfg=cfg, clock=clock)["marks"]
-                rates[(model, source)] = 1000 / (marks["1100"] - marks["100"])
+        rates = _rates(root, 1 if quick else 2)
         first = {}
         for steps in RESUME_AT:  # trained to the step for real, then resumed from a copy
             cfg = config(str(root), "npy", "4 GiB", epochs=1, steps_per_epoch=steps)
@@ -284,5 +293,16 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    for row in measure(parser.parse_args().quick):
-        print(row)
+    parser.add_argument("--rates", action="store_true", help="only the steps/s, 0.5 GiB")
+    args = parser.parse_args()
+    if args.rates:
+        folder = scratch("streaming-rates")
+        try:
+            run_child("streaming:make_data", folder=str(folder), sizes=["0.5 GiB"])
+            for key, value in _rates(folder, 1 if args.quick else 3).items():
+                print(key, f"{value:.1f} steps/s")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    else:
+        for row in measure(args.quick):
+            print(row)
