@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,6 +42,31 @@ def free_ports(count: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+def start_workers(config: Path, count: int, prefix: dict | None = None) -> list:
+    """``train --config config`` as ``count`` workers of one multi-worker run on
+    localhost (TF_CONFIG), each its own process; ``prefix``: a command before worker i's."""
+    ports = free_ports(count)
+    workers = []
+    for index in range(count):
+        tf_config = {
+            "cluster": {"worker": [f"localhost:{port}" for port in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [sys.executable, "-m", "keepbest", "train", "--config", str(config)]
+        workers.append(
+            subprocess.Popen(
+                [*(prefix or {}).get(index, []), *command],
+                cwd=config.parent,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return workers
 
 
 def train_in(folder, cfg: dict, env: dict | None = None):
@@ -94,27 +120,7 @@ def test_two_workers_on_localhost_write_one_checkpoint_equal_to_mirrored(
     cfg = distributed_config(strategy="multi_worker", connect_timeout=60)
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    ports = free_ports(2)
-    workers = []
-    for index in range(2):
-        tf_config = {
-            "cluster": {"worker": [f"localhost:{port}" for port in ports]},
-            "task": {"type": "worker", "index": index},
-        }
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        command = [sys.executable, "-m", "keepbest", "train", "--config", str(path)]
-        if index == 1:
-            command = read_only(tmp_path) + command
-        workers.append(
-            subprocess.Popen(
-                command,
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    workers = start_workers(path, 2, prefix={1: read_only(tmp_path)})
     outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, stderr

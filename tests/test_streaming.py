@@ -376,10 +376,8 @@ def test_two_workers_stream_npy_to_the_same_bytes_as_mirrored(data, tmp_path):
     """Multi-worker training on an npy source: each worker builds the same stream of
     batch numbers and tf.distribute shards it; the chief's best equals, byte for byte,
     the same run mirrored over two logical CPUs of one process."""
-    import json
-    import os
 
-    from test_distribute import free_ports, train_in
+    from test_distribute import start_workers, train_in
 
     sections = {
         "model": {"builder": "mlp", "kwargs": {"hidden": [32]}},
@@ -394,24 +392,7 @@ def test_two_workers_stream_npy_to_the_same_bytes_as_mirrored(data, tmp_path):
         data, distribute={"strategy": "multi_worker", "connect_timeout": 60}, **sections
     )
     config = write(tmp_path / "workers", cfg)
-    ports = free_ports(2)
-    workers = []
-    for index in range(2):
-        tf_config = {
-            "cluster": {"worker": [f"localhost:{port}" for port in ports]},
-            "task": {"type": "worker", "index": index},
-        }
-        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "keepbest", "train", "--config", str(config)],
-                cwd=config.parent,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    workers = start_workers(config, 2)
     for worker in workers:
         _, stderr = worker.communicate(timeout=300)
         assert worker.returncode == 0, stderr

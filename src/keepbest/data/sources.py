@@ -253,16 +253,7 @@ class NpySource(Source):
         """A folder holding ``x.npy`` and ``y.npy`` (``weights.npy`` if the run has
         weights), or an .npz with arrays ``x`` and ``y``."""
         if path.suffix.lower() == ".npz":
-            return NpzData.model_construct(
-                source="npz",
-                path=path,
-                x_key="x",
-                y_key="y",
-                weight_key=None,
-                validation=None,
-                batch_size=self.settings.batch_size,
-                shuffle=False,
-            )
+            return plain_npz(path, self.settings.batch_size)
         if not path.is_dir():
             raise DataError(
                 f"--data: {path.name}: an npy run is evaluated on a folder holding x.npy and "
@@ -617,22 +608,13 @@ class ScriptSource(PythonSource):
         return self.loaded(given)
 
     def file_settings(self, path: Path, spec: DataSpec):
-        from keepbest.config.schema import NpzData
 
         if path.suffix.lower() != ".npz":
             raise DataError(
                 f"--data: {path.name}: this run's data came from a script; give an .npz "
                 "with arrays x and y"
             )
-        return NpzData.model_construct(
-            source="npz",
-            path=path,
-            x_key="x",
-            y_key="y",
-            validation=None,
-            batch_size=self.settings.batch_size,
-            shuffle=False,
-        )
+        return plain_npz(path, self.settings.batch_size)
 
 
 SOURCES: dict[str, type[Source]] = {
@@ -693,6 +675,21 @@ def read_like_run(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Arrays:
 def read_features(cfg: ExperimentConfig, spec: DataSpec, path: Path) -> Features:
     """Inputs from an .npz, a CSV or a folder of images (``keepbest predict``)."""
     return source_for(cfg).read_inputs(Path(path), spec)
+
+
+def plain_npz(path: Path, batch_size: int) -> NpzData:
+    """The settings that read an .npz of arrays ``x`` and ``y`` given to ``evaluate
+    --data`` for a run whose own data has no file format of that kind."""
+    return NpzData.model_construct(
+        source="npz",
+        path=path,
+        x_key="x",
+        y_key="y",
+        weight_key=None,
+        validation=None,
+        batch_size=batch_size,
+        shuffle=False,
+    )
 
 
 def _unweighted(settings, key: str, why: str):
