@@ -1,7 +1,10 @@
 """keepbest: Keras training that keeps the provably best model, on disk.
 
-``import keepbest`` is light: ``read_record`` and ``read_spec`` need no TensorFlow, and
-``train``, ``KeepBest`` and ``load_best`` import Keras only when used.
+``import keepbest`` is light (a few milliseconds): every name but the errors is imported
+when first used; ``read_record`` and ``read_spec`` need no TensorFlow, and ``train``,
+``KeepBest`` and ``load_best`` import Keras. A program that imports keepbest keeps its
+own signal handlers; only the ``keepbest`` and ``train`` commands watch stop signals from
+their first line (``keepbest.signals``).
 
 In a script of your own, ``keepbest.KeepBest(run_dir, ...)`` in ``model.fit`` keeps the
 best model with the same promises as ``keepbest.train``.
@@ -19,10 +22,14 @@ Example:
 
 from __future__ import annotations
 
+from keepbest import signals as _signals
+
+if _signals.started_as_the_command():  # keepbest's own process: stop signals watched
+    _signals.watch_start_up()  # before anything heavy is imported (see keepbest.signals)
+
 from typing import TYPE_CHECKING
 
 from keepbest.errors import KeepbestError, StoppedForResume
-from keepbest.rundir.record import BestRecord, read_record
 from keepbest.version import __version__ as __version__
 
 __all__ = [
@@ -39,6 +46,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "BestRecord": "keepbest.rundir.record",
+    "read_record": "keepbest.rundir.record",
     "KeepBest": "keepbest.callbacks.keep_best",
     "train": "keepbest.training",
     "TrainResult": "keepbest.training",
@@ -51,6 +60,7 @@ if TYPE_CHECKING:
     from keepbest.callbacks.keep_best import KeepBest
     from keepbest.data.spec import DataSpec
     from keepbest.inference.load import load_best, read_spec
+    from keepbest.rundir.record import BestRecord, read_record
     from keepbest.training import TrainResult, train
 
 

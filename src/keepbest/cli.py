@@ -9,8 +9,8 @@ exit code 1; ``--debug`` (anywhere on the command line) or ``KEEPBEST_DEBUG=1`` 
 traceback instead.
 
 A stop signal (SIGTERM, SIGINT, SIGUSR1) before training begins ends the command with one
-line and exit 75 (``keepbest.signals.watch_start_up``, installed before the heavy
-imports); TensorFlow missing (``pip install keepbest`` without an extra) is one line
+line and exit 75 (``keepbest.signals.watch_start_up``, installed by the package root
+before any heavy import); TensorFlow missing (``pip install keepbest`` without an extra) is one line
 naming the extras.
 
 Example::
@@ -21,30 +21,14 @@ Example::
 
 from __future__ import annotations
 
-# ruff: noqa: E402  (the stop signals are watched before anything heavy is imported)
-import os
-import sys
-
-from keepbest.signals import StartUpStop, arm, end_start_up, watch_start_up
-
-
-def _started_as_the_command() -> bool:
-    """Whether this process is ``keepbest`` or ``train`` (the console scripts, or
-    ``python -m keepbest``), not a program that imports this module: only the command
-    changes how the process takes signals, and from its first line."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.name == "keepbest.__main__":
-        return True
-    return os.path.basename(sys.argv[0] if sys.argv else "") in ("keepbest", "train")
-
-
-if _started_as_the_command():
-    watch_start_up()
-
+# The stop signals are watched already: keepbest/__init__.py installs the watch when the
+# process is the command, before this module's heavy imports (see keepbest.signals).
 import contextlib
 import errno
 import json
 import logging
+import os
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +39,7 @@ from keepbest.config.schema import MAX_SEED
 from keepbest.errors import EXIT_STOPPED, EXIT_UNEXPECTED, EXIT_WRITE_FAILED, KeepbestError
 from keepbest.inference.export import FORMATS as EXPORT_FORMATS
 from keepbest.rundir.guard import check_input
+from keepbest.signals import StartUpStop, arm, end_start_up, watch_start_up
 
 # TensorFlow's INFO chatter (oneDNN notices...) drowns the one-line-per-epoch log; it must
 # be silenced before TensorFlow is first imported. Users can still set their own level.

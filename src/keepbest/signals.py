@@ -6,10 +6,13 @@ resume state and exits with ``EXIT_STOPPED``. A second SIGINT is the escape hatc
 raises ``KeyboardInterrupt`` at once (the resume state of the last epoch end stays valid).
 
 Before training starts (imports, checks, loading TensorFlow: the first seconds of every
-command) there is nothing to save: ``watch_start_up`` is installed first thing by the
-command line, and a stop signal then ends the command at once with one line and
-``EXIT_STOPPED`` (``StartUpStop``), instead of the default death (exit 143) or a
-traceback from inside an import. ``StopSignals`` ends that watch when training begins.
+command) there is nothing to save: ``watch_start_up`` is installed first thing, by
+``keepbest/__init__.py`` itself when the process is the command (``started_as_the_command``),
+before any other keepbest module is imported, and a stop signal then ends the command with
+one line and ``EXIT_STOPPED`` (``StartUpStop``), instead of the default death (exit 143)
+or a traceback from inside an import. ``StopSignals`` ends that watch when training begins.
+What remains unwatched is the interpreter's own start-up (about 20 ms: ``site`` and the
+first lines of ``keepbest/__init__.py``), which no Python code can cover.
 
 Example:
 
@@ -21,7 +24,9 @@ Example:
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Literal
 
@@ -40,6 +45,26 @@ class StartUpStop(BaseException):
     def __init__(self, name: str):
         super().__init__(name)
         self.name = name
+
+
+def started_as_the_command() -> bool:
+    """Whether this process is ``keepbest`` or ``train`` (the console scripts, or
+    ``python -m keepbest``), not a program that imports keepbest: only the command changes
+    how the process takes signals, and from its first line. While ``python -m keepbest``
+    imports the package, ``sys.argv[0]`` is ``-m`` and ``__main__`` is not yet keepbest's.
+
+    >>> started_as_the_command()   # a doctest run is a program that imports keepbest
+    False
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "keepbest.__main__":
+        return True
+    if sys.argv and sys.argv[0] == "-m":  # python -m <module>, still being located
+        options = [*getattr(sys, "orig_argv", []), ""]
+        for at, option in enumerate(options):
+            if option.startswith("-m"):  # "-m keepbest" or "-mkeepbest"
+                return (option[2:] or options[at + 1]) == "keepbest"
+    return os.path.basename(sys.argv[0] if sys.argv else "") in ("keepbest", "train")
 
 
 _start_up: dict[signal.Signals, object] = {}  # signal -> the handler before the watch
