@@ -106,7 +106,8 @@ def check_run_dir(cfg: ExperimentConfig, restart: bool = False, overwrite: bool 
     before TensorFlow is even imported."""
     if overwrite and not restart:
         raise ConfigError("--overwrite only goes with --restart")
-    run = RunDir(cfg.run_dir())
+    with reported_against(cfg):  # a name the file system takes, before any look at it
+        run = RunDir(guard.check_run_path(cfg.run_dir()))
     _refuse_if_busy(run)
     with reported_against(cfg):
         guard.check_run_dir(run.path, restart, overwrite, writes=may_write(cfg.distribute))

@@ -181,3 +181,22 @@ def test_a_study_folder(place):
     refused(lambda: check_study_dir(place / "runs" / "t", STUDY_MARKERS), "run dir of a single")
     refused(lambda: check_study_dir(place / "mine.csv", STUDY_MARKERS), "is a file")
     refused(lambda: check_study_dir(place / "runs" / "t" / "resume", STUDY_MARKERS), "belongs to")
+
+
+def test_train_from_python_names_a_run_dir_too_long_for_the_file_system(place):
+    """``keepbest.train`` checks the run dir's path as the command line does, before
+    asking whether another process holds it (that look failed with ENAMETOOLONG): each
+    folder name fits NAME_MAX, the whole passes PATH_MAX."""
+    import keepbest
+
+    deep = "/".join(["d" * 250] * 16)  # 4015 bytes, under PATH_MAX; with the name over it
+    config = {
+        "name": "n" * 250,
+        "output_dir": deep,
+        "data": {"source": "digits", "validation": {"split": 0.2}},
+        "model": {"builder": "mlp"},
+        "loss": "sparse_categorical_crossentropy",
+    }
+    message = refused(lambda: keepbest.train(config), "output_dir", "PATH_MAX")
+    assert len(message.splitlines()) == 1, message
+    assert not (place / ("d" * 250)).exists()
