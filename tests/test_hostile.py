@@ -1041,7 +1041,7 @@ CASES = [
         "billion-laughs-in-a-set-value",
         ("train", "--config", "train.yaml", "--set", "model.kwargs.extra=" + billion_laughs()),
         2,
-        ("model.kwargs.extra: --set value 'a0: &a0 [lol", "invalid YAML: its aliases"),
+        ("--set model.kwargs.extra: value 'a0: &a0 [lol", "invalid YAML: its aliases"),
         max_seconds=20,
     ),
     Case(

@@ -3,7 +3,7 @@
 YAML is parsed safely (no tags that run code), a key given twice is an error (YAML would
 keep the last one silently), every ``--set KEY=VALUE`` is parsed as YAML and applied to
 the mapping before validation, and every problem is reported at once, one line each,
-prefixed with the file it is about.
+prefixed with the file it is about, or with ``--set`` for a key an override gave.
 
 Aliases (``*name``) may repeat a value, but the document they expand to is bounded: at
 most ``MAX_EXPANDED_VALUES`` values beyond what is written out, and no alias inside its
@@ -177,16 +177,15 @@ def apply_override(raw: dict, assignment: str) -> None:
     """Apply one ``--set a.b=c``; the value is parsed as YAML (``3`` is an int).
 
     Missing sections on the way are created (and then validated like any other key).
+    Problems read ``--set KEY: ...`` (``ConfigError``).
     """
     key, sep, text = assignment.partition("=")
     key = key.strip()
     parts = key.split(".")
     if not sep or not all(parts):
-        where = key if key and all(parts) else "--set"
-        raise ConfigError(
-            f"{where}: --set {assignment!r} is not KEY=VALUE, e.g. --set train.epochs=30"
-        )
-    value = parse_yaml(text, f"{key}: --set value {short_repr(text)}")
+        shown = key if key and all(parts) else repr(assignment)
+        raise ConfigError(f"--set {shown}: not KEY=VALUE, e.g. --set train.epochs=30")
+    value = parse_yaml(text, f"--set {key}: value {short_repr(text)}")
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -195,11 +194,47 @@ def apply_override(raw: dict, assignment: str) -> None:
         elif not isinstance(child, dict):
             section = ".".join(parts[: depth + 1])
             raise ConfigError(
-                f"{key}: cannot --set inside '{section}': it is a value "
+                f"--set {key}: cannot set inside '{section}': it is a value "
                 f"({short_repr(child)}), not a section"
             )
         node = child
     node[parts[-1]] = value
+
+
+class Origin(str):
+    """Where a config came from: its file's name (``config`` for a mapping), the first
+    word of every error about it, and the keys ``--set`` gave, whose errors name the
+    ``--set`` instead (``--set optimizer.lr: unknown key ...``), since the file does not
+    hold them.
+
+    >>> origin = Origin("exp.yaml", ["optimizer.learnign_rate", "train"])
+    >>> origin.locate("optimizer.learnign_rate: unknown key; did you mean 'learning_rate'?")
+    "--set optimizer.learnign_rate: unknown key; did you mean 'learning_rate'?"
+    >>> origin.locate("train.epohcs: unknown key"), origin.locate("seed: must be an integer")
+    ('--set train.epohcs: unknown key', 'exp.yaml: seed: must be an integer')
+    >>> str(origin)
+    'exp.yaml'
+    """
+
+    set_keys: tuple[str, ...]
+
+    def __new__(cls, name: str, set_keys: typing.Iterable[str] = ()) -> Origin:
+        origin = super().__new__(cls, name)
+        origin.set_keys = tuple(set_keys)
+        return origin
+
+    def __reduce__(self):  # pickled (multiprocessing) with its keys
+        return (Origin, (str(self), self.set_keys))
+
+    def locate(self, line: str) -> str:
+        """``line`` (``dotted.path: problem``) prefixed with where the value came from."""
+        if line.startswith("--set "):  # already names its --set
+            return line
+        path = line.split(": ", 1)[0]
+        for key in self.set_keys:
+            if path == key or path.startswith((f"{key}.", f"{key}[")):
+                return f"--set {line}"
+        return f"{self}: {line}"
 
 
 def read_yaml_file(path: str | Path, what: str) -> Any:
@@ -224,45 +259,50 @@ def load_config(
     overrides: typing.Sequence[str] = (),
     base_dir: str | Path | None = None,
     check_files: bool = True,
+    assigned: typing.Sequence[str] = (),
 ) -> ExperimentConfig:
     """Read, override and validate a config; raise ``ConfigError`` with every problem.
 
     ``source`` is a YAML file or an already-parsed mapping. Relative paths resolve against
     the file's folder (or ``base_dir``, by default the working directory, for a mapping).
     ``check_files=False`` accepts data paths that do not exist (a run dir moved elsewhere).
-    Every problem line starts with the file's name (``config`` for a mapping).
+    ``overrides`` are the user's ``--set KEY=VALUE``; ``assigned`` are assignments of the
+    same form that keepbest makes itself after them (a sweep's grid values, a trial's
+    sampled ones, where a run goes). Every problem line starts with the file's name
+    (``config`` for a mapping), or, for a key an override gave, with ``--set`` (``Origin``).
     """
     if isinstance(source, dict):
-        raw, origin = _deep_copy(source), "config"
+        raw, name = _deep_copy(source), "config"
         base = Path(base_dir or ".").resolve()
     else:
         path = Path(source)
-        origin = str(path)
+        name = str(path)
         raw = read_yaml_file(path, "config file")
         base = Path(base_dir).resolve() if base_dir else path.resolve().parent
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
             raise ConfigError(
-                f"{origin}: expected a mapping of sections (name, data, ...) at the top level, "
+                f"{name}: expected a mapping of sections (name, data, ...) at the top level, "
                 f"got {type(raw).__name__}"
             )
+    origin = Origin(name, [a.partition("=")[0].strip() for a in overrides])
     problems = []
-    for assignment in overrides:
+    for assignment in [*overrides, *assigned]:
         try:
             apply_override(raw, assignment)
         except ConfigError as exc:
             problems += exc.problems
     if problems:
-        raise ConfigError([f"{origin}: {line}" for line in problems])
+        raise ConfigError(problems)
     try:
         cfg = ExperimentConfig.model_validate(
             raw, context={"base_dir": base, "check_files": check_files}
         )
     except ValidationError as exc:
-        raise ConfigError([f"{origin}: {line}" for line in describe_errors(exc)]) from None
+        raise ConfigError([origin.locate(line) for line in describe_errors(exc)]) from None
     except ConfigError as exc:
-        raise ConfigError([f"{origin}: {line}" for line in exc.problems]) from None
+        raise ConfigError([origin.locate(line) for line in exc.problems]) from None
     cfg._base_dir = base
     cfg._origin = origin
     return cfg
@@ -270,8 +310,8 @@ def load_config(
 
 @contextlib.contextmanager
 def reported_against(cfg: ExperimentConfig) -> Iterator[None]:
-    """Prefix the ``InputError``s raised inside with the config's file, as ``load_config``
-    does.
+    """Prefix the ``InputError``s raised inside with the config's file (or ``--set``), as
+    ``load_config`` does (``Origin.locate``).
 
     Used around the checks that need Keras or the data (builder, optimizer, files'
     contents), so that every problem a config causes reads ``<file>: <dotted path>: ...``.
@@ -281,7 +321,8 @@ def reported_against(cfg: ExperimentConfig) -> Iterator[None]:
     except InputError as exc:
         if getattr(exc, "origin", None) is not None:  # already located by an inner block
             raise
-        located = type(exc)([f"{cfg.origin}: {line}" for line in exc.problems])
+        origin = cfg.origin if isinstance(cfg.origin, Origin) else Origin(cfg.origin)
+        located = type(exc)([origin.locate(line) for line in exc.problems])
         located.origin = cfg.origin
         raise located from None
 

@@ -80,10 +80,11 @@ def placed_config(
     folder: Path,
     name: str,
 ) -> ExperimentConfig:
-    """``config`` with ``overrides``, then ``values`` (dotted key -> value) applied as
-    ``--set`` overrides, living in ``folder/name``; validated (``ConfigError``)."""
+    """``config`` with ``overrides`` (the user's ``--set``), then ``values`` (dotted key ->
+    value, a grid's or a trial's) applied the same way, living in ``folder/name``;
+    validated (``ConfigError``: a problem of ``values`` is reported against the file)."""
     placement = [f"output_dir={_as_yaml(str(folder))}", f"name={_as_yaml(name)}"]
-    return load_config(config, [*overrides, *assignments(values), *placement])
+    return load_config(config, overrides, assigned=[*assignments(values), *placement])
 
 
 def read_grid(path: str | Path) -> dict[str, list]:
