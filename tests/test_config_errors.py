@@ -247,6 +247,14 @@ CASES = [
         overrides=("metrics=[accuracy",),
     ),
     Case(
+        "mode-against-the-monitor",
+        small_config(checkpoint={"monitor": "val_accuracy", "mode": "min"}),
+        (
+            "checkpoint.mode: min contradicts val_accuracy (an accuracy goes up when the model "
+            "improves); use mode: max, or auto, or set checkpoint.force_mode: true",
+        ),
+    ),
+    Case(
         "csv-missing-target",
         small_config(data={"source": "csv", "path": "table.csv", "target": "labl"}),
         (

@@ -7,7 +7,10 @@ The decisions only, no measuring (``keepbest.measure`` measures) and no TensorFl
 - ``patience_exhausted``: how long the run has waited for an improvement, once that
   reaches ``patience``;
 - ``stop_reason``: the one wording of why training stopped early, shared by the
-  training callback, a finished run's summary and ``keepbest show``.
+  training callback, a finished run's summary and ``keepbest show``;
+- ``direction_from_name``: the direction a monitor's name says (accuracy: max, loss:
+  min), which ``checkpoint.mode`` may not contradict unless forced
+  (``mode_contradiction``).
 
 ``val_*`` monitors are measured by a validation pass on the weights being judged. A
 training-set monitor (``loss``, ``accuracy``...) is *not* Keras' logged running mean,
@@ -153,6 +156,91 @@ def stop_reason(
     if kind == "callback":
         return "a callback in fit stopped training" + (f" {where}" if where else "")
     return f"no improvement of {monitor} for {waited} {unit} (patience {patience})"
+
+
+# What a metric's name says about its direction, by its last word (Keras' numbered
+# copies, ``auc_1``, without the number): the phrase says why, in a refusal.
+_SAYS_MAX = {
+    "accuracy": "an accuracy",
+    "acc": "an accuracy",
+    "auc": "an AUC",
+    "precision": "a precision",
+    "recall": "a recall",
+    "iou": "an IoU",
+    "similarity": "a similarity",
+    "f1": "an F1 score",
+    "fbeta": "an F-beta score",
+    "r2": "an R2 score",
+}
+_SAYS_MIN = {
+    "loss": "a loss",
+    "error": "an error",
+    "mse": "a squared error",
+    "rmse": "a squared error",
+    "msle": "a squared error",
+    "mae": "an absolute error",
+    "mape": "an absolute error",
+    "crossentropy": "a cross-entropy",
+    "hinge": "a hinge loss",
+    "divergence": "a divergence",
+    "kld": "a divergence",
+    "logcosh": "a log-cosh error",
+    "poisson": "a Poisson loss",
+}
+
+
+def _direction_word(monitor: str) -> tuple[str, str] | None:
+    """(``min`` or ``max``, why in words) from ``monitor``'s name, or None."""
+    words = [w for w in monitor.lower().removeprefix(VALIDATION_PREFIX).split("_") if w]
+    while len(words) > 1 and words[-1].isdigit():
+        words.pop()
+    if words and words[-1] == "score" and len(words) > 1:
+        words.pop()  # f1_score, r2_score
+    if not words:
+        return None
+    last = words[-1]
+    if last in _SAYS_MIN:
+        return "min", f"{_SAYS_MIN[last]} goes down"
+    if last in _SAYS_MAX:
+        return "max", f"{_SAYS_MAX[last]} goes up"
+    return None
+
+
+def direction_from_name(monitor: str) -> Literal["min", "max"] | None:
+    """The direction ``monitor``'s name says better values go, or None if it says none.
+
+    The last word of the name decides (an accuracy of a loss is a loss):
+
+    >>> [direction_from_name(m) for m in ("val_accuracy", "auc_1", "val_precision", "recall")]
+    ['max', 'max', 'max', 'max']
+    >>> [direction_from_name(m) for m in ("loss", "val_mse", "mean_absolute_error", "f1_score")]
+    ['min', 'min', 'min', 'max']
+    >>> direction_from_name("accuracy_loss"), direction_from_name("val_confident_accuracy")
+    ('min', 'max')
+    >>> direction_from_name("true_positives") is None, direction_from_name("score") is None
+    (True, True)
+    """
+    found = _direction_word(monitor)
+    return found[0] if found else None  # type: ignore[return-value]
+
+
+def mode_contradiction(monitor: str, mode: str) -> str | None:
+    """Why ``mode`` (``min`` or ``max``) contradicts what ``monitor``'s name says, in
+    one line naming the fixes, or None (``auto``, a name that says nothing, or agreed).
+
+    >>> mode_contradiction("val_accuracy", "min")
+    'checkpoint.mode: min contradicts val_accuracy (an accuracy goes up when the model \
+improves); use mode: max, or auto, or set checkpoint.force_mode: true'
+    >>> mode_contradiction("val_accuracy", "max") is None, mode_contradiction("x", "min") is None
+    (True, True)
+    """
+    found = _direction_word(monitor)
+    if mode not in ("min", "max") or found is None or found[0] == mode:
+        return None
+    return (
+        f"checkpoint.mode: {mode} contradicts {monitor} ({found[1]} when the model improves); "
+        f"use mode: {found[0]}, or auto, or set checkpoint.force_mode: true"
+    )
 
 
 def resolve_mode(name: str, mode: str, model=None) -> str:

@@ -160,6 +160,58 @@ def test_a_cadence_config_needs_some_cadence(tmp_path):
         load_config({**base, "checkpoint": {"start_from_step": 10}})
 
 
+@pytest.mark.parametrize(
+    "monitor, direction",
+    [
+        ("val_accuracy", "max"),
+        ("sparse_categorical_accuracy", "max"),
+        ("val_acc", "max"),
+        ("auc", "max"),
+        ("val_auc_2", "max"),  # Keras numbers a second AUC metric
+        ("precision", "max"),
+        ("val_recall", "max"),
+        ("f1_score", "max"),
+        ("loss", "min"),
+        ("val_loss", "min"),
+        ("val_mse", "min"),
+        ("mae", "min"),
+        ("mean_squared_error", "min"),
+        ("val_root_mean_squared_error", "min"),
+        ("categorical_crossentropy", "min"),
+        ("accuracy_loss", "min"),  # a loss of an accuracy is a loss
+        ("true_positives", None),
+        ("val_confident", None),
+        ("score", None),
+    ],
+)
+def test_direction_from_name(monitor, direction):
+    from keepbest.monitor import direction_from_name
+
+    assert direction_from_name(monitor) == direction
+
+
+def test_a_mode_against_the_monitor_s_name_is_refused_unless_forced():
+    from keepbest.config import load_config
+    from keepbest.errors import ConfigError
+
+    base = {"name": "t", "data": {"source": "digits", "validation": {"split": 0.2}}}
+    base["metrics"] = ["accuracy"]
+    with pytest.raises(ConfigError) as caught:
+        load_config({**base, "checkpoint": {"monitor": "val_accuracy", "mode": "min"}})
+    assert caught.value.problems == [
+        "config: checkpoint.mode: min contradicts val_accuracy (an accuracy goes up when the "
+        "model improves); use mode: max, or auto, or set checkpoint.force_mode: true"
+    ]
+    with pytest.raises(ConfigError, match=r"^config: checkpoint\.mode: max contradicts loss \(a"):
+        load_config({**base, "checkpoint": {"monitor": "loss", "mode": "max"}})
+    forced = {"monitor": "val_accuracy", "mode": "min", "force_mode": True}
+    assert load_config({**base, "checkpoint": forced}).checkpoint.mode == "min"
+    for agreed in ({"monitor": "val_accuracy", "mode": "max"}, {"monitor": "loss", "mode": "min"}):
+        assert load_config({**base, "checkpoint": agreed}).checkpoint.mode == agreed["mode"]
+    unnamed = {"monitor": "val_loss", "mode": "auto"}
+    assert load_config({**base, "checkpoint": unnamed}).checkpoint.mode == "auto"
+
+
 def _tf_config(task: str, index: int, chief: bool = False) -> dict:
     cluster = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
     return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": task, "index": index}})}

@@ -593,6 +593,10 @@ class AverageConfig(Section):
 class CheckpointConfig(Section):
     monitor: str = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
+    # true: keep a mode that contradicts the direction the monitor's name says (mode: min
+    # with val_accuracy, max with a loss), e.g. for a custom metric named against its
+    # direction; false: such a mode is refused (keepbest.monitor.direction_from_name)
+    force_mode: bool = False
     min_delta: float = Field(0.0, ge=0)
     # counted in evaluation points: epochs, or evaluations when every_steps is set
     patience: Count | None = None
@@ -619,6 +623,15 @@ class CheckpointConfig(Section):
         if not re.match(r"^[A-Za-z_][\w]*$", value):
             raise ValueError("expected a metric name such as 'val_loss' or 'accuracy'")
         return value
+
+    @model_validator(mode="after")
+    def _mode_agrees_with_the_monitor(self) -> CheckpointConfig:
+        from keepbest.monitor import mode_contradiction
+
+        problem = mode_contradiction(self.monitor, self.mode)
+        if problem and not self.force_mode:
+            raise ConfigError(problem)
+        return self
 
     @model_validator(mode="after")
     def _warm_up_in_the_schedule_s_unit(self) -> CheckpointConfig:
