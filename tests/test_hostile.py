@@ -1004,7 +1004,7 @@ CASES = [
         "sweep-where-a-file-is",
         ("sweep", "exp.yaml", "--grid", "grid.yaml", "--dry-run"),
         2,
-        ("run 0 (learning_rate=0.01): exp.yaml: output_dir: is a file, not a folder",),
+        ("run 1/1 (learning_rate=0.01): exp.yaml: output_dir: is a file, not a folder",),
         files={"grid.yaml": "optimizer.learning_rate: [0.01]\n", "runs/bad": "a file\n"},
         config=small_config(name="bad"),
         kept=(RUN, "runs/bad"),

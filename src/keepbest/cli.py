@@ -175,7 +175,8 @@ def train_command(
     type=int,
     default=None,
     envvar="SLURM_ARRAY_TASK_ID",
-    help="Run only this run of the sweep (default: $SLURM_ARRAY_TASK_ID).",
+    help="Run only this run of the sweep, numbered from 0 as --dry-run lists them "
+    "(default: $SLURM_ARRAY_TASK_ID).",
 )
 @click.option("--dry-run", is_flag=True, help="List the runs and exit.")
 def sweep_command(
@@ -193,7 +194,7 @@ def sweep_command(
     reported and the remaining runs still train (the exit code is the first failure's).
     """
     from keepbest.errors import KeepbestError, StoppedForResume
-    from keepbest.search.sweep import expand_sweep, select
+    from keepbest.search.sweep import expand_sweep, run_label, select
 
     config = check_input(config_path, "CONFIG")
     sweep = expand_sweep(config, check_input(grid_path, "--grid"), overrides)
@@ -210,7 +211,7 @@ def sweep_command(
     failures: list[tuple[str, KeepbestError]] = []
     for number in chosen:
         name = sweep.name(number)
-        click.echo(f"== run {number}/{count - 1}: {name}")
+        click.echo(f"== {run_label(number, count)}: {name}")
         try:
             run = sweep[number]  # validated again: a large grid's runs were not all checked
             _ERROR_LOG.run_dir = run.config.run_dir()
@@ -218,7 +219,7 @@ def sweep_command(
         except StoppedForResume:
             raise
         except KeepbestError as exc:
-            click.echo(f"error: run {number} ({name}): {exc}", err=True)
+            click.echo(f"error: {run_label(number, count)} ({name}): {exc}", err=True)
             failures.append((name, exc))
     if failures:
         raise type(failures[0][1])(

@@ -2,7 +2,9 @@
 
 The grid is a YAML mapping from dotted config keys to lists of values; the runs are the
 cartesian product, in file order, so run ``i`` is the same on every machine and a Slurm
-array task can pick it by ``SLURM_ARRAY_TASK_ID``. Every run lives in
+array task can pick it by ``SLURM_ARRAY_TASK_ID``. ``--index`` and ``--dry-run`` number the
+runs from 0, as Slurm's ``--array=0-N`` does; messages count them from 1 (``run 1/2``,
+``run_label``). Every run lives in
 ``output_dir/<base name>/<key=value,...>``.
 
 The runs are enumerated lazily (``Sweep``: run ``i`` is computed from ``i``), so a grid
@@ -53,6 +55,16 @@ class SweepRun:
     @property
     def overrides(self) -> list[str]:
         return assignments(self.values)
+
+
+def run_label(index: int, count: int) -> str:
+    """How messages name run ``index`` (0-based, as ``--index`` and ``--dry-run`` number
+    it) of ``count``: counted from 1.
+
+    >>> run_label(0, 2), run_label(1, 2)
+    ('run 1/2', 'run 2/2')
+    """
+    return f"run {index + 1}/{count}"
 
 
 def _as_yaml(value: Any) -> str:
@@ -179,7 +191,8 @@ class Sweep(Sequence[SweepRun]):
             check_run_dir(resolved.run_dir())  # where it trains (keepbest.rundir.guard)
         except InputError as exc:
             shown = name if len(name) <= 60 else name[:57] + "..."
-            raise ConfigError([f"run {index} ({shown}): {line}" for line in exc.problems]) from None
+            label = run_label(index, len(self))
+            raise ConfigError([f"{label} ({shown}): {line}" for line in exc.problems]) from None
         return SweepRun(index, name, values, resolved)
 
     def __iter__(self) -> Iterator[SweepRun]:
