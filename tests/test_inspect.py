@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,43 @@ def test_show_sees_a_run_another_process_is_training(seed_case_run):
         done = run_cli("show", str(seed_case_run))
     assert done.returncode == 0, done.stderr
     assert f"running: training now (pid {os.getpid()} on" in done.stdout
+
+
+def test_show_on_a_live_run_says_the_best_is_verified_when_training_ends(tmp_path):
+    """A real training process, stopped by SIGTERM once show has seen it: its best is not
+    verified yet, and show says when it will be, not to train again."""
+    cfg = {**SEED_CASE, "train": {"epochs": 100_000}}  # still training when show looks
+    config = write(tmp_path, cfg)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keepbest", "train", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    run = tmp_path / "runs" / "t"
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "best.json").is_file():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no best checkpoint within 2 minutes"
+            time.sleep(0.05)
+        shown = run_cli("show", str(run))
+        assert process.poll() is None  # it was training the whole time
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(None, 1) for line in shown.stdout.splitlines() if line[:1] != " ")
+    assert lines["status"].startswith(f"running: training now (pid {process.pid} on")
+    assert lines["verified"] == "not yet (verified when training ends)"
+    # stopped now (exit 75 after saving): the same best, and the advice to train again
+    assert process.returncode == 75
+    after = run_cli("show", str(run))
+    lines = dict(line.split(None, 1) for line in after.stdout.splitlines() if line[:1] != " ")
+    assert lines["status"].startswith("resumable: ")
+    assert lines["verified"] == "not yet (train again to verify)"
 
 
 # --------------------------------------------------------------------------- plot

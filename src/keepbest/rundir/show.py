@@ -84,7 +84,11 @@ class RunOverview:
                 where = f"step {record.step} (epoch {record.epoch})"
             best = f"{record.monitor} = {record.value:.8g} at {where}"
             lines.append(("best", f"{best} ({record.mode}), saved {record.saved_at}"))
-            verified = "not yet (train again to verify)"
+            verified = (
+                "not yet (verified when training ends)"
+                if status.state == "running"
+                else "not yet (train again to verify)"
+            )
             if record.verified_value is not None:
                 diff = record.verified_value - record.value
                 how = "exact" if diff == 0 else f"diff {diff:+.3g}"
