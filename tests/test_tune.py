@@ -124,6 +124,20 @@ def test_a_signal_stops_the_worker_and_the_trial_resumes_once(study):
     assert on_disk == names
 
 
+def test_tune_tells_statuses_in_the_words_of_show_and_summary(study):
+    """A trial's end and the study's counts say done, as a run's status does, never
+    Optuna's complete."""
+    from keepbest.rundir.status import run_status
+
+    outs = "".join(out for _, out, _ in study["workers"])
+    counts = [line for line in outs.splitlines() if line.startswith("study 'st': ")]
+    assert counts and all(" done" in line and "complete" not in line for line in counts)
+    done = [line for line in outs.splitlines() if line.startswith("trial ") and " done: " in line]
+    finished = [t for t in study["trials"] if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == len(finished) > 0
+    assert {run_status(run_dir(study, t)).state for t in finished} == {"done"}
+
+
 def test_two_workers_shared_the_study(study):
     owners = {t.user_attrs["keepbest_owner"]["pid"] for t in study["trials"][1:]}
     assert len(owners) == 2  # both workers trained trials after trial 0
@@ -187,12 +201,19 @@ def test_summary_ranks_trials_with_sampled_values_and_states(study):
             trial.params["model.kwargs.hidden"]
         )
         assert row["swept"]["optimizer.learning_rate"] == trial.params["optimizer.learning_rate"]
+        # the words of a run dir's status (done, not Optuna's complete), plus pruned
         state = trial.state.name.lower()
-        assert row["status"].startswith({"complete": "complete", "pruned": "pruned"}[state])
-    complete = [row for row in rows if row["status"] == "complete"]
-    assert rows[: len(complete)] == complete  # complete trials first, best first
+        assert row["status"] == {"complete": "done", "pruned": "pruned"}[state]
+        if state == "pruned":
+            assert row["detail"] == f"pruned {trial.user_attrs['pruned']}"
+    complete = [row for row in rows if row["status"] == "done"]
+    assert rows[: len(complete)] == complete  # trials done first, best first
     assert [row["value"] for row in complete] == sorted(row["value"] for row in complete)
+    assert {row["status"] for row in rows} == {"done", "pruned"}
     table = run_cli("summary", "runs/st", "--wide", cwd=study["folder"])  # every key in full
+    assert [line.split()[-1] for line in table.stdout.splitlines()[2:]] == [
+        row["status"] for row in rows
+    ]
     heading, header = table.stdout.splitlines()[:2]
     assert heading == "loss (min), best first:"  # one group: every trial monitors loss
     assert header.split()[:4] == [

@@ -18,6 +18,11 @@ array task that owned it (same ``SLURM_JOB_ID`` after requeue), or a worker on t
 host once its process is gone, resumes it in the same run dir; it is counted once. A
 trial that crashes is marked failed with its error.
 
+A trial's status is told in the words of a run dir's (``keepbest.rundir.status``: new,
+running, resumable, done, failed), plus ``pruned``, which only a trial can be
+(``trial_status``): Optuna's COMPLETE is ``done``, in ``tune``'s output and in
+``keepbest summary`` of a study, as in ``show`` and ``summary`` of a run.
+
 Example space (``space.yaml``)::
 
     optimizer.learning_rate: {log_uniform: [1.0e-4, 1.0e-1]}
@@ -298,7 +303,7 @@ class Claim:
 class Outcome:
     number: int
     name: str
-    state: str  # complete, pruned, failed, busy
+    state: str  # done, pruned, failed (keepbest.rundir.status's words), or busy
     detail: str
     error: KeepbestError | None = None
 
@@ -584,8 +589,8 @@ class Tuner:
         detail = f"{record.monitor} {value:.6g} at epoch {record.epoch}, verified"
         if chosen(record) == "average":
             detail += f" (the average of {len(record.average.steps)} points)"
-        log.info("trial %d complete: %s", number, detail)
-        return Outcome(number, name, "complete", detail)
+        log.info("trial %d done: %s", number, detail)
+        return Outcome(number, name, "done", detail)
 
     def _fail(self, trial, name: str, exc: KeepbestError) -> Outcome:
         import optuna
@@ -632,12 +637,12 @@ class Tuner:
     # ----------------------------------------------------------------- results
 
     def best_run_dir(self) -> Path:
-        """The run dir of the study's best complete trial."""
+        """The run dir of the study's best trial (of those done)."""
         try:
             best = self.study.best_trial
         except ValueError:
             raise NoBestError(
-                f"study {self.study_name!r} has no complete trial yet; run keepbest tune"
+                f"study {self.study_name!r} has no trial done yet; run keepbest tune"
             ) from None
         return self.study_dir / best.user_attrs["run_dir"]
 
@@ -647,7 +652,7 @@ class Tuner:
         trials = self.study.get_trials(deepcopy=False)
         counts = {}
         for frozen in trials:
-            state = frozen.state.name.lower()
+            state = trial_status(frozen.state)
             counts[state] = counts.get(state, 0) + 1
         states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         line = f"study {self.study_name!r}: {len(trials)} of {self.budget} trials ({states})"
@@ -663,13 +668,33 @@ class Tuner:
 
 # --------------------------------------------------------------------------- summary
 
-_STATE_ORDER = {"complete": 0, "running": 1, "pruned": 2, "fail": 3, "waiting": 4}
+# Optuna's trial states in keepbest.rundir.status's words (RunState), plus pruned
+_TRIAL_STATUS = {
+    "COMPLETE": "done",
+    "RUNNING": "running",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "WAITING": "new",
+}
+# summary's order: trials done first (best first), then running ones, pruned, failed, new
+_STATUS_ORDER = {"done": 0, "running": 1, "resumable": 1, "pruned": 2, "failed": 3, "new": 4}
+
+
+def trial_status(state) -> str:
+    """An Optuna ``TrialState`` as keepbest names statuses (``keepbest.rundir.status``):
+    COMPLETE is ``done``, FAIL ``failed``, WAITING ``new``; PRUNED stays ``pruned``.
+
+    >>> import optuna                                 # doctest: +SKIP
+    >>> trial_status(optuna.trial.TrialState.COMPLETE)  # doctest: +SKIP
+    'done'
+    """
+    return _TRIAL_STATUS.get(state.name, state.name.lower())
 
 
 def summarize_study(folder: str | Path) -> list[SummaryRow] | None:
     """``keepbest summary`` rows for a study's folder, or None if ``folder`` holds no
-    study: every trial with its sampled values and Optuna state, complete trials first
-    (best first), then running, pruned and failed ones."""
+    study: every trial with its sampled values and status (``trial_status``), trials done
+    first (best first), then running, pruned and failed ones."""
     from keepbest.rundir.status import run_status
     from keepbest.rundir.table import SummaryRow
 
@@ -706,16 +731,15 @@ def summarize_study(folder: str | Path) -> list[SummaryRow] | None:
         run = folder / trial.user_attrs.get("run_dir", f"{trial.number:03d}")
         status = run_status(run) if RunDir(run).has_run() else None
         record = status.record if status else None
-        state = trial.state.name.lower()
-        value = trial.value if state == "complete" else (record.value if record else None)
-        text = {"fail": "failed", "complete": "complete"}.get(state, state)
+        text = trial_status(trial.state)
+        value = trial.value if text == "done" else (record.value if record else None)
         detail = status.detail if status else "no run dir"
-        if state == "pruned":
-            text = f"pruned {trial.user_attrs.get('pruned', '')}".strip()
-        elif state == "fail":
+        if text == "pruned":
+            detail = f"pruned {trial.user_attrs.get('pruned', '')}".strip()
+        elif text == "failed":
             detail = trial.user_attrs.get("error", "failed")
-        elif state == "running" and status:
-            text = f"running ({status.state})"
+        elif text == "running" and status:
+            text = status.state  # running (a live process), or resumable (interrupted)
         rows.append(
             SummaryRow(
                 name=run.name,
@@ -731,8 +755,7 @@ def summarize_study(folder: str | Path) -> list[SummaryRow] | None:
         )
 
     def rank(row: SummaryRow) -> tuple:
-        state = row.status.split()[0]
-        order = _STATE_ORDER.get({"failed": "fail"}.get(state, state), 5)
+        order = _STATUS_ORDER.get(row.status, 5)
         if row.value is None or not math.isfinite(row.value):
             return (order, 1, 0.0, row.swept["trial"])
         return (order, 0, row.value if mode == "min" else -row.value, row.swept["trial"])
