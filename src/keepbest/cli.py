@@ -435,7 +435,8 @@ def plot_command(run_dir: str, out: str | None, overwrite: bool) -> None:
 def summary_command(runs_dir: str, as_json: bool, wide: bool) -> None:
     """A table of the runs under RUNS_DIR per monitor, best first: the swept values, best
     epoch, monitored value, verified, status (done / resumable / running / failed). For a
-    study's folder (keepbest tune): every trial, its sampled values and Optuna state.
+    study's folder (keepbest tune): every trial, its sampled values and status (the same
+    words, plus pruned).
 
     Runs with different monitors or modes are ranked in separate tables. The table fits
     the terminal (or $COLUMNS, else 80 columns); --wide shows everything."""
