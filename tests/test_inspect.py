@@ -207,6 +207,36 @@ def test_plot_draws_running_mean_and_end_of_epoch_with_the_best_marked(seed_case
     assert running == {row["epoch"]: row["loss"] for row in rows}
 
 
+def test_a_log_scale_panel_has_enough_plain_number_labels_to_read_values_off(tmp_path):
+    """A loss falling from about 1.7 to 0.07 (more than 20 times: a log scale): matplotlib's
+    default labeled 0.1 and 1 only; the panel must label at least 4 ticks, each a plain
+    number at its own height."""
+    from keepbest.rundir.plot import curves_figure
+
+    cfg = small_config(
+        data={"batch_size": 64},
+        model={"builder": "mlp", "kwargs": {"hidden": [32]}},
+        train={"epochs": 12},
+    )
+    run_dir = keepbest.train(write(tmp_path, cfg)).run_dir
+    rows = read_history(run_dir / "history.csv")
+    figure = curves_figure(rows, keepbest.read_record(run_dir), "log")
+    figure.canvas.draw()
+    [loss] = [axes for axes in figure.axes if axes.get_title() == "loss (log scale)"]
+    values = [row[key] for row in rows for key in ("loss", "val_loss") if key in row]
+    assert max(values) / min(values) >= 20  # the case: a panel drawn on a log scale
+    low, high = loss.get_ylim()
+    labels = [
+        (tick.get_position()[1], tick.get_text())
+        for tick in loss.get_yticklabels()
+        if tick.get_text() and low <= tick.get_position()[1] <= high
+    ]
+    assert len(labels) >= 4, labels
+    for at, text in labels:  # "0.2", not "$\\mathdefault{10^{-1}}$", and where it says
+        assert float(text) == pytest.approx(at), (at, text)
+    assert [at for at, _ in labels] == sorted(at for at, _ in labels)
+
+
 def test_plot_writes_into_the_run_dir_by_default_and_refuses_an_empty_history(
     seed_case_run, tmp_path
 ):

@@ -11,9 +11,10 @@ running mean would keep the wrong weights. The star is the recorded best on the 
 was judged on.
 
 A panel whose values span decades (a loss falling from 20 to 0.05) is drawn on a log
-scale, so the region around the best stays readable; one that cannot be (values at or
-below zero) and is dominated by a few early values is zoomed to the rest, and its title
-says how many points lie above.
+scale, so the region around the best stays readable, with enough labeled ticks in plain
+numbers to read values off (``log_tick_subs``: 0.1, 0.15, 0.2, 0.3, ... 2 for 0.07..2.3);
+one that cannot be (values at or below zero) and is dominated by a few early values is
+zoomed to the rest, and its title says how many points lie above.
 
 matplotlib draws with its Agg backend (a PNG file, no display needed, no global state).
 
@@ -146,6 +147,7 @@ def _fit_y_axis(axes, values: list[float]) -> str:
     low, high = min(values), max(values)
     if low > 0 and high / low >= _DECADES_FOR_LOG:
         axes.set_yscale("log")
+        _readable_log_ticks(axes, high / low)
         return " (log scale)"
     ordered = sorted(values)
     typical = ordered[int(0.8 * (len(ordered) - 1))]  # the 80th percentile
@@ -155,6 +157,33 @@ def _fit_y_axis(axes, values: list[float]) -> str:
         above = sum(value > typical + margin for value in values)
         return f" (zoomed: {above} points above)"
     return ""
+
+
+def log_tick_subs(ratio: float) -> tuple[float, ...]:
+    """Where a log axis whose values span ``ratio`` (max / min) gets labeled ticks, as
+    multiples of each power of 10: several per decade when it spans few decades (matplotlib's
+    default labels the powers of 10 only: two labels for 0.07..2.3), fewer when it spans many.
+
+    >>> log_tick_subs(33), log_tick_subs(500), log_tick_subs(1e5), log_tick_subs(1e9)
+    ((1.0, 1.5, 2.0, 3.0, 5.0, 7.0), (1.0, 2.0, 5.0), (1.0, 3.0), (1.0,))
+    """
+    decades = math.log10(ratio)
+    if decades < 2:
+        return (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    if decades < 3.5:
+        return (1.0, 2.0, 5.0)
+    return (1.0, 3.0) if decades < 6 else (1.0,)
+
+
+def _readable_log_ticks(axes, ratio: float) -> None:
+    """Labeled ticks at ``log_tick_subs`` in plain numbers (0.2, 0.5, 1, 2, not 10^-1),
+    unlabeled minor ticks at the other multiples."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=log_tick_subs(ratio), numticks=30))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10)), numticks=30))
+    axes.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _draw_metric(
