@@ -609,8 +609,10 @@ def _exit(code: int) -> None:
     without the interpreter's clean-up (``os._exit``, the streams flushed first). An HDF5
     file whose write failed (the file-size limit, a full disk) stays open in HDF5 after
     its ``close`` raised; HDF5's clean-up at exit, or any later close, flushes it again
-    and may crash (SIGSEGV, exit -11, after the right error line). Everything keepbest
-    saved is durable already, and the failed file was a temporary one, removed."""
+    and may crash (SIGSEGV, exit -11, after the right error line). The best's own save
+    never leaves one (``weights_h5.Sink``: HDF5 sees no failed write); the average of the
+    kept points (``rundir.average``, written by h5py directly) still can. Everything
+    keepbest saved is durable already, and the failed file was a temporary one, removed."""
     if code == EXIT_WRITE_FAILED and _hdf5_files_open():
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

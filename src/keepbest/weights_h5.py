@@ -34,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import io
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -126,6 +128,91 @@ def _check_keras() -> None:
         )
 
 
+class Sink(io.RawIOBase):
+    """The file ``save`` writes, as HDF5 sees it (h5py's ``fileobj`` driver): the first
+    write the system refuses (the file-size limit, a full disk) is kept in ``error`` and
+    that write and every later one are dropped, so that no write ever fails for HDF5.
+
+    HDF5 defers writes (its metadata cache, a dataset's sieve buffer) to a dataset's or the
+    file's close, where h5py cannot raise (an error "ignored" in ``__dealloc__``); after a
+    failed one HDF5 keeps the file open with writes it can never finish, and a later close
+    (the next flush, ``File.close``, HDF5's clean-up at exit) crashes the process
+    (SIGSEGV). With nothing failing, HDF5 closes the file normally and ``save`` raises the
+    kept error. A read of what was dropped is zeros; nothing is kept in memory.
+
+    >>> import os, tempfile
+    >>> sink = Sink(os.path.join(tempfile.mkdtemp(), "w.h5"))
+    >>> sink.write(b"abc"), sink.seek(1), sink.read(5), sink.error
+    (3, 1, b'bc', None)
+    >>> sink.close()
+    """
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._position = 0
+        self._size = 0  # as HDF5 wrote it (dropped writes included)
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = max(0, min(len(view), self._size - self._position))
+        done = 0
+        while done < wanted:
+            got = os.preadv(self._fd, [view[done:wanted]], self._position + done)
+            if got == 0:  # beyond what reached the disk: dropped
+                view[done:wanted] = bytes(wanted - done)
+                break
+            done += got
+        self._position += wanted
+        return wanted
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        if self.error is None:
+            try:
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(self._fd, view[done:], self._position + done)
+            except OSError as exc:
+                self.error = exc
+        self._position += len(view)
+        self._size = max(self._size, self._position)
+        return len(view)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        start = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}
+        self._position = start[whence] + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._position if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as exc:
+                self.error = exc
+        self._size = size
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
 class Slices:
     """A large dataset of the file, read a slice of rows at a time by a variable's
     ``assign`` during ``load``; as an array (``np.asarray``) it is read whole."""
@@ -154,6 +241,18 @@ def _stores():
     from keras.src.saving.saving_lib import H5IOStore
 
     class SlicedWriteStore(H5IOStore):
+        sink: Sink
+
+        def _get_h5_file(self, path_or_io, mode=None):
+            import h5py
+
+            self.sink = Sink(path_or_io)
+            try:
+                return h5py.File(self.sink, mode="w")
+            except BaseException:
+                self.sink.close()
+                raise
+
         def __setitem__(self, key, value):
             import keras
 
@@ -211,7 +310,9 @@ def _assign_from_slices() -> Iterator[None]:
 
 def save(model, path: str | Path, skip: Sequence = ()) -> None:
     """Write ``model``'s weights to ``path`` as Keras' ``save_weights`` would (``skip``:
-    objects to leave out, e.g. the optimizer), a slice at a time."""
+    objects to leave out, e.g. the optimizer), a slice at a time. A write the system
+    refuses (the file-size limit, a full disk) is raised as its ``OSError`` once HDF5 has
+    closed the file (``Sink``): the file at ``path`` is then incomplete."""
     from keras.src.saving import saving_lib
 
     _check_keras()
@@ -228,7 +329,12 @@ def save(model, path: str | Path, skip: Sequence = ()) -> None:
             visited_saveables={id(obj) for obj in skip},
         )
     finally:
-        store.close()
+        try:
+            store.close()
+        finally:
+            store.sink.close()
+        if store.sink.error is not None:  # (what HDF5 raised after it, if anything: chained)
+            raise store.sink.error
 
 
 def load(model, path: str | Path, skip: Sequence = ()) -> None:
