@@ -78,9 +78,14 @@ def test_the_mean_time_between_failures_and_the_attempts_without_progress():
     [
         (Failures(mtbf=10.0), 1.0, math.sqrt(20.0)),  # Young: sqrt(2 C M)
         (Failures(mtbf=10.0), 0.01, math.sqrt(0.2)),
-        (Failures(mtbf=4.0), 3.0, 2.0),  # C close to M: at most M / 2
-        (Failures(mtbf=10.0, without_progress=3), 1.0, math.sqrt(20.0) / 8),
+        (Failures(mtbf=4.0), 1.9, 2.0),  # C close to M: at most M / 2
+        (Failures(mtbf=10.0, without_progress=3), 0.1, math.sqrt(2.0) / 8),
         (Failures(mtbf=10.0), None, 0.0),  # cost unknown: a state at once
+        # never below C: halved below it, or failures recorded as coming at once
+        (Failures(mtbf=10.0, without_progress=3), 1.0, 1.0),
+        (Failures(mtbf=4.0), 3.0, 3.0),  # M / 2 below C
+        (Failures(mtbf=0.0, without_progress=WINDOW), 0.25, 0.25),
+        (Failures(mtbf=0.001), 2.0, 2.0),
         (Failures(), 1.0, None),
     ],
 )
@@ -100,6 +105,31 @@ def test_with_failures_a_state_is_due_at_the_interval_and_never_later_than_the_b
     fixed = Cadence(every_steps=1000, max_overhead=None, failures=seen)
     assert fixed.due(1000, 0.1, last_cost=1.0) and fixed.due(3, 4.48, last_cost=1.0)
     assert not fixed.due(3, 4.47, last_cost=1.0)
+
+
+def test_a_forged_record_of_attempts_cannot_make_a_state_due_at_every_step(tmp_path):
+    """``resume/attempts.json`` edited so that every attempt died at once, none with
+    progress (all started at the same future instant: each lasted 0 s, M = 0): the
+    interval is the last state's own write time, so that training and state writes at
+    least share the time."""
+    run = RunDir(tmp_path)
+    run.resume_dir.mkdir()
+    forged = [{"started_at": "2099-01-01T00:00:00+00:00", "from_step": 7}] * WINDOW
+    run.attempts_file.write_text(json.dumps({"attempts": forged}))
+    failures = Failures.observed(ResumeStore(tmp_path).begin_attempt(7))
+    assert failures == Failures(mtbf=0.0, without_progress=WINDOW)
+    cadence = Cadence(failures=failures)
+    cost = 0.3  # the last state took 0.3 s to write
+    for steps in (1, 2, 10, 10_000):  # at no step before 0.3 s of training
+        assert not cadence.due(steps, 0.299, last_cost=cost)
+        assert cadence.due(steps, 0.3, last_cost=cost)
+    # the simulated run: states never take more than half of its time
+    step_time, clock, last_end, writes = 0.01, 0.0, 0.0, 0
+    for _ in range(1000):
+        clock += step_time
+        if cadence.due(1, clock - last_end, last_cost=cost):
+            clock, last_end, writes = clock + cost, clock + cost, writes + 1
+    assert writes * cost <= clock / 2, (writes, clock)
 
 
 def simulate(adaptive: bool, lifetime: float, startup: float, cost: float, attempts: int = 60):

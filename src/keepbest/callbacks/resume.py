@@ -26,14 +26,17 @@ restart's start-up included, so M errs long) and how many of them died without p
 (no newer state than they started from), k. With failures seen, a state is also due once
 the time since the last one (or since this attempt began) reaches
 
-    interval = min(sqrt(2 * C * M), M / 2) / 2**k
+    interval = max(min(sqrt(2 * C * M), M / 2) / 2**k, C)
 
 where C is what the last state took to write: Young's first-order optimum (Daly's for
 C << M), at most half the time between failures, halved for every recent attempt that
-died without progress. So the interval is never longer than today's (a state is due as
-soon as either rule says so), and as long as one step and one state write fit in an
-attempt's life, attempts keep progressing: each attempt that dies without progress
-halves the next one's interval, and the halving lasts while it is among the last
+died without progress, and never shorter than C: at least as much training as writing
+states (they take at most half the time), whatever ``resume/attempts.json`` says (a
+forged or damaged one whose times make M near 0 cannot make a state due at every step).
+So the interval is never longer than today's (a state is due as soon as either rule
+says so), and as long as one step and twice a state's write time fit in an attempt's
+life, attempts keep progressing: each attempt that dies without progress halves the
+next one's interval, down to C, and the halving lasts while it is among the last
 ``WINDOW``. With the budget, sqrt(2 C M) is the shorter one once
 M < C / (2 * max_overhead**2) (200 C by default): the state writes then take more than
 ``max_overhead``, sqrt(C / (2 M)) of the time, which is less than failures would cost.
@@ -60,7 +63,9 @@ Example:
 
 Attempts that died every 10 s, a state taking 1 s: sqrt(2 * 1 s * 10 s) = 4.47 s, not
 the budget's 20 s; died every 7 s, two without progress: a quarter of
-min(sqrt(14), 7 / 2) s:
+min(sqrt(2 * C * 7 s), 7 s / 2), 0.66 s for a state of 0.5 s; for a state of 1 s a quarter
+of 3.5 s is less than the state's own time, so 1 s (also when the record says that
+failures came at once: M = 0):
 
     >>> seen = Failures.observed([(10.0, True, True), (10.0, True, True)])
     >>> seen
@@ -70,8 +75,10 @@ min(sqrt(14), 7 / 2) s:
     >>> Cadence(failures=seen).due(steps_since=10, seconds_since=4.5, last_cost=1.0)
     True
     >>> stuck = Failures.observed([(10.0, True, True), (6.0, True, False), (5.0, True, False)])
-    >>> stuck.without_progress, round(stuck.mtbf, 2), round(stuck.interval(last_cost=1.0), 2)
-    (2, 7.0, 0.88)
+    >>> stuck.without_progress, round(stuck.mtbf, 2), round(stuck.interval(last_cost=0.5), 2)
+    (2, 7.0, 0.66)
+    >>> stuck.interval(last_cost=1.0), Failures(mtbf=0.0).interval(last_cost=1.0)
+    (1.0, 1.0)
     >>> Failures.observed([(50.0, False, True), (80.0, False, True)])  # clean stops only
     Failures(mtbf=None, without_progress=0)
     >>> class Patient:
@@ -153,11 +160,13 @@ class Failures:
 
     def interval(self, last_cost: float | None) -> float | None:
         """The longest time between states these failures allow (the module's rule), or
-        None with no failure seen; an unknown cost counts as 0 (a state at once)."""
+        None with no failure seen; never shorter than ``last_cost`` itself; an unknown
+        cost counts as 0 (a state at once)."""
         if self.mtbf is None:
             return None
-        young = math.sqrt(2.0 * (last_cost or 0.0) * self.mtbf)
-        return min(young, self.mtbf / 2.0) / 2.0**self.without_progress
+        cost = last_cost or 0.0
+        young = math.sqrt(2.0 * cost * self.mtbf)
+        return max(min(young, self.mtbf / 2.0) / 2.0**self.without_progress, cost)
 
 
 @dataclasses.dataclass(frozen=True)
