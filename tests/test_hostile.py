@@ -837,6 +837,18 @@ CASES = [
         absent=("p.csv",),
     ),
     Case(
+        "predict-keep-unknown-column",
+        ("predict", RUN, "--input", "in.csv", "--output", "p.csv", "--keep", "id,nmae"),
+        2,
+        (
+            "--keep: in.csv has no column 'nmae'; its columns are id, name, a, b; did you mean "
+            "'name'?",
+        ),
+        files={"in.csv": "id,name,a,b\n1,x,0,0\n"},
+        absent=("p.csv",),
+        max_seconds=30,  # refused before TensorFlow is imported
+    ),
+    Case(
         "plot-over-the-run-history",
         ("plot", RUN, "--out", f"{RUN}/history.csv", "--overwrite"),
         2,

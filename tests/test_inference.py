@@ -612,9 +612,113 @@ def test_predict_csv_by_column_name_writes_class_names(csv_run, tmp_path):
     with open(tmp_path / "out.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     expected = keepbest.load_best(csv_run, compile=False).predict(x.reshape(40, 64), verbose=0)
-    assert list(rows[0]) == ["label", *(f"p_d{i}" for i in range(10))]
+    # the id, which the model does not take, comes first: rows match by more than order
+    assert list(rows[0]) == ["id", "label", *(f"p_d{i}" for i in range(10))]
+    assert [row["id"] for row in rows] == [str(i) for i in range(40)]
     assert [row["label"] for row in rows] == [f"d{i}" for i in expected.argmax(axis=1)]
-    assert float(rows[0]["p_d0"]) == pytest.approx(float(expected[0, 0]), rel=1e-6)
+    assert float(rows[0]["p_d0"]) == pytest.approx(float(expected[0, 0]), rel=1e-5)
+
+
+def significant_digits(text: str) -> int:
+    mantissa = text.lower().split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+    return len(mantissa)
+
+
+def test_predict_keeps_the_columns_asked_for_and_writes_the_digits_asked_for(csv_run, tmp_path):
+    """--keep (repeated, or by commas) copies those columns in front of the predictions,
+    the target's too if asked; by default every column the model does not take but the
+    target; --precision sets the significant digits (6 by default, not repr's 17)."""
+    x, y = digits(30)
+    columns = [f"px{i}" for i in range(64)]
+    with open(tmp_path / "in.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label", *columns, "note"])
+        writer.writerows(
+            [f"s{i}", f"d{y[i]}", *row.ravel().tolist(), f"n,{i}"] for i, row in enumerate(x)
+        )
+    probabilities = [f"p_d{i}" for i in range(10)]
+
+    def predict(*options: str) -> list[dict]:
+        out = tmp_path / "out.csv"
+        done = run_cli(
+            "predict",
+            str(csv_run),
+            "--input",
+            "in.csv",
+            "--output",
+            out.name,
+            "--overwrite",
+            *options,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        with open(out, newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    default = predict()  # id and note: not features, not the target (label)
+    assert list(default[0]) == ["id", "note", "label", *probabilities]
+    assert [(row["id"], row["note"]) for row in default] == [(f"s{i}", f"n,{i}") for i in range(30)]
+    assert max(significant_digits(row[p]) for row in default for p in probabilities) == 6
+    expected = keepbest.load_best(csv_run, compile=False).predict(x.reshape(30, 64), verbose=0)
+    got = np.array([[float(row[p]) for p in probabilities] for row in default])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-12)
+
+    asked = predict("--keep", "note,label", "--keep", "px3", "--precision", "3")
+    # the target, if asked, beside the predicted label: under another name
+    assert list(asked[0]) == ["note", "input_label", "px3", "label", *probabilities]
+    assert [row["input_label"] for row in asked] == [f"d{i}" for i in y[:30]]
+    assert [row["label"] for row in asked] == [f"d{i}" for i in expected.argmax(axis=1)]
+    assert [row["px3"] for row in asked] == [str(v) for v in x.reshape(30, 64)[:, 3].tolist()]
+    assert max(significant_digits(row[p]) for row in asked for p in probabilities) == 3
+
+    assert list(predict("--keep", "")[0]) == ["label", *probabilities]  # none kept
+    np.savez(tmp_path / "in.npz", x=x)
+    out = tmp_path / "out.npz"
+    done = run_cli("predict", str(csv_run), "--input", "in.csv", "--output", out.name, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with np.load(out) as arrays:  # an .npz keeps full floats (float32), no kept columns
+        assert sorted(arrays.files) == ["class_names", "labels", "predictions"]
+        np.testing.assert_array_equal(arrays["predictions"], expected.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("options", "output", "says"),
+    [
+        (
+            ["--keep", "id", "--keep", "nmae"],
+            "out.csv",
+            "error: --keep: in.csv has no column 'nmae'; its columns are id, name, px0, px1, "
+            "px2, px3, px4, px5, px6, px7, px8, px9, px10, px11, px12, px13, px14, px15, px16, "
+            "px17 and 46 more; did you mean 'name'?",
+        ),
+        (
+            ["--precision", "3"],
+            "out.npz",
+            "error: --precision: sets the digits of a .csv --output; out.npz keeps full floats",
+        ),
+        (
+            ["--keep", "id"],
+            "out.npz",
+            "error: --keep: copies columns into a .csv --output, not out.npz",
+        ),
+    ],
+    ids=["unknown-column", "precision-of-npz", "keep-into-npz"],
+)
+def test_predict_refuses_keep_and_precision_that_cannot_apply_before_any_work(
+    csv_run, tmp_path, options, output, says
+):
+    columns = [f"px{i}" for i in range(64)]
+    with open(tmp_path / "in.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "name", *columns])
+        writer.writerow([1, "a", *range(64)])
+    done = run_cli(
+        "predict", str(csv_run), "--input", "in.csv", "--output", output, *options, cwd=tmp_path
+    )
+    assert done.returncode == 2
+    assert errors(done) == [says]
+    assert done.stderr.strip() == says  # one line, nothing else
+    assert not (tmp_path / output).exists()
 
 
 def test_predict_a_folder_of_images(image_run, tmp_path):

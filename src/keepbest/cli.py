@@ -363,17 +363,41 @@ def evaluate_command(run_dir: str, data_file: str | None, as_json: bool) -> None
 @click.option(
     "--overwrite", is_flag=True, help="Replace --output if it exists (never a run's file)."
 )
+@click.option(
+    "--keep",
+    multiple=True,
+    metavar="COLUMN",
+    help="A column of a .csv --input to copy into a .csv --output, in front of the "
+    "predictions (repeat it, or separate names by commas; --keep '' keeps none). Default: "
+    "every column the model does not take but the run's target (an id, say).",
+)
+@click.option(
+    "--precision",
+    type=click.IntRange(1, 17),
+    help="Significant digits of the numbers in a .csv --output (default 6); an .npz keeps "
+    "full floats.",
+)
 def predict_command(
-    run_dir: str, input_path: str, output_path: str, batch_size: int | None, overwrite: bool
+    run_dir: str,
+    input_path: str,
+    output_path: str,
+    batch_size: int | None,
+    overwrite: bool,
+    keep: tuple[str, ...],
+    precision: int | None,
 ) -> None:
     """Predict every sample of --input with RUN_DIR's best model.
 
     The input holds raw values, as the run's training files do (the model applies the
-    run's preprocessing itself); values far outside the training range get a warning."""
+    run's preprocessing itself); values far outside the training range get a warning.
+    A .csv output starts with the input's columns the model does not take (--keep)."""
     from keepbest.inference.predict import prepare_prediction
 
+    columns = [n.strip() for given in keep for n in given.split(",") if n.strip()] if keep else None
     # the output, the run and the input, checked before TensorFlow loads
-    job = prepare_prediction(run_dir, input_path, output_path, batch_size, overwrite)
+    job = prepare_prediction(
+        run_dir, input_path, output_path, batch_size, overwrite, columns, precision
+    )
     _import_tensorflow_quietly()
     result = job.run()
     click.echo(f"wrote {result.count} predictions to {result.path}")
