@@ -82,7 +82,7 @@ def test_sweep_names_runs_by_their_values_and_validates_all_first(tmp_path):
     with pytest.raises(ConfigError) as caught:
         expand_sweep(config, bad)
     assert caught.value.problems == [
-        f"run 1 (learning_rate=-1.0,epochs=2): {config}: optimizer.learning_rate: "
+        f"run 2/2 (learning_rate=-1.0,epochs=2): {config}: optimizer.learning_rate: "
         "must be a finite number greater than 0 (got -1.0)"
     ]
 

@@ -81,7 +81,8 @@ def mixed(tmp_path) -> Path:
     make_run(root, "acc/high", "val_accuracy", "max", 0.95, seed=3)
     make_run(root, "acc/low", "val_accuracy", "max", 0.50, seed=4)
     make_run(root, "acc/waiting", "val_accuracy", "auto", None, seed=5)
-    make_run(root, "acc/big-loss", "val_loss", "max", 9.0, seed=6)  # a (strange) max on a loss
+    forced = {"monitor": "val_loss", "mode": "max", "force_mode": True}
+    make_run(root, "acc/big-loss", "val_loss", "max", 9.0, seed=6, checkpoint=forced)  # strange
     return root
 
 
