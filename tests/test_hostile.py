@@ -1758,7 +1758,7 @@ CASES += [
         "train-name-too-long",
         ("train", "--config", "train.yaml", "--set", f"name={LONG_NAME}"),
         2,
-        ("train.yaml: name: the name 'nnn", "is 300 bytes long", NAME_MAX),
+        ("--set name: the name 'nnn", "is 300 bytes long", NAME_MAX),  # given by --set
         max_seconds=30,
     ),
     Case(
