@@ -210,7 +210,7 @@ def test_csv_spec_builds_an_mlp_but_not_a_cnn(tmp_path):
     with pytest.raises(ConfigError) as caught:
         build_model(cnn, spec)
     assert str(caught.value).startswith(
-        f"{path}: model.builder: cnn failed: ValueError: cnn takes images (height, width"
+        "--set model.builder: cnn failed: ValueError: cnn takes images (height, width"
         "[, channels]); this data's samples have shape (2,): use builder mlp (at models.py:"
     )
 
