@@ -398,7 +398,8 @@ def test_factory_returning_datasets(tmp_path):
         (
             "wrong_type",
             "data.factory: factory_bad:wrong_type must return (train, validation), each an "
-            "(x, y) tuple of arrays (or (x, y, w), w the sample weights) or a batched "
+            "(x, y) tuple of arrays (or (x, y, w), w the sample weights), a random-access "
+            "source of samples (len() and [i], e.g. a Grain MapDataset) or a batched "
             "tf.data.Dataset (validation may be None), optionally followed by a dict of "
             "class_names and feature_names; got dict",
         ),
@@ -503,7 +504,7 @@ def test_factory_without_validation_cannot_feed_a_val_monitor(tmp_path):
     with pytest.raises(DataError) as caught:
         load_pipelines(cfg)
     assert str(caught.value) == (
-        f"{path}: checkpoint.monitor: 'val_loss' needs validation data, but "
+        "--set checkpoint.monitor: 'val_loss' needs validation data, but "
         "factory_train_only:train_only returned None for it; return (train, validation) "
         "or monitor 'loss'"
     )
