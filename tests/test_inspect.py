@@ -20,6 +20,7 @@ from conftest import run_cli, small_config
 from keepbest.rundir.history import read_history
 from keepbest.rundir.lock import RunLock
 from keepbest.rundir.status import run_status
+from test_resume import start_training
 
 # One batch per epoch and a training-set monitor: Keras' running mean and the end-of-epoch
 # value part ways (the case keepbest exists for, configs/seed_case.yaml in small).
@@ -147,14 +148,7 @@ def test_show_on_a_live_run_says_the_best_is_verified_when_training_ends(tmp_pat
     verified yet, and show says when it will be, not to train again."""
     cfg = {**SEED_CASE, "train": {"epochs": 100_000}}  # still training when show looks
     config = write(tmp_path, cfg)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keepbest", "train", "--config", str(config)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    process = start_training(config)
     run = tmp_path / "runs" / "t"
     try:
         deadline = time.monotonic() + 120

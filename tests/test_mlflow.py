@@ -6,10 +6,7 @@ into the same MLflow run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from keepbest.errors import ConfigError
 from keepbest.rundir.history import read_history
 from keepbest.rundir.layout import RunDir
 from keepbest.rundir.record import read_record
+from test_resume import start_training
 
 STEPS_PER_EPOCH = 180  # 1438 training digits in batches of 8: a signal lands mid-epoch
 
@@ -54,14 +52,7 @@ def runs_of(folder: Path) -> list:
 def tracked(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("mlflow")
     config = write(folder)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "keepbest", "train", "--config", str(config)],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    first = start_training(config)
     run = folder / "runs" / "t"
     deadline = time.monotonic() + 120
     while not read_history(run / "history.csv"):

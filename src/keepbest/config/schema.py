@@ -118,6 +118,16 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, (str, Path)) else value
 
 
+def folder_files(folder: Path, suffix: str) -> list[Path]:
+    """The ``suffix`` files below ``folder`` (any depth), sorted; hidden ones and those
+    under names starting with ``_`` (``_SUCCESS``, ``_temporary/``) left out."""
+    return sorted(
+        p
+        for p in folder.rglob(f"*{suffix}")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)
+    )
+
+
 def _shards(paths: list[Path], info: ValidationInfo, suffix: str) -> list[Path]:
     """Files given as paths, glob patterns (``shards/x-*.npy``) or folders (every
     ``suffix`` file below it), each resolved from the config's folder, in the order
@@ -137,11 +147,7 @@ def _shards(paths: list[Path], info: ValidationInfo, suffix: str) -> list[Path]:
             if not matches:
                 raise ValueError(f"the pattern {str(given)!r} matches no file")
         elif _kind(path) == "folder":
-            matches = sorted(
-                p
-                for p in path.rglob(f"*{suffix}")
-                if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
-            )
+            matches = folder_files(path, suffix)
             if not matches:
                 raise ValueError(f"the folder {path} holds no {suffix} file")
         else:

@@ -443,6 +443,7 @@ def _read_weighted(cfg: ExperimentConfig) -> tuple[Any, Any | None, DataSpec]:
 
 def load_pipelines(cfg: ExperimentConfig) -> Pipelines:
     """Read the data and build the pipelines (``DataError`` on any data problem)."""
+    _read_errors.clear()  # a problem met by an earlier run in this process is not this one's
     train, val, spec = _read(cfg)
     batch_size = cfg.data.batch_size
     eval_steps = cfg.checkpoint.train_eval_steps

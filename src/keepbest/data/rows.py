@@ -273,12 +273,6 @@ class NpyArray:
         flat[order] = np.frombuffer(data, np.uint8).reshape(len(index), -1)
         return out
 
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
-
 
 def _npy_header(path: Path, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, data offset) of an .npy file, checked against the file's size."""

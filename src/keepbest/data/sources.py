@@ -42,7 +42,7 @@ from keepbest.config.references import (
     describe_exception,
     did_you_mean,
 )
-from keepbest.config.schema import CsvData, NpyData, NpzData, ParquetData
+from keepbest.config.schema import CsvData, NpyData, NpzData, ParquetData, folder_files
 from keepbest.data.files import (
     IMAGE_SUFFIXES,
     check_image_files,
@@ -311,7 +311,7 @@ class ParquetSource(Source):
             update={"path": [path], "validation": None, "features": spec.feature_names}
         )
         if path.is_dir():
-            found = sorted(path.rglob("*.parquet"))
+            found = folder_files(path, ".parquet")
             if not found:
                 raise DataError(f"--data: {path} holds no .parquet file")
             settings = settings.model_copy(update={"path": found})
